@@ -1,0 +1,3 @@
+"""ACDC engine: autoregressive multimodal generation with diffusion correction. Never imports ComfyUI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,134 @@
+"""The one small protocol every ARM backend meets.
+
+A story is a sequence of *chunks*. Each chunk is one prompt and the image tokens the ARM produced for
+it. A chunk holds one image (a story frame) or several (a window of video frames), so tokens are a
+tensor ``[n_images, tokens_per_image]``; how a backend lays them out in its own sequence (raster order,
+rows with end-of-line tokens, parallel masked filling) is its own business.
+
+The context is a value: ``append`` and ``swap`` return a new context and leave the old one intact.
+A backend may keep a key/value cache behind a context (``cache`` below) purely as a speed-up: it is a
+memo of the sequence it covers, never part of the context's meaning, so a stale cache can cost time but
+never change a result.
+
+Images cross this protocol as float tensors ``[N, 3, H, W]`` in ``[0, 1]`` (channels first).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional, Protocol, runtime_checkable
+
+import torch
+
+from ..errors import InvalidInputError
+from ..progress import ProgressFn, no_progress
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How an ARM samples image tokens. ``top_k``/``top_p`` of 0 / 1.0 mean off."""
+
+    guidance_scale: float = 5.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def validate(self) -> "SamplingSettings":
+        if self.temperature < 0:
+            raise InvalidInputError(f"temperature must be >= 0 (0 means greedy), got {self.temperature}.")
+        if self.top_k < 0:
+            raise InvalidInputError(f"top_k must be >= 0 (0 turns it off), got {self.top_k}.")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InvalidInputError(f"top_p must be in (0, 1] (1 turns it off), got {self.top_p}.")
+        if self.guidance_scale < 0:
+            raise InvalidInputError(f"guidance_scale must be >= 0 (1 turns CFG off), got {self.guidance_scale}.")
+        return self
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One prompt and the image tokens that answer it: ``tokens`` is ``[n_images, tokens_per_image]``."""
+
+    prompt: str
+    tokens: torch.Tensor
+
+
+class CacheMemo:
+    """A mutable holder for a backend's key/value cache and the exact sequence it covers.
+
+    Contexts derived from one another share one memo. A backend that wants to reuse the cache compares
+    ``covered`` with the sequence it needs, keeps the longest common prefix (cropping the cache) and
+    prefills only the rest. Because ``covered`` always tells the truth, sharing is safe.
+    """
+
+    __slots__ = ("cache", "covered")
+
+    def __init__(self) -> None:
+        self.cache: Any = None
+        self.covered: Optional[torch.Tensor] = None  # [B, L] ids (or any key the backend chooses)
+
+
+@dataclass(frozen=True)
+class ARMContext:
+    """The story so far as the ARM sees it: the chunks in order, plus a cache memo (not part of equality)."""
+
+    chunks: tuple[Chunk, ...] = ()
+    memo: CacheMemo = field(default_factory=CacheMemo, compare=False, repr=False)
+
+    def append(self, prompt: str, tokens: torch.Tensor) -> "ARMContext":
+        return replace(self, chunks=self.chunks + (Chunk(prompt, tokens.detach().clone()),))
+
+    def swap(self, index: int, tokens: torch.Tensor) -> "ARMContext":
+        """A new context where chunk ``index`` holds ``tokens`` instead (the ACDC swap, v_i -> v~_i)."""
+        if not -len(self.chunks) <= index < len(self.chunks):
+            raise InvalidInputError(
+                f"cannot swap chunk {index}: the context holds {len(self.chunks)} chunk(s).")
+        old = self.chunks[index]
+        if tuple(tokens.shape) != tuple(old.tokens.shape):
+            raise InvalidInputError(
+                f"swapped tokens have shape {tuple(tokens.shape)} but chunk {index} holds "
+                f"{tuple(old.tokens.shape)}; re-encode the image at the ARM's resolution.")
+        chunks = list(self.chunks)
+        chunks[index] = Chunk(old.prompt, tokens.detach().clone())
+        return replace(self, chunks=tuple(chunks))
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+
+@runtime_checkable
+class ARMBackend(Protocol):
+    """What the ACDC loop needs from an autoregressive multimodal model."""
+
+    family: str
+    image_size: tuple[int, int]      # (H, W) in pixels of one image the ARM makes
+    tokens_per_image: int
+    device: torch.device
+
+    def sample_chunk(self, context: ARMContext, prompt: str, *, settings: SamplingSettings,
+                     generator: torch.Generator, images_per_chunk: int = 1,
+                     progress: ProgressFn = no_progress) -> torch.Tensor:
+        """Tokens ``[images_per_chunk, tokens_per_image]`` for ``prompt`` given everything in ``context``."""
+        ...
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens ``[N, tokens_per_image]`` -> images ``[N, 3, H, W]`` in [0, 1]."""
+        ...
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, H, W]`` in [0, 1] at ``image_size`` -> tokens ``[N, tokens_per_image]``."""
+        ...
+
+    def to(self, device: torch.device | str) -> "ARMBackend":
+        """Move the weights (used to offload the ARM while another stage needs the memory)."""
+        ...
+
+
+def check_images(images: torch.Tensor, size: tuple[int, int], what: str = "image") -> None:
+    """Raise a clear error unless ``images`` is [N, 3, H, W] with (H, W) == size."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise InvalidInputError(
+            f"{what} must be a tensor [N, 3, H, W] (channels first, RGB); got shape {tuple(images.shape)}.")
+    if tuple(images.shape[-2:]) != tuple(size):
+        raise InvalidInputError(
+            f"{what} is {images.shape[-2]}x{images.shape[-1]} (HxW) but the ARM works at "
+            f"{size[0]}x{size[1]}; resize it first (acdc_core.images.resize_to)." )
