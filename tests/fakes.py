@@ -1,0 +1,90 @@
+"""Small, exact stand-ins for the ARM, the DM corrector and the memory LLM, to test the loop's logic.
+
+They meet the same protocols as the real backends but their behaviour is simple enough to predict:
+the fake ARM's "image" is a flat colour per token, so decode/encode are exact inverses on its grid.
+"""
+from __future__ import annotations
+
+import torch
+
+from acdc_core.arm.base import ARMContext, SamplingSettings
+from acdc_core.progress import no_progress
+
+
+class FakeARM:
+    family = "fake"
+    codebook = 16
+
+    def __init__(self, size: int = 8, grid: int = 2):
+        self.image_size = (size, size)
+        self.grid = grid
+        self.tokens_per_image = grid * grid
+        self.device = torch.device("cpu")
+        self.contexts_seen: list[ARMContext] = []
+        self.moves: list[str] = []
+
+    def sample_chunk(self, context, prompt, *, settings: SamplingSettings, generator, images_per_chunk=1,
+                     progress=no_progress):
+        self.contexts_seen.append(context)
+        # Depends on the seed and on every token already in context (so a swap changes what follows).
+        offset = sum(int(c.tokens.sum()) for c in context.chunks)
+        draw = torch.randint(0, self.codebook, (images_per_chunk, self.tokens_per_image), generator=generator)
+        for k in range(self.tokens_per_image):
+            progress("arm", k + 1, self.tokens_per_image)
+        return (draw + offset) % self.codebook
+
+    def decode(self, tokens):
+        levels = tokens.float() / (self.codebook - 1)                      # [N, T]
+        grid = levels.view(-1, 1, self.grid, self.grid).expand(-1, 3, -1, -1)
+        return torch.nn.functional.interpolate(grid, size=self.image_size, mode="nearest")
+
+    def encode(self, images):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(images.mean(1, keepdim=True), self.grid)
+        return (pooled.view(images.shape[0], -1) * (self.codebook - 1)).round().long()
+
+    def to(self, device):
+        self.moves.append(str(device))
+        return self
+
+
+class FakeCorrector:
+    """'Corrects' by pulling the image towards a grey level set by the prompt's length, by ``strength``."""
+
+    image_multiple = 1
+    text_window = 77
+
+    def __init__(self, size: int = 16):
+        self.native_size = (size, size)
+        self.calls: list[dict] = []
+
+    def fit_prompt(self, prompt: str) -> str:
+        return " ".join(prompt.split()[:20])
+
+    def target(self, prompt: str) -> float:
+        return (len(prompt) % 10) / 9
+
+    def correct(self, images, prompts, *, strength, steps=50, guidance_scale=7.5, seed=0, negative_prompt="",
+                mask=None, mask_dilate=8, mask_feather=8, progress=no_progress):
+        self.calls.append({"prompt": prompts, "strength": strength, "seed": seed, "mask": mask,
+                           "shape": tuple(images.shape)})
+        out = images * (1 - strength) + self.target(prompts) * strength
+        if mask is not None:
+            out = torch.where(mask > 0.5, out, images)
+        return out
+
+    def to(self, device):
+        return self
+
+
+class FakeMemory:
+    """Prefixes the first story prompt (the 'who and where') to every later one."""
+
+    class settings:
+        mode = "per-frame"
+
+    def __init__(self):
+        self.calls = 0
+
+    def prompt_for(self, i, story_prompts, earlier):
+        self.calls += 1
+        return story_prompts[i] if i == 0 else f"{story_prompts[0]} {story_prompts[i]}"
