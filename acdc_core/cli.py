@@ -1,0 +1,207 @@
+"""Headless entry points.
+
+  acdc story --prompts story.txt --arm ARM_DIR --dm SD_PATH [--memory per-frame --llm LLM_DIR] --out OUT
+  acdc demo --out OUT      # builds the built-in tiny models locally (no download) and runs a story
+
+Both write OUT/frames/*.png, OUT/strip.png (ARM vs corrected side by side) and OUT/run.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from .arm.base import SamplingSettings
+from .devices import Placement, pick_device, pick_dtype
+from .errors import ACDCError, InvalidInputError
+from .images import from_pil
+from .progress import print_progress
+from .state import StorySettings, new_story
+
+DEMO_PROMPTS = [
+    "Benny, a golden retriever, plays in a sunny meadow with a red ball.",
+    "He jumps over a fallen log.",
+    "He chases a butterfly near the river.",
+    "He rests in the shade of an oak tree.",
+    "He watches the sun set behind the hills.",
+    "He falls asleep under the stars.",
+]
+
+
+def read_prompts(path: Path) -> list[str]:
+    """One prompt per line (blank lines and lines starting with # are skipped), or a JSON list."""
+    if not path.is_file():
+        raise InvalidInputError(f"prompts file {path} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        prompts = json.loads(text)
+    else:
+        prompts = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return list(new_story(prompts).prompts)
+
+
+def parse_masks(specs: Sequence[str]) -> dict[int, torch.Tensor]:
+    """--mask FRAME:PATH (1-based frame; white = repaint, or a PNG's transparent pixels as ComfyUI paints)."""
+    from PIL import Image
+
+    masks = {}
+    for spec in specs:
+        frame, _, path = spec.partition(":")
+        if not frame.isdigit() or not path:
+            raise InvalidInputError(f"--mask takes FRAME:PATH (e.g. 3:moon_mask.png), got {spec!r}.")
+        if not Path(path).is_file():
+            raise InvalidInputError(f"mask file {path} does not exist.")
+        image = Image.open(path)
+        if image.mode in ("RGBA", "LA"):
+            mask = 1.0 - from_pil(image.getchannel("A").convert("RGB"))[0]
+        else:
+            mask = from_pil(image)[0]
+        masks[int(frame) - 1] = (mask > 0.5).float()
+    return masks
+
+
+def build_memory(args, fit):
+    from .memory import MemoryModule, MemorySettings, OpenAICompatibleLLM, load_local_llm
+
+    settings = MemorySettings(mode=args.memory, seed=args.seed)
+    if args.system_prompt:
+        settings = replace(settings, system_prompt=Path(args.system_prompt).read_text(encoding="utf-8"))
+    if args.memory == "off":
+        return MemoryModule(None, settings, fit=fit)
+    if args.endpoint:
+        backend = OpenAICompatibleLLM(args.endpoint, args.llm_model, api_key_env=args.api_key_env)
+    elif args.llm:
+        backend = load_local_llm(args.llm, device="cpu", trust_remote_code=args.trust_remote_code)
+    else:
+        raise InvalidInputError(
+            f"--memory {args.memory} needs a language model: --llm FOLDER (local) or --endpoint URL "
+            "(OpenAI-compatible); or use --memory off.")
+    return MemoryModule(backend, settings, fit=fit)
+
+
+def settings_from(args) -> StorySettings:
+    correct = None if args.correct_frames in ("all", None) else int(args.correct_frames)
+    size = (args.correction_size, args.correction_size) if args.correction_size else None
+    return StorySettings(
+        sampling=SamplingSettings(guidance_scale=args.arm_cfg, temperature=args.temperature, top_k=args.top_k,
+                                  top_p=args.top_p),
+        strength=args.strength, steps=args.steps, guidance_scale=args.cfg, negative_prompt=args.negative_prompt,
+        correct_frames=correct, fix_strength=args.fix_strength, correction_size=size, seed=args.seed,
+    ).validate()
+
+
+def run(args) -> dict:
+    from .arm import load_arm
+    from .correct import load_corrector
+    from .report import write_run
+    from .story import run_story
+
+    # Everything cheap is checked before any model loads.
+    prompts = read_prompts(Path(args.prompts)) if args.prompts else DEMO_PROMPTS
+    settings = settings_from(args)
+    masks = parse_masks(args.mask or [])
+    device = pick_device(args.device)
+    dtype = pick_dtype(device, args.dtype)
+    placement = Placement(device=device, offload=not args.no_offload)
+    load_device = "cpu" if placement.offload else device
+
+    started = time.perf_counter()
+    arm = load_arm(args.arm, device=load_device, dtype=dtype, trust_remote_code=args.trust_remote_code)
+    corrector = None
+    if settings.correct_frames != 0:
+        corrector = load_corrector(args.dm, device=load_device, dtype=dtype, config_dir=args.dm_config)
+    memory = build_memory(args, corrector.fit_prompt if corrector else (lambda s: s))
+    loaded = time.perf_counter() - started
+
+    progress = print_progress()
+    extra_rows = []
+    if args.baseline:
+        print("ARM-only baseline story ...", file=sys.stderr)
+        base = run_story(prompts, arm, None, None, replace(settings, correct_frames=0), placement=placement,
+                         progress=progress)
+        extra_rows.append(("ARM only (no correction)", [r.arm_image for r in base.records]))
+    print("ACDC story ...", file=sys.stderr)
+    state = run_story(prompts, arm, corrector, memory, settings, fix_masks=masks, placement=placement,
+                      progress=progress)
+    meta = {"arm": str(args.arm), "dm": str(args.dm), "memory": args.memory, "device": str(device),
+            "dtype": str(dtype).replace("torch.", ""), "load_seconds": round(loaded, 3),
+            "total_seconds": round(time.perf_counter() - started, 3)}
+    record = write_run(state, Path(args.out), settings, extra_rows=extra_rows, meta=meta)
+    print(f"wrote {Path(args.out) / 'strip.png'} and run.json ({len(state.records)} frames)", file=sys.stderr)
+    for r in state.records:
+        print(f"  frame {r.index + 1}: tokens kept {r.tokens_kept:.0%}  DM prompt: {r.memory_prompt!r}",
+              file=sys.stderr)
+    return record
+
+
+def demo(args) -> dict:
+    """Build the tiny built-in models (seeded, random weights, no download) once, then run a story."""
+    from .tiny import build_default_models
+
+    models = build_default_models(Path(args.models))
+    args.arm, args.dm, args.llm = str(models["arm"]), str(models["dm"]), str(models["llm"])
+    args.dm_config, args.endpoint = None, None
+    return run(args)
+
+
+def add_story_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--prompts", help="story file: one prompt per line (or a JSON list)")
+    p.add_argument("--memory", choices=["off", "per-frame", "whole-story"], default="per-frame")
+    p.add_argument("--system-prompt", help="file with your own memory system prompt")
+    p.add_argument("--strength", type=float, default=0.5, help="SDEdit t' in (0, 1] (default 0.5)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM schedule length; steps at or below t' run")
+    p.add_argument("--cfg", type=float, default=7.5, help="DM classifier-free guidance (default 7.5)")
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--correct-frames", default="all", help="'all' (ACDC), k (ACDC #k) or 0 (ARM only)")
+    p.add_argument("--fix-strength", type=float, default=0.8, help="t' of the masked physical fix")
+    p.add_argument("--mask", action="append", metavar="FRAME:PATH", help="physical-fix mask for a frame")
+    p.add_argument("--correction-size", type=int, help="side the DM corrects at (default: its native size)")
+    p.add_argument("--arm-cfg", type=float, default=5.0, help="ARM classifier-free guidance")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
+    p.add_argument("--no-offload", action="store_true", help="keep every model on the device")
+    p.add_argument("--baseline", action="store_true", help="also run an ARM-only story for comparison")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow a model folder's own code to run")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="acdc", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    story = sub.add_parser("story", help="run ACDC on your own models")
+    add_story_options(story)
+    story.add_argument("--arm", required=True, help="ARM folder (Janus / Janus-Pro, transformers format)")
+    story.add_argument("--dm", help="diffusers folder or single-file .safetensors checkpoint (SD1.5/SDXL)")
+    story.add_argument("--dm-config", help="config folder for a single-file checkpoint (default: shipped)")
+    story.add_argument("--llm", help="local instruct LLM folder for the memory module")
+    story.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
+    story.add_argument("--llm-model", default="gpt-4o-mini", help="model name at the endpoint")
+    story.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    dem = sub.add_parser("demo", help="run a story on the built-in tiny models (no download)")
+    add_story_options(dem)
+    dem.add_argument("--models", default="outputs/models", help="where the built-in models are built/kept")
+    dem.set_defaults(steps=20, baseline=True)
+    args = parser.parse_args(argv)
+    if args.command == "story" and args.correct_frames != "0" and not args.dm:
+        parser.error("--dm is required unless --correct-frames 0")
+    try:
+        demo(args) if args.command == "demo" else run(args)
+    except ACDCError as error:
+        print(f"acdc: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
