@@ -71,7 +71,9 @@ def build_memory(args, fit):
 
     settings = MemorySettings(mode=args.memory, seed=args.seed)
     if args.system_prompt:
-        settings = replace(settings, system_prompt=Path(args.system_prompt).read_text(encoding="utf-8"))
+        text = Path(args.system_prompt).read_text(encoding="utf-8")
+        field = "whole_story_system_prompt" if args.memory == "whole-story" else "system_prompt"
+        settings = replace(settings, **{field: text})
     if args.memory == "off":
         return MemoryModule(None, settings, fit=fit)
     if args.endpoint:
@@ -154,7 +156,7 @@ def add_story_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--prompts", help="story file: one prompt per line (or a JSON list)")
     p.add_argument("--memory", choices=["off", "per-frame", "whole-story"], default="per-frame")
-    p.add_argument("--system-prompt", help="file with your own memory system prompt")
+    p.add_argument("--system-prompt", help="file with your own memory system prompt (for the chosen mode)")
     p.add_argument("--strength", type=float, default=0.5, help="SDEdit t' in (0, 1] (default 0.5)")
     p.add_argument("--steps", type=int, default=50, help="DDIM schedule length; steps at or below t' run")
     p.add_argument("--cfg", type=float, default=7.5, help="DM classifier-free guidance (default 7.5)")

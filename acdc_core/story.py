@@ -158,11 +158,14 @@ def step_frame(state: StoryState, arm: ARMBackend, corrector, memory, settings: 
     return state.with_frame(record, new_tokens)
 
 
-def plan_memory(state: StoryState, memory, settings: StorySettings) -> StoryState:
+def plan_memory(state: StoryState, memory, settings: StorySettings,
+                placement: Optional[Placement] = None) -> StoryState:
     """For whole-story memory, query the LLM once for every DM prompt; otherwise return ``state``."""
     mode = getattr(getattr(memory, "settings", None), "mode", None)
     if mode != "whole-story" or state.planned_memory is not None or settings.correct_frames == 0:
         return state
+    if placement is not None:
+        placement.use(getattr(memory, "backend", None))
     return replace(state, planned_memory=tuple(memory.prompts_for_story(state.prompts)))
 
 
@@ -175,7 +178,7 @@ def run_story(prompts, arm: ARMBackend, corrector, memory, settings: StorySettin
     """
     state = start if start is not None else new_story(prompts)
     masks = validate_inputs(state, arm, corrector, memory, settings, fix_masks)
-    state = plan_memory(state, memory, settings)
+    state = plan_memory(state, memory, settings, placement)
     total = len(state.prompts)
     while not state.done:
         progress("frame", state.next_index, total)
