@@ -36,7 +36,7 @@ CHAT_TEMPLATE = (
     "{% for content in message['content'] %}"
     "{% if content['type'] == 'text' %}{{ content['text'] }}"
     "{% elif content['type'] == 'image' %}<image_placeholder>{% endif %}"
-    "{% endfor %}\n\n"
+    "{% endfor %}{{ '\\n\\n' }}"
     "{% else %}<|Assistant|>: "
     "{% for content in message['content'] %}{% if content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
     "{% endfor %}" + EOS +

@@ -1,0 +1,448 @@
+"""Janus / Janus-Pro (DeepSeek) as an ACDC ARM, through transformers' ``JanusForConditionalGeneration``.
+
+Janus generates an image as ``tokens_per_image`` VQ codes (24x24 = 576 at 384 px) in raster order, one
+code per language-model step, read out by a separate ``generation_head`` and fed back through the
+generation embeddings + aligner. transformers' ``generate(generation_mode="image")`` only takes a text
+prompt, so the story (Eq. 1: ``v_i ~ p(v_i | v_1..v_{i-1}, u_1..u_i)``) is decoded here by our own loop.
+
+The sequence the language model sees is the DeepSeek chat format Janus was trained with, one
+user/assistant turn per story chunk::
+
+    BOS
+    "<|User|>: {u_1}\\n\\n<|Assistant|>:" BOI v_1 EOI EOS        <- one turn per earlier chunk
+    ...
+    "<|User|>: {u_i}\\n\\n<|Assistant|>:" BOI  -> sample v_i     <- the current prompt
+
+For one turn this is exactly what ``JanusProcessor`` builds for image generation
+(``apply_chat_template(add_generation_prompt=True)`` + ``generation_mode="image"``). An earlier turn is the
+very sequence its image was sampled after, followed by its tokens, so the cache left behind by sampling a
+frame is a prefix of the next frame's sequence. Text is embedded by the language model's token
+embeddings; image codes by ``generation_embeddings`` + ``generation_aligner``
+(``prepare_embeddings_for_image_generation``), the same path the codes took when Janus generated them.
+
+Classifier-free guidance batches two rows: the conditional sequence, and the same sequence with every
+text token padded except the structural ones (BOS, BOI, EOI, EOS); image codes are kept. For a story of
+one frame this is exactly Janus' own unconditional row (everything but BOS and BOI padded).
+
+The key/value cache lives in the context's ``CacheMemo`` together with the exact ``[rows, L]`` sequence it
+covers: text ids as they are, image codes offset by the text vocabulary size (the two embedding tables
+differ, so the key must tell them apart). Sampling keeps the longest common prefix of that key and the
+needed sequence, crops the cache there and prefills only the rest (after swapping chunk i: chunk i and
+what follows). The cache preallocates its storage, so appending one token does not copy the whole cache
+as ``DynamicCache``'s ``torch.cat`` does.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from ..errors import InvalidInputError, MissingModelFilesError
+from ..progress import ProgressFn, no_progress
+from .base import ARMContext, CacheMemo, SamplingSettings, check_images
+from .sampling import next_tokens, uses_cfg
+
+USER_TURN = "<|User|>: {prompt}\n\n<|Assistant|>:"
+
+# Files a Janus folder needs besides config.json and the *.safetensors weights: each group needs one of.
+REQUIRED_FILES: tuple[tuple[str, ...], ...] = (("tokenizer_config.json",), ("tokenizer.json", "tokenizer.model"))
+
+
+# --------------------------------------------------------------------------------------------------
+# A key/value cache that grows by reallocation (amortised) instead of torch.cat on every token.
+# --------------------------------------------------------------------------------------------------
+class GrowingLayer(DynamicLayer):
+    """A ``DynamicLayer`` over a preallocated buffer: ``keys``/``values`` are views of its first ``length``
+    positions. Appending writes in place (the buffer grows by 25 % when full); ``crop`` shortens the view."""
+
+    def __init__(self, reserve: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.reserve = reserve
+        self._kbuf: Optional[torch.Tensor] = None
+        self._vbuf: Optional[torch.Tensor] = None
+        self._length = 0
+
+    def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
+        capacity = max(needed, self.reserve)
+        if self._kbuf is not None:
+            capacity = max(capacity, math.ceil(self._kbuf.shape[-2] * 1.25) + 64)
+        b, h = key_states.shape[:2]
+        kbuf = key_states.new_empty((b, h, capacity, key_states.shape[-1]))
+        vbuf = value_states.new_empty((b, h, capacity, value_states.shape[-1]))
+        if self._length:
+            kbuf[:, :, : self._length] = self._kbuf[:, :, : self._length]
+            vbuf[:, :, : self._length] = self._vbuf[:, :, : self._length]
+        self._kbuf, self._vbuf = kbuf, vbuf
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        if self._kbuf is not None and key_states.shape[0] != self._kbuf.shape[0]:
+            raise ValueError(f"cache holds {self._kbuf.shape[0]} rows, got {key_states.shape[0]}.")
+        end = self._length + key_states.shape[-2]
+        if self._kbuf is None or end > self._kbuf.shape[-2]:
+            self._grow(key_states, value_states, end)
+        self._kbuf[:, :, self._length:end] = key_states
+        self._vbuf[:, :, self._length:end] = value_states
+        self._length = end
+        self.keys, self.values = self._kbuf[:, :, :end], self._vbuf[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self._length
+
+    def crop(self, tokens_to_remove: int) -> None:
+        # The transformers 5.x convention: a negative number = how many tokens to drop from the end.
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes a negative number of tokens to remove.")
+        if self._kbuf is None or tokens_to_remove == 0:
+            return
+        self._length = max(0, self._length + tokens_to_remove)
+        self.keys, self.values = self._kbuf[:, :, : self._length], self._vbuf[:, :, : self._length]
+
+    def move_to(self, device: torch.device) -> None:
+        """Move the cached positions (only those in use) to ``device``."""
+        if self._kbuf is None:
+            return
+        self._kbuf = self._kbuf[:, :, : self._length].to(device)
+        self._vbuf = self._vbuf[:, :, : self._length].to(device)
+        self.keys, self.values = self._kbuf, self._vbuf
+        self.device = device
+
+    def reset(self) -> None:
+        self._kbuf = self._vbuf = None
+        self._length = 0
+        super().reset()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("GrowingLayer does not support beam search.")
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        raise NotImplementedError("GrowingLayer does not support beam search.")
+
+
+class StoryCache(DynamicCache):
+    """A ``DynamicCache`` of ``GrowingLayer``s. ``reserve(n)`` sizes buffers allocated from now on for ``n``
+    tokens, so a whole chunk (context + image) is usually one allocation per layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer_class_to_replicate = self._new_layer
+        self._reserve = 0
+
+    def _new_layer(self) -> GrowingLayer:
+        return GrowingLayer(reserve=self._reserve)
+
+    def reserve(self, n_tokens: int) -> None:
+        self._reserve = n_tokens
+        for layer in self.layers:
+            layer.reserve = n_tokens
+
+
+class _CacheState:
+    """What a Janus backend keeps in ``CacheMemo.cache``: the cache plus whose and where it is."""
+
+    __slots__ = ("cache", "owner", "device", "dtype", "__weakref__")
+
+    def __init__(self, cache: Any, owner: object, device: torch.device, dtype: torch.dtype) -> None:
+        self.cache, self.owner, self.device, self.dtype = cache, owner, device, dtype
+
+
+def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Length of the longest common prefix of two ``[rows, L]`` keys (0 when the row counts differ)."""
+    if a.shape[0] != b.shape[0]:
+        return 0
+    m = min(a.shape[1], b.shape[1])
+    same = (a[:, :m] == b[:, :m]).all(dim=0)
+    return m if bool(same.all()) else int((~same).nonzero()[0, 0])
+
+
+# --------------------------------------------------------------------------------------------------
+class JanusARM:
+    """The ARM protocol for Janus / Janus-Pro (1B, 7B) in transformers format. Build with ``from_pretrained``.
+
+    ``previews=True`` decodes the rows sampled so far at each quarter of an image and hands that to the
+    progress callback (one VQ decode each, four per image); otherwise ``preview`` is ``None``.
+    """
+
+    family = "janus"
+
+    def __init__(self, model: Any, tokenizer: Any, *, previews: bool = False) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.previews = previews
+        self._owner = object()  # identifies caches this backend made (survives .to())
+        self._turn_ids: dict[str, list[int]] = {}
+        self._caches: "weakref.WeakSet[_CacheState]" = weakref.WeakSet()  # live caches, moved by .to()
+
+        config = model.config
+        vq = config.vq_config
+        self.text_vocab_size = int(config.text_config.vocab_size)
+        self.codebook_size = int(vq.num_embeddings)
+        self.grid = int(vq.num_patches)
+        self.downsample = 2 ** (len(vq.channel_multiplier) - 1)
+        side = self.grid * self.downsample
+        self.image_size: tuple[int, int] = (side, side)
+        self.tokens_per_image = self.grid * self.grid
+        expected = getattr(config.vision_config, "num_image_tokens", self.tokens_per_image)
+        if expected != self.tokens_per_image:
+            raise InvalidInputError(
+                f"inconsistent Janus config: vision_config.num_image_tokens={expected} but the VQ grid is "
+                f"{self.grid}x{self.grid}={self.tokens_per_image} (vq num_patches={self.grid}).")
+        self._ids = self._special_ids()
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, device: torch.device | str = "cpu",
+                        dtype: Optional[torch.dtype] = None, trust_remote_code: bool = False,
+                        previews: bool = False) -> "JanusARM":
+        """Load a transformers-format Janus folder (safetensors only, local files only).
+
+        ``dtype=None`` means float32 on CPU and bfloat16 elsewhere.
+        """
+        from transformers import AutoTokenizer, JanusForConditionalGeneration
+
+        device = torch.device(device)
+        if dtype is None:
+            dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True,
+                                                  trust_remote_code=trust_remote_code)
+        model = JanusForConditionalGeneration.from_pretrained(
+            folder, dtype=dtype, device_map={"": device}, local_files_only=True, use_safetensors=True,
+            trust_remote_code=trust_remote_code)
+        return cls(model, tokenizer, previews=previews)
+
+    def _special_ids(self) -> dict[str, int]:
+        """bos/eos/pad/boi/eoi ids from the tokenizer, with the generation config as fallback.
+
+        (A generation config saved by some transformers versions lost ``generation_kwargs`` with the
+        ``boi_token_id``, so that is not relied on.)
+        """
+        tok, gen = self.tokenizer, getattr(self.model, "generation_config", None)
+
+        def token_id(attr: str, literal: str) -> Optional[int]:
+            name = getattr(tok, attr, None) or literal
+            value = tok.convert_tokens_to_ids(name)
+            if value is None or value == tok.unk_token_id:
+                return None
+            return int(value)
+
+        ids = {
+            "bos": tok.bos_token_id if tok.bos_token_id is not None else getattr(gen, "bos_token_id", None),
+            "eos": tok.eos_token_id if tok.eos_token_id is not None else getattr(gen, "eos_token_id", None),
+            # Janus' own CFG pads with the generation config's pad token; the tokenizer's is the fallback.
+            "pad": getattr(gen, "pad_token_id", None) if getattr(gen, "pad_token_id", None) is not None
+            else tok.pad_token_id,
+            "boi": token_id("boi_token", "<begin_of_image>"),
+            "eoi": token_id("eoi_token", "<end_of_image>"),
+        }
+        missing = [name for name, value in ids.items() if value is None]
+        if missing:
+            raise MissingModelFilesError(
+                f"the Janus tokenizer lacks the special token(s) {missing} (bos, eos, pad, <begin_of_image>, "
+                "<end_of_image> are all needed); is this a transformers-format Janus checkpoint?")
+        return {k: int(v if not isinstance(v, (list, tuple)) else v[0]) for k, v in ids.items()}
+
+    def to(self, device: torch.device | str) -> "JanusARM":
+        """Move the weights, and the key/value caches this backend left in contexts' memos, to ``device``.
+
+        Offloading the ARM to the CPU while the diffusion model runs thus frees the cache's GPU memory too,
+        and moving back restores it without recomputing the story.
+        """
+        device = torch.device(device)
+        self.model.to(device)
+        self.device = next(self.model.parameters()).device
+        for state in list(self._caches):
+            for layer in state.cache.layers:
+                layer.move_to(self.device)
+            state.device = self.device
+        return self
+
+    # ---------------------------------------------------------------- the sequence
+    def _turn(self, prompt: str) -> list[int]:
+        """Token ids of one user turn, ``"<|User|>: {prompt}\\n\\n<|Assistant|>:"``."""
+        ids = self._turn_ids.get(prompt)
+        if ids is None:
+            ids = list(self.tokenizer(USER_TURN.format(prompt=prompt), add_special_tokens=False).input_ids)
+            structural = {v: k for k, v in self._ids.items()}
+            found = sorted({structural[i] for i in ids if i in structural})
+            if found:
+                raise InvalidInputError(
+                    f"the prompt {prompt!r} contains Janus control token(s) ({', '.join(found)}); "
+                    "remove them (e.g. <begin_of_image>, <end_of_image>) from the prompt text.")
+            self._turn_ids[prompt] = ids
+        return ids
+
+    def _check_chunk_tokens(self, index: int, tokens: torch.Tensor) -> None:
+        if tokens.ndim != 2 or tokens.shape[1] != self.tokens_per_image or tokens.shape[0] < 1:
+            raise InvalidInputError(
+                f"chunk {index} holds tokens of shape {tuple(tokens.shape)}; Janus needs "
+                f"[n_images, {self.tokens_per_image}].")
+        if tokens.dtype.is_floating_point or bool((tokens < 0).any()) or bool((tokens >= self.codebook_size).any()):
+            raise InvalidInputError(
+                f"chunk {index} holds values outside the codebook [0, {self.codebook_size}) "
+                f"(dtype {tokens.dtype}); were these tokens made by this Janus model?")
+
+    def sequence_key(self, context: ARMContext, prompt: str, *, cfg: bool) -> torch.Tensor:
+        """The ``[rows, L]`` key of the whole conditioning sequence (rows: cond, plus uncond under CFG).
+
+        Text ids are as the tokenizer gives them; image codes are offset by the text vocabulary size.
+        The last position is the BOI after which the first code of the new image is sampled.
+        """
+        ids = self._ids
+        parts: list[torch.Tensor] = [torch.tensor([ids["bos"]])]
+        for index, chunk in enumerate(context.chunks):
+            self._check_chunk_tokens(index, chunk.tokens)
+            parts.append(torch.tensor(self._turn(chunk.prompt)))
+            for image in chunk.tokens.to("cpu", torch.long):
+                parts += [torch.tensor([ids["boi"]]), image + self.text_vocab_size, torch.tensor([ids["eoi"]])]
+            parts.append(torch.tensor([ids["eos"]]))
+        parts += [torch.tensor(self._turn(prompt)), torch.tensor([ids["boi"]])]
+        cond = torch.cat(parts).to(torch.long)
+        if not cfg:
+            return cond[None]
+        keep = (cond >= self.text_vocab_size) | torch.isin(
+            cond, torch.tensor([ids["bos"], ids["boi"], ids["eoi"], ids["eos"]]))
+        uncond = torch.where(keep, cond, torch.full_like(cond, ids["pad"]))
+        return torch.stack([cond, uncond])
+
+    def _embed(self, key: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``[rows, l, hidden]`` of a key segment: text via the LM table, codes via the gen path."""
+        key = key.to(self.device)
+        is_image = key >= self.text_vocab_size
+        embeds = self.model.get_input_embeddings()(torch.where(is_image, torch.zeros_like(key), key))
+        if bool(is_image.any()):
+            codes = key[is_image] - self.text_vocab_size
+            embeds[is_image] = self.model.prepare_embeddings_for_image_generation(codes).to(embeds.dtype)
+        return embeds
+
+    def _forward(self, embeds: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Run the language model on new positions and return the image-code logits of the last one."""
+        out = self.model.model.language_model(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
+        return self.model.model.generation_head(out.last_hidden_state[:, -1, :])
+
+    def _take_cache(self, memo: CacheMemo, key: torch.Tensor, extra: int) -> tuple[Any, int]:
+        """Take the memo's cache (leaving the memo empty), cropped to its common prefix with ``key``.
+
+        At least the last position of ``key`` stays uncached so there are logits to sample from.
+        Returns the cache and the number of positions it still covers.
+        """
+        state, covered = memo.cache, memo.covered
+        memo.cache, memo.covered = None, None
+        reusable = (isinstance(state, _CacheState) and state.owner is self._owner
+                    and state.device == self.device and state.dtype == self.dtype
+                    and covered is not None and covered.shape[0] == key.shape[0])  # same rows (CFG or not)
+        if not reusable:
+            cache = StoryCache()
+            cache.reserve(key.shape[1] + extra)
+            return cache, 0
+        keep = min(_common_prefix(covered, key), key.shape[1] - 1)
+        cache = state.cache
+        cache.reserve(key.shape[1] + extra)
+        if covered.shape[1] > keep:
+            cache.crop(keep - covered.shape[1])
+        return cache, keep
+
+    def _give_cache(self, memo: CacheMemo, cache: Any, covered: Optional[torch.Tensor]) -> None:
+        if covered is not None:
+            state = _CacheState(cache, self._owner, self.device, self.dtype)
+            self._caches.add(state)
+            memo.cache, memo.covered = state, covered
+
+    @torch.no_grad()
+    def next_token_logits(self, context: ARMContext, prompt: str, *, guidance_scale: float = 5.0) -> torch.Tensor:
+        """Raw logits ``[rows, codebook]`` (cond, then uncond when ``guidance_scale != 1``) of the first code
+        of the next image, using and updating the context's cache like ``sample_chunk``. For tests and tools."""
+        cfg = uses_cfg(SamplingSettings(guidance_scale=guidance_scale))
+        key = self.sequence_key(context, prompt, cfg=cfg)
+        cache, start = self._take_cache(context.memo, key, 0)
+        logits = self._forward(self._embed(key[:, start:]), cache)
+        self._give_cache(context.memo, cache, key)
+        return logits.float()
+
+    # ---------------------------------------------------------------- the protocol
+    @torch.no_grad()
+    def sample_chunk(self, context: ARMContext, prompt: str, *, settings: SamplingSettings,
+                     generator: torch.Generator, images_per_chunk: int = 1,
+                     progress: ProgressFn = no_progress) -> torch.Tensor:
+        """Codes ``[1, tokens_per_image]`` (long, CPU) of the image for ``prompt`` after everything in ``context``."""
+        settings.validate()
+        if images_per_chunk != 1:
+            raise InvalidInputError(
+                f"Janus makes one image per chunk (a story frame); got images_per_chunk={images_per_chunk}.")
+        cfg = uses_cfg(settings)
+        key = self.sequence_key(context, prompt, cfg=cfg)
+        rows, total = key.shape[0], self.tokens_per_image * images_per_chunk
+        memo = context.memo
+        cache, start = self._take_cache(memo, key, total)
+        covered: Optional[torch.Tensor] = None  # what `cache` holds; None while a forward is under way
+        tokens = torch.empty(total, dtype=torch.long, device=self.device)
+        fed = 0  # sampled codes already run through the model
+        try:
+            logits = self._forward(self._embed(key[:, start:]), cache)
+            covered = key
+            for k in range(total):
+                token = next_tokens(logits, settings, generator)          # [1]
+                tokens[k] = token[0]
+                progress("arm", k + 1, total, self._preview(tokens, k + 1) if self.previews else None)
+                if k + 1 == total:
+                    break
+                embeds = self.model.prepare_embeddings_for_image_generation(token.expand(rows))[:, None]
+                covered = None
+                logits = self._forward(embeds.to(self.dtype), cache)
+                fed = k + 1
+                covered = key
+        finally:
+            if covered is not None:
+                codes = (tokens[:fed].to("cpu") + self.text_vocab_size).expand(rows, fed)
+                self._give_cache(memo, cache, torch.cat([key, codes], dim=1))
+        return tokens.to("cpu")[None]
+
+    def _preview(self, tokens: torch.Tensor, done: int) -> Optional[torch.Tensor]:
+        """At each quarter of the image: the decoded rows finished so far, grey below. ``[3, H, W]`` in [0, 1]."""
+        quarter = max(1, self.tokens_per_image // 4)
+        if done % quarter and done != self.tokens_per_image:
+            return None
+        rows = done // self.grid
+        partial = tokens.clone()
+        partial[done:] = 0
+        image = self.decode(partial[None])[0]
+        image[:, rows * self.downsample:, :] = 0.5
+        return image
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Codes ``[N, tokens_per_image]`` -> images ``[N, 3, H, W]`` float32 in [0, 1] on the CPU."""
+        if tokens.ndim != 2 or tokens.shape[1] != self.tokens_per_image:
+            raise InvalidInputError(
+                f"decode needs tokens [N, {self.tokens_per_image}]; got shape {tuple(tokens.shape)}.")
+        pixels = self.model.model.vqmodel.decode(tokens.to(self.device, torch.long))  # [-1, 1]
+        return ((pixels.float() + 1) / 2).clamp(0, 1).cpu()
+
+    def quantize(self, latent: torch.Tensor) -> torch.Tensor:
+        """VQ latent ``[N, D, h, w]`` -> codes ``[N, h*w]`` (raster order) by the L2-normalised lookup.
+
+        Janus' tokenizer (like its decoder, ``get_codebook_entry``) compares unit vectors:
+        ``argmax(normalize(z) @ normalize(codebook).T)``. transformers' ``JanusVQVAEVectorQuantizer.forward``
+        uses raw Euclidean distances instead, which picks different codes for the same latent.
+        """
+        n, d = latent.shape[:2]
+        z = F.normalize(latent.float().permute(0, 2, 3, 1).reshape(n, -1, d), dim=-1)
+        codebook = F.normalize(self.model.model.vqmodel.quantize.embedding.weight.float(), dim=-1)
+        return (z @ codebook.T).argmax(dim=-1)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, H, W]`` in [0, 1] at ``image_size`` -> codes ``[N, tokens_per_image]`` (long, CPU)."""
+        check_images(images, self.image_size, "image to encode")
+        vq = self.model.model.vqmodel
+        pixels = images.to(self.device, self.dtype) * 2 - 1       # [0, 1] -> [-1, 1], as the VQ was trained
+        latent = vq.quant_conv(vq.encoder(pixels))
+        return self.quantize(latent).cpu()

@@ -1,0 +1,125 @@
+"""``load_arm``: a local model folder -> the ARM backend of its family.
+
+Adding a family means one backend file in ``arm/`` and one entry in ``FAMILIES``. A backend class offers
+``from_pretrained(folder, *, device, dtype, trust_remote_code)`` and ``REQUIRED_FILES`` (in its module):
+groups of file names of which each group needs at least one, besides ``config.json`` and the weights.
+Backends are imported only when used.
+
+Nothing here touches the network: folders are local, weights must be safetensors (pickle checkpoints,
+which can run code when loaded, are refused), and remote code runs only if the caller passes
+``trust_remote_code=True``.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
+from .base import ARMBackend
+
+
+@dataclass(frozen=True)
+class Family:
+    """One ARM family: the config ``model_type``s it reads and where its backend class lives."""
+
+    model_types: tuple[str, ...]
+    backend: str          # "package.module:ClassName"
+    hint: str = ""        # what checkpoints it takes, for error messages
+
+
+FAMILIES: dict[str, Family] = {
+    "janus": Family(("janus",), "acdc_core.arm.janus:JanusARM",
+                    "Janus / Janus-Pro 1B or 7B in transformers format (e.g. deepseek-community/Janus-Pro-7B)"),
+}
+
+# model_types we recognise but cannot load, with what to do instead.
+_KNOWN_UNSUPPORTED = {
+    "multi_modality": "this is DeepSeek's original Janus format (it needs their remote code); use the "
+                      "transformers-format conversion instead (deepseek-community/Janus-Pro-1B or -7B).",
+    "chameleon": "Chameleon in transformers cannot generate images (its image-token logits are masked).",
+}
+
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _supported() -> str:
+    return "; ".join(f"{name} ({fam.hint or ', '.join(fam.model_types)})" for name, fam in FAMILIES.items())
+
+
+def _backend_class(family: Family):
+    module_name, class_name = family.backend.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def _read_config(folder: Path) -> dict:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise MissingModelFilesError(f"{folder} has no config.json; point at a transformers-format model folder.")
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise MissingModelFilesError(f"{config_path} could not be read as JSON: {err}") from err
+
+
+def _check_weights(folder: Path) -> None:
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise MissingModelFilesError(
+            f"{folder} holds only pickle weights ({', '.join(pickles[:4])}); they can run code when loaded, so "
+            "they are refused. Use a safetensors copy of the model (*.safetensors).")
+    raise MissingModelFilesError(f"{folder} has no weights: expected *.safetensors files.")
+
+
+def _check_required(folder: Path, groups: tuple[tuple[str, ...], ...], family: str) -> None:
+    missing = [" or ".join(group) for group in groups if not any((folder / name).is_file() for name in group)]
+    if missing:
+        raise MissingModelFilesError(
+            f"{folder} lacks file(s) the {family} backend needs: {', '.join(missing)}. "
+            "Download the complete model folder (tokenizer files included).")
+
+
+def detect_family(folder: str | Path) -> str:
+    """The family name of a model folder from its config.json ``model_type``."""
+    config = _read_config(Path(folder))
+    model_type = config.get("model_type")
+    for name, family in FAMILIES.items():
+        if model_type in family.model_types:
+            return name
+    extra = f" ({_KNOWN_UNSUPPORTED[model_type]})" if model_type in _KNOWN_UNSUPPORTED else ""
+    raise UnknownModelFamilyError(
+        f"{folder}: model_type {model_type!r} is not a supported ARM family{extra}. Supported: {_supported()}.")
+
+
+def load_arm(path: str | Path, *, family: str = "auto", device: torch.device | str = "cpu",
+             dtype: Optional[torch.dtype] = None, trust_remote_code: bool = False) -> ARMBackend:
+    """Load the ARM in the local folder ``path``.
+
+    ``family="auto"`` reads ``model_type`` from config.json; naming a family skips detection but the
+    folder must still hold that family's config. ``dtype=None`` lets the backend choose (float32 on CPU,
+    bfloat16 on GPU for Janus).
+    """
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise MissingModelFilesError(f"model folder {folder} does not exist (or is not a folder).")
+    if family == "auto":
+        family = detect_family(folder)
+    elif family not in FAMILIES:
+        raise UnknownModelFamilyError(f"unknown ARM family {family!r}. Supported: {_supported()}.")
+    else:
+        model_type = _read_config(folder).get("model_type")
+        if model_type not in FAMILIES[family].model_types:
+            raise InvalidInputError(
+                f"{folder} holds a {model_type!r} model, not one of the {family} family "
+                f"({', '.join(FAMILIES[family].model_types)}); use family='auto'.")
+    _check_weights(folder)
+    backend = _backend_class(FAMILIES[family])
+    module = importlib.import_module(backend.__module__)
+    _check_required(folder, getattr(module, "REQUIRED_FILES", ()), family)
+    return backend.from_pretrained(folder, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
