@@ -48,6 +48,12 @@ class StorySettings:
                     f"noised to; got {value}. The paper uses 0.4-0.5 for images.")
         if self.steps < 1:
             raise InvalidInputError(f"steps must be at least 1, got {self.steps}.")
+        for name in ("strength", "fix_strength"):
+            # SDEdit runs the scheduled steps at or below t': floor(t' * steps) of them.
+            if getattr(self, name) * self.steps < 1:
+                raise InvalidInputError(
+                    f"{name} {getattr(self, name)} with {self.steps} steps leaves no denoising step to run; "
+                    f"use at least {int(1 / getattr(self, name)) + 1} steps or a higher {name}.")
         if self.guidance_scale < 0:
             raise InvalidInputError(f"guidance_scale must be >= 0, got {self.guidance_scale}.")
         if self.correct_frames is not None and self.correct_frames < 0:

@@ -1,0 +1,70 @@
+"""The headless CLI end to end on the tiny built-in models (random weights, built locally)."""
+import json
+
+import pytest
+from PIL import Image
+
+from acdc_core.cli import main
+from acdc_core.tiny import build_default_models
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    return build_default_models(tmp_path_factory.mktemp("models"))
+
+
+def story_args(models, out, *extra):
+    return ["story", "--arm", str(models["arm"]), "--dm", str(models["dm"]), "--llm", str(models["llm"]),
+            "--out", str(out), "--steps", "4", "--seed", "1", *extra]
+
+
+def test_story_runs_end_to_end_and_writes_frames_strip_and_record(models, tmp_path):
+    prompts = tmp_path / "story.txt"
+    prompts.write_text("# a comment\nBenny the dog plays in a meadow\n\nHe jumps over a log\nHe sleeps\n")
+    assert main(story_args(models, tmp_path / "out", "--prompts", str(prompts), "--baseline")) == 0
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    frames = record["frames"]
+    assert [f["story_prompt"] for f in frames] == ["Benny the dog plays in a meadow", "He jumps over a log",
+                                                   "He sleeps"]
+    assert all(f["corrected"] and f["memory_prompt"] for f in frames)
+    assert all("\n" not in f["memory_prompt"] for f in frames)
+    assert {"arm", "decode", "memory", "correct", "encode"} <= set(frames[0]["seconds"])
+    assert len(list((tmp_path / "out" / "frames").glob("*.png"))) == 6
+    strip = Image.open(tmp_path / "out" / "strip.png")
+    assert strip.width > strip.height  # three rows of three frames plus labels and prompts
+
+
+def test_same_seed_gives_the_same_story(models, tmp_path):
+    for name in ("a", "b"):
+        assert main(story_args(models, tmp_path / name, "--memory", "off")) == 0
+    a, b = (json.loads((tmp_path / n / "run.json").read_text())["frames"] for n in "ab")
+    assert [f["tokens_after"] for f in a] == [f["tokens_after"] for f in b]
+
+
+def test_mask_fix_and_ablation_flags(models, tmp_path):
+    arm_side = 32
+    mask = Image.new("L", (arm_side, arm_side), 0)
+    mask.paste(255, (0, 0, 16, 16))
+    mask.save(tmp_path / "mask.png")
+    argv = story_args(models, tmp_path / "out", "--memory", "off", "--correct-frames", "2",
+                      "--mask", f"2:{tmp_path / 'mask.png'}")
+    assert main(argv) == 0
+    frames = json.loads((tmp_path / "out" / "run.json").read_text())["frames"]
+    assert [f["corrected"] for f in frames] == [True, True] + [False] * (len(frames) - 2)
+    assert [f["fixed"] for f in frames[:2]] == [False, True]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--strength", "0"], "t'"),
+    (["--mask", "1:missing.png"], "does not exist"),
+    (["--mask", "one"], "FRAME:PATH"),
+])
+def test_bad_input_gives_a_clear_error_not_a_traceback(models, tmp_path, capsys, extra, message):
+    assert main(story_args(models, tmp_path / "out", *extra)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_empty_prompts_file_is_refused(models, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("\n# nothing\n")
+    assert main(story_args(models, tmp_path / "out", "--prompts", str(tmp_path / "empty.txt"))) == 2
+    assert "empty" in capsys.readouterr().err
