@@ -66,25 +66,32 @@ def parse_masks(specs: Sequence[str]) -> dict[int, torch.Tensor]:
     return masks
 
 
-def build_memory(args, fit):
-    from .memory import MemoryModule, MemorySettings, OpenAICompatibleLLM, load_local_llm
+def memory_settings(args):
+    from .memory import MemorySettings
 
     settings = MemorySettings(mode=args.memory, seed=args.seed)
     if args.system_prompt:
         text = Path(args.system_prompt).read_text(encoding="utf-8")
         field = "whole_story_system_prompt" if args.memory == "whole-story" else "system_prompt"
         settings = replace(settings, **{field: text})
+    return settings.validate()
+
+
+def memory_backend(args):
+    """The memory LLM: None for --memory off, else a local model or an endpoint (checked to be reachable)."""
+    from .memory import OpenAICompatibleLLM, load_local_llm
+
     if args.memory == "off":
-        return MemoryModule(None, settings, fit=fit)
+        return None
     if args.endpoint:
         backend = OpenAICompatibleLLM(args.endpoint, args.llm_model, api_key_env=args.api_key_env)
-    elif args.llm:
-        backend = load_local_llm(args.llm, device="cpu", trust_remote_code=args.trust_remote_code)
-    else:
-        raise InvalidInputError(
-            f"--memory {args.memory} needs a language model: --llm FOLDER (local) or --endpoint URL "
-            "(OpenAI-compatible); or use --memory off.")
-    return MemoryModule(backend, settings, fit=fit)
+        backend.check()   # an unreachable endpoint fails here, before any model is loaded
+        return backend
+    if args.llm:
+        return load_local_llm(args.llm, device="cpu", trust_remote_code=args.trust_remote_code)
+    raise InvalidInputError(
+        f"--memory {args.memory} needs a language model: --llm FOLDER (local) or --endpoint URL "
+        "(OpenAI-compatible); or use --memory off.")
 
 
 def settings_from(args) -> StorySettings:
@@ -101,6 +108,7 @@ def settings_from(args) -> StorySettings:
 def run(args) -> dict:
     from .arm import load_arm
     from .correct import load_corrector
+    from .memory import MemoryModule
     from .report import write_run
     from .story import run_story
 
@@ -114,11 +122,13 @@ def run(args) -> dict:
     load_device = "cpu" if placement.offload else device
 
     started = time.perf_counter()
+    mem_settings = memory_settings(args)
+    backend = memory_backend(args)
     arm = load_arm(args.arm, device=load_device, dtype=dtype, trust_remote_code=args.trust_remote_code)
     corrector = None
     if settings.correct_frames != 0:
         corrector = load_corrector(args.dm, device=load_device, dtype=dtype, config_dir=args.dm_config)
-    memory = build_memory(args, corrector.fit_prompt if corrector else (lambda s: s))
+    memory = MemoryModule(backend, mem_settings, fit=corrector.fit_prompt if corrector else (lambda s: s))
     loaded = time.perf_counter() - started
 
     progress = print_progress()

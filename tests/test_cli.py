@@ -68,3 +68,29 @@ def test_empty_prompts_file_is_refused(models, tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("\n# nothing\n")
     assert main(story_args(models, tmp_path / "out", "--prompts", str(tmp_path / "empty.txt"))) == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_unreachable_endpoint_fails_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    import socket
+
+    import acdc_core.arm as arm_package
+
+    with socket.socket() as s:           # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(arm_package, "load_arm", lambda *a, **k: pytest.fail("the ARM was loaded"))
+    argv = ["story", "--arm", str(tmp_path), "--dm", str(tmp_path), "--out", str(tmp_path / "out"),
+            "--endpoint", f"http://127.0.0.1:{port}/v1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_readme_install_commands_pin_torch():
+    """An unpinned torch pulls gigabytes of CUDA wheels: every install command must pin it."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    installs = [line for line in readme.splitlines() if "pip install" in line and "-e " in line]
+    assert len(installs) == 2
+    assert all("torch==2.13.0" in line for line in installs)
