@@ -153,9 +153,35 @@ def run(args) -> dict:
 
 
 def demo(args) -> dict:
-    """Build the tiny built-in models (seeded, random weights, no download) once, then run a story."""
+    """The toy world's trained models (shipped with the pack) on a held-out story, or your --prompts:
+    ARM only / ACDC without memory / ACDC side by side, judged frame by frame."""
+    from .toy import defaults, split_stories
+    from .toy.demo import run_demo, story_from_prompts
+
+    if not defaults.available():
+        return tiny_demo(args)
+    if args.prompts:
+        prompts = read_prompts(Path(args.prompts))
+        story = story_from_prompts(prompts)
+    else:
+        story = split_stories("heldout", 1, start=args.story)[0]
+        prompts = list(story.prompts)
+    settings = settings_from(args)
+    mem_settings = memory_settings(args)
+    arm, corrector, llm = defaults.load_toy_models(device=str(pick_device(args.device)))
+    result = run_demo(Path(args.out), prompts, arm, corrector, llm, settings, mem_settings, story=story,
+                      progress=print_progress())
+    print(f"wrote {Path(args.out) / 'strip.png'}, judge.md and run.json\n\n{result['table']}")
+    for prompt, memory_prompt in zip(prompts, result["states"]["ACDC"].memory_prompts):
+        print(f"  {prompt!r} -> memory: {memory_prompt!r}")
+    return result
+
+
+def tiny_demo(args) -> dict:
+    """Without the trained toy models: tiny random-weight models built locally (proves the plumbing only)."""
     from .tiny import build_default_models
 
+    print("the trained toy models are missing; running tiny random-weight models instead", file=sys.stderr)
     models = build_default_models(Path(args.models))
     args.arm, args.dm, args.llm = str(models["arm"]), str(models["dm"]), str(models["llm"])
     args.dm_config, args.endpoint = None, None
@@ -187,6 +213,15 @@ def add_story_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model folder's own code to run")
 
 
+def toy_defaults() -> dict:
+    """The demo's option defaults: the settings the toy models are run with."""
+    from .toy.defaults import TOY_SETTINGS as t
+
+    return {"strength": t.strength, "steps": t.steps, "cfg": t.guidance_scale, "arm_cfg": t.sampling.guidance_scale,
+            "temperature": t.sampling.temperature, "top_k": t.sampling.top_k, "top_p": t.sampling.top_p,
+            "baseline": True}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="acdc", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -200,10 +235,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     story.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
     story.add_argument("--llm-model", default="gpt-4o-mini", help="model name at the endpoint")
     story.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
-    dem = sub.add_parser("demo", help="run a story on the built-in tiny models (no download)")
+    dem = sub.add_parser("demo", help="a toy story on the built-in models: ARM only vs ACDC, judged")
     add_story_options(dem)
-    dem.add_argument("--models", default="outputs/models", help="where the built-in models are built/kept")
-    dem.set_defaults(steps=20, baseline=True)
+    dem.add_argument("--story", type=int, default=0, help="which held-out toy story (default 0)")
+    dem.add_argument("--models", default="outputs/models", help="where tiny fallback models are built")
+    dem.set_defaults(**toy_defaults())
     args = parser.parse_args(argv)
     if args.command == "story" and args.correct_frames != "0" and not args.dm:
         parser.error("--dm is required unless --correct-frames 0")

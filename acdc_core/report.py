@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .images import resize_to, to_pil
+from .images import to_pil
 from .state import StorySettings, StoryState
 
 
@@ -31,7 +31,10 @@ def strip_image(rows: Sequence[tuple[str, Sequence[torch.Tensor]]], prompts: Seq
         for k, line in enumerate(textwrap.wrap(label, 22)):
             draw.text((pad, y + cell // 2 - 6 + 12 * k), line, fill="black", font=font)
         for c, image in enumerate(images):
-            tile = to_pil(resize_to(image[None], (cell, cell))[0])
+            tile = to_pil(image)
+            # Small frames (toy world, 32 px) are scaled up with hard edges so their pixels stay readable.
+            small = tile.width * 2 <= cell
+            tile = tile.resize((cell, cell), Image.NEAREST if small else Image.BICUBIC)
             canvas.paste(tile, (label_w + c * (cell + pad), y))
     y = pad + len(rows) * (cell + pad)
     for c, lines in enumerate(prompt_lines):

@@ -1,0 +1,102 @@
+"""Measure ACDC in the toy world: run the paper's variants on stories and judge every frame.
+
+The variants (the toy analogue of the paper's Tables 1-2):
+  ARM only          correct_frames=0: the ARM's frames, nothing corrected
+  ACDC #2           only the first two frames corrected (memory on)
+  ACDC w/o memory   every frame corrected, the DM gets the raw story sentence
+  ACDC              every frame corrected, the DM gets the memory's self-contained prompt
+Every variant runs each story with the same seed, so frame 1 of the ARM is the same in all of them.
+The judged frame is what the story shows: the corrected frame where a frame was corrected, else the
+ARM's frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from ..memory import MemoryModule, MemorySettings
+from ..progress import ProgressFn, no_progress
+from ..state import StorySettings, StoryState
+from ..story import run_story
+from .judge import judge_story
+from .world import Story
+
+METRICS = ("physical_valid", "consistent", "matches_prompt")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    correct_frames: Optional[int]   # None = all, 0 = ARM only
+    memory: bool
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("ARM only", 0, False),
+    Variant("ACDC #2", 2, True),
+    Variant("ACDC w/o memory", None, False),
+    Variant("ACDC", None, True),
+)
+
+
+def run_variant(prompts: Sequence[str], variant: Variant, arm, corrector, memory_backend, settings: StorySettings,
+                memory_settings: MemorySettings = MemorySettings(), progress: ProgressFn = no_progress
+                ) -> StoryState:
+    """One story under one variant. ``settings.seed`` should be the story's own fixed seed."""
+    mode = memory_settings.mode if variant.memory else "off"
+    memory = MemoryModule(memory_backend if variant.memory else None, replace(memory_settings, mode=mode),
+                          fit=corrector.fit_prompt)
+    return run_story(prompts, arm, corrector if variant.correct_frames != 0 else None, memory,
+                     replace(settings, correct_frames=variant.correct_frames), progress=progress)
+
+
+def judged(story: Story, state: StoryState) -> list[dict]:
+    """The judge's verdict on every frame the story shows."""
+    return judge_story([r.corrected_image for r in state.records], story)
+
+
+def evaluate(stories: Sequence[Story], arm, corrector, memory_backend, settings: StorySettings, *,
+             memory_settings: MemorySettings = MemorySettings(), variants: Sequence[Variant] = VARIANTS,
+             seed_of: Callable[[int], int] = lambda k: 1000 + k,
+             on_story: Callable[[int, str, StoryState], None] = lambda k, name, state: None) -> dict:
+    """Run every variant on every story. Returns {variant: {"scores": array [stories, frames, metrics]
+    of 0/1, "seconds": {stage: total}}}."""
+    out: dict = {}
+    for variant in variants:
+        scores, seconds = [], {}
+        for k, story in enumerate(stories):
+            state = run_variant(story.prompts, variant, arm, corrector, memory_backend,
+                                replace(settings, seed=seed_of(k)), memory_settings)
+            on_story(k, variant.name, state)
+            scores.append([[float(v[m]) for m in METRICS] for v in judged(story, state)])
+            for record in state.records:
+                for stage, s in record.seconds.items():
+                    seconds[stage] = seconds.get(stage, 0.0) + s
+        out[variant.name] = {"scores": np.array(scores), "seconds": seconds}
+    return out
+
+
+def bootstrap_difference(a: np.ndarray, b: np.ndarray, *, frames: slice, samples: int = 2000,
+                         seed: int = 0) -> tuple[float, float, float]:
+    """Mean of (a - b) over ``frames`` and stories, with a 95% percentile interval from resampling
+    stories (paired: the same stories and seeds under both variants). ``a``, ``b``: [stories, frames]."""
+    diff = (a[:, frames] - b[:, frames]).mean(axis=1)          # per story
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(diff), size=(samples, len(diff)))
+    means = diff[picks].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(diff.mean()), float(low), float(high)
+
+
+def per_frame_table(results: dict) -> list[dict]:
+    """Rows: variant x metric, columns: frame 1..N rates."""
+    rows = []
+    for name, result in results.items():
+        scores = result["scores"]
+        for m, metric in enumerate(METRICS):
+            row = {"variant": name, "metric": metric}
+            row.update({f"f{i + 1}": float(scores[:, i, m].mean()) for i in range(scores.shape[1])})
+            rows.append(row)
+    return rows
