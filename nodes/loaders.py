@@ -1,0 +1,311 @@
+"""Loaders: the ARM, the diffusion model and the memory LLM, each listing what is on disk in ComfyUI's
+model folders, plus the pack's built-in default models.
+
+Folders: ARMs in ``models/acdc_arm/<folder>``; diffusion models as single-file checkpoints in
+``models/checkpoints`` or diffusers folders in ``models/diffusers``; memory LLMs in ``models/LLM/<folder>``.
+All of them can be added to in ``extra_model_paths.yaml`` (keys ``acdc_arm``, ``checkpoints``,
+``diffusers``, ``LLM``). The built-in models are built into ``models/acdc/builtin`` on first use.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from acdc_core.errors import ACDCError
+from . import bridge
+from .values import ARM, BUILTIN, CATEGORY, DM, MEMORY, ModelHandle, seed_input, tooltip
+
+DTYPES = ["auto", "float32", "bfloat16", "float16"]
+_PICKLE = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+
+
+def builtin_model_paths() -> dict[str, Path]:
+    """The pack's built-in default models: {"arm", "dm", "llm"} -> folder. Built locally on first use.
+
+    This is the one place that decides what "built-in" means; swap the builder here.
+    """
+    from acdc_core.tiny import build_default_models
+    return build_default_models(bridge.builtin_models_dir())
+
+
+def _dtype_input() -> tuple:
+    return (DTYPES, tooltip("Weight precision. auto: float32 on the CPU, bfloat16 (or float16) on a GPU."))
+
+
+def _modules(**candidates) -> dict[str, torch.nn.Module]:
+    return {name: m for name, m in candidates.items() if isinstance(m, torch.nn.Module)}
+
+
+# -- ARM ----------------------------------------------------------------------------------------------------
+
+def arm_choices() -> list[str]:
+    return [BUILTIN] + bridge.list_model_folders(bridge.ARM_FOLDER, "config.json")
+
+
+def arm_path(choice: str) -> Path:
+    if choice == BUILTIN:
+        return builtin_model_paths()["arm"]
+    path = bridge.find_model(bridge.ARM_FOLDER, choice)
+    if path is None:
+        raise FileNotFoundError(_not_found("ARM folder", choice, bridge.ARM_FOLDER))
+    return path
+
+
+def _not_found(what: str, choice: str, kind: str) -> str:
+    where = ", ".join(str(p) for p in bridge.model_dirs(kind)) or f"models/{kind}"
+    return f"{what} {choice!r} was not found in {where}. Put it there (or add a folder for '{kind}' in " \
+           f"extra_model_paths.yaml) and press R to refresh the lists."
+
+
+class LoadARM:
+    DESCRIPTION = ("Loads the autoregressive multimodal model (ARM) that writes the story as VQ image tokens: "
+                   "a Janus / Janus-Pro folder in transformers format from models/acdc_arm, or the built-in "
+                   "tiny demo model (random weights: proves the pipeline, not image quality).")
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (ARM,)
+    RETURN_NAMES = ("arm",)
+    OUTPUT_TOOLTIPS = ("The ARM, handed to ComfyUI's model management (offloaded when other models need the GPU).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "arm": (arm_choices(), tooltip("A model folder in models/acdc_arm (Janus-1.3B, Janus-Pro-1B/7B in "
+                                           "transformers format, e.g. deepseek-community/Janus-Pro-7B).")),
+            "dtype": _dtype_input(),
+            "live_preview": ("BOOLEAN", tooltip("Show the frame on the generating node as its tokens arrive "
+                                                "(a VQ decode at each quarter of the image).", default=True)),
+            "trust_remote_code": ("BOOLEAN", tooltip("Let the model folder run its own Python code. Off unless "
+                                                     "you trust the folder.", default=False)),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, arm):
+        if arm is None or arm == BUILTIN:  # None: the value comes from a link, checked when it runs
+            return True
+        path = bridge.find_model(bridge.ARM_FOLDER, arm)
+        if path is None:
+            return _not_found("ARM folder", arm, bridge.ARM_FOLDER)
+        from acdc_core.arm import detect_family
+        try:
+            detect_family(path)
+        except (ACDCError, OSError) as error:
+            return str(error)
+        if not any(path.glob("*.safetensors")):
+            return f"{path} has no *.safetensors weights (pickle weights are refused: they can run code)."
+        return True
+
+    def load(self, arm, dtype, live_preview, trust_remote_code):
+        from acdc_core.arm import load_arm
+
+        path = arm_path(arm)
+        backend = load_arm(path, device=bridge.offload_device(), dtype=bridge.pick_dtype(dtype),
+                           trust_remote_code=trust_remote_code)
+        if hasattr(backend, "previews"):
+            backend.previews = bool(live_preview)  # our own fresh object, not an input
+        managed = bridge.ManagedModel(backend, _modules(arm=getattr(backend, "model", None)), arm)
+        return (ModelHandle(backend, managed, arm),)
+
+
+# -- diffusion model ----------------------------------------------------------------------------------------
+
+CHECKPOINT_PREFIX, DIFFUSERS_PREFIX = "checkpoints/", "diffusers/"
+
+
+def dm_choices() -> list[str]:
+    files = [CHECKPOINT_PREFIX + f for f in bridge.list_model_files("checkpoints", (".safetensors",))]
+    folders = [DIFFUSERS_PREFIX + f for f in bridge.list_model_folders("diffusers", "model_index.json")]
+    return [BUILTIN] + folders + files
+
+
+def dm_path(choice: str) -> Path:
+    if choice == BUILTIN:
+        return builtin_model_paths()["dm"]
+    for prefix, kind in ((CHECKPOINT_PREFIX, "checkpoints"), (DIFFUSERS_PREFIX, "diffusers")):
+        if choice.startswith(prefix):
+            path = bridge.find_model(kind, choice[len(prefix):])
+            if path is None:
+                raise FileNotFoundError(_not_found("diffusion model", choice[len(prefix):], kind))
+            return path
+    raise FileNotFoundError(f"{choice!r} is not a diffusion model choice: pick one from the list "
+                            f"({CHECKPOINT_PREFIX}... or {DIFFUSERS_PREFIX}...).")
+
+
+class LoadDiffusionModel:
+    DESCRIPTION = ("Loads the diffusion model (DM) that corrects each frame by SDEdit and inpaints painted "
+                   "fixes: an SD1.5/SDXL single-file .safetensors checkpoint from models/checkpoints, a "
+                   "diffusers folder from models/diffusers, or the built-in tiny demo model. Loaded offline.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (DM,)
+    RETURN_NAMES = ("dm",)
+    OUTPUT_TOOLTIPS = ("The diffusion model, handed to ComfyUI's model management.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (dm_choices(), tooltip("checkpoints/...: a single-file SD1.5 or SDXL checkpoint "
+                                            "(.safetensors); diffusers/...: a diffusers folder.")),
+            "dtype": _dtype_input(),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model):
+        if model is None or model == BUILTIN:
+            return True
+        try:
+            path = dm_path(model)
+        except FileNotFoundError as error:
+            return str(error)
+        if path.is_file() and path.suffix.lower() in _PICKLE:
+            return f"{path.name} is a pickle checkpoint; only .safetensors files are loaded (pickle can run code)."
+        if path.is_dir() and not (path / "model_index.json").is_file():
+            return f"the diffusers folder {path} has no model_index.json; is the download complete?"
+        return True
+
+    def load(self, model, dtype):
+        from acdc_core.correct import load_corrector
+
+        corrector = load_corrector(dm_path(model), device=bridge.offload_device(), dtype=bridge.pick_dtype(dtype))
+        modules = _modules(unet=corrector.unet, vae=corrector.vae,
+                           **{f"text_encoder_{i}": m for i, m in enumerate(corrector.text_encoders)})
+        managed = bridge.ManagedModel(corrector, modules, model)
+        return (ModelHandle(corrector, managed, model),)
+
+
+# -- memory LLM ---------------------------------------------------------------------------------------------
+
+MODES = ["per-frame", "whole-story", "off"]
+
+
+def _memory_settings(mode, max_new_tokens, temperature, seed, system_prompt):
+    from acdc_core.memory import MemorySettings
+
+    settings = MemorySettings(mode=mode, max_new_tokens=int(max_new_tokens), temperature=float(temperature),
+                              seed=int(seed))
+    if system_prompt and system_prompt.strip():
+        field = "whole_story_system_prompt" if mode == "whole-story" else "system_prompt"
+        settings = replace(settings, **{field: system_prompt})
+    return settings.validate()
+
+
+def _memory_options() -> dict:
+    return {
+        "mode": (MODES, tooltip("per-frame: one LLM query per frame from the earlier DM prompts; whole-story: "
+                                "one query for the whole story; off: the DM gets the raw story line.")),
+        "max_new_tokens": ("INT", tooltip("Longest DM prompt the LLM may write, in tokens.",
+                                          default=96, min=1, max=2048)),
+        "temperature": ("FLOAT", tooltip("LLM sampling temperature; 0 is greedy (same answer every run).",
+                                         default=0.0, min=0.0, max=2.0, step=0.05)),
+        "seed": seed_input("LLM sampling seed (used when temperature > 0)."),
+        "system_prompt": ("STRING", tooltip("The memory's instructions to the LLM; leave empty for the "
+                                            "pack's default prompt for the chosen mode.",
+                                            default="", multiline=True)),
+    }
+
+
+def llm_choices() -> list[str]:
+    return [BUILTIN] + bridge.list_model_folders(bridge.LLM_FOLDER, "config.json")
+
+
+class LoadMemoryLLM:
+    DESCRIPTION = ("The memory module: a local instruct LLM (a folder in models/LLM, e.g. Qwen2.5-1.5B-Instruct) "
+                   "rewrites each story line into a self-contained prompt for the diffusion model "
+                   "(\"He jumps\" -> \"Benny, the golden retriever, jumps ...\").")
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (MEMORY,)
+    RETURN_NAMES = ("memory",)
+    OUTPUT_TOOLTIPS = ("The memory module for LLM Memory Prompt (and the all-in-one story node).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "llm": (llm_choices(), tooltip("A local chat/instruct model folder in models/LLM (safetensors).")),
+            **_memory_options(),
+            "dtype": _dtype_input(),
+            "trust_remote_code": ("BOOLEAN", tooltip("Let the model folder run its own Python code.", default=False)),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, llm, mode):
+        if mode not in MODES:
+            return f"mode must be one of {', '.join(MODES)}; got {mode!r}."
+        if llm is None or llm == BUILTIN or mode == "off":
+            return True
+        path = bridge.find_model(bridge.LLM_FOLDER, llm)
+        if path is None:
+            return _not_found("LLM folder", llm, bridge.LLM_FOLDER)
+        from acdc_core.memory import check_local_llm_folder
+        try:
+            check_local_llm_folder(path)
+        except (ACDCError, OSError) as error:
+            return str(error)
+        return True
+
+    def load(self, llm, mode, max_new_tokens, temperature, seed, system_prompt, dtype, trust_remote_code):
+        from acdc_core.memory import MemoryModule, load_local_llm
+
+        settings = _memory_settings(mode, max_new_tokens, temperature, seed, system_prompt)
+        if mode == "off":
+            return (ModelHandle(MemoryModule(None, settings), None, "off"),)
+        if llm == BUILTIN:
+            path = builtin_model_paths()["llm"]
+        else:
+            path = bridge.find_model(bridge.LLM_FOLDER, llm)
+            if path is None:
+                raise FileNotFoundError(_not_found("LLM folder", llm, bridge.LLM_FOLDER))
+        backend = load_local_llm(path, device=bridge.offload_device(), dtype=bridge.pick_dtype(dtype),
+                                 trust_remote_code=trust_remote_code)
+        managed = bridge.ManagedModel(backend, _modules(llm=backend.model), llm)
+        return (ModelHandle(MemoryModule(backend, settings), managed, llm),)
+
+
+class MemoryEndpoint:
+    DESCRIPTION = ("The memory module over an OpenAI-compatible chat endpoint (OpenAI, Ollama, llama.cpp server, "
+                   "vLLM, LM Studio). The API key is read from an environment variable, never stored in the "
+                   "workflow.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (MEMORY,)
+    RETURN_NAMES = ("memory",)
+    OUTPUT_TOOLTIPS = ("The memory module for LLM Memory Prompt (and the all-in-one story node).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "base_url": ("STRING", tooltip("The API root, e.g. http://127.0.0.1:11434/v1 (Ollama) or "
+                                           "https://api.openai.com/v1.", default="http://127.0.0.1:11434/v1")),
+            "model": ("STRING", tooltip("The model name at the endpoint.", default="qwen2.5:3b")),
+            "api_key_env": ("STRING", tooltip("Name of the environment variable holding the API key (not the key).",
+                                              default="OPENAI_API_KEY")),
+            **_memory_options(),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, base_url, model, api_key_env):
+        if None in (base_url, model, api_key_env):
+            return True  # linked: checked when it runs
+        from acdc_core.memory import OpenAICompatibleLLM
+        try:
+            OpenAICompatibleLLM(base_url, model, api_key_env=api_key_env)  # checks the values, no network
+        except ACDCError as error:
+            return str(error)
+        return True
+
+    def load(self, base_url, model, api_key_env, mode, max_new_tokens, temperature, seed, system_prompt):
+        from acdc_core.memory import MemoryModule, OpenAICompatibleLLM
+
+        settings = _memory_settings(mode, max_new_tokens, temperature, seed, system_prompt)
+        backend = None if mode == "off" else OpenAICompatibleLLM(base_url, model, api_key_env=api_key_env)
+        return (ModelHandle(MemoryModule(backend, settings), None, f"{model} at {base_url}"),)
+
+
+NODES = {
+    "ACDC_LoadARM": (LoadARM, "Load ARM (ACDC)"),
+    "ACDC_LoadDiffusionModel": (LoadDiffusionModel, "Load Diffusion Model (ACDC)"),
+    "ACDC_LoadMemoryLLM": (LoadMemoryLLM, "Load Memory LLM (ACDC)"),
+    "ACDC_MemoryEndpoint": (MemoryEndpoint, "Memory LLM Endpoint (ACDC)"),
+}

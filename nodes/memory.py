@@ -1,0 +1,44 @@
+"""LLM Memory Prompt (ACDC step 3): a self-contained prompt y_i for the diffusion model, from the story so far."""
+from __future__ import annotations
+
+from .values import CATEGORY, DM, MEMORY, STORY, tooltip
+
+
+class LLMMemoryPrompt:
+    DESCRIPTION = ("ACDC step 3: the memory LLM rewrites the next frame's story line into a self-contained prompt "
+                   "for the diffusion model, from the earlier frames' prompts (\"He jumps over a log\" -> \"Benny, "
+                   "the golden retriever, jumps over a log in a sunny meadow\").")
+    CATEGORY = f"{CATEGORY}/stages"
+    FUNCTION = "prompt"
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("prompt",)
+    OUTPUT_TOOLTIPS = ("The diffusion model's prompt for the next frame.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "memory": (MEMORY, tooltip("From Load Memory LLM or Memory LLM Endpoint.")),
+                "story": (STORY, tooltip("The story so far (from Loop Frame (open)).")),
+            },
+            "optional": {
+                "dm": (DM, tooltip("The diffusion model the prompt is for: the prompt is cut, at a word, to fit its "
+                                   "text encoder (77 tokens for CLIP).")),
+            },
+        }
+
+    def prompt(self, memory, story, dm=None):
+        index = story.next_index
+        module = memory.use()
+        if index == 0:
+            module.check()  # an unreachable endpoint fails here, on the first frame, with a clear message
+        if story.planned_memory is not None:
+            text = story.planned_memory[index]
+        else:
+            text = module.prompt_for(index, story.prompts, story.memory_prompts)
+        if dm is not None:
+            text = dm.engine.fit_prompt(text)
+        return (text,)
+
+
+NODES = {"ACDC_LLMMemoryPrompt": (LLMMemoryPrompt, "LLM Memory Prompt (ACDC)")}

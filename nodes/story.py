@@ -1,0 +1,97 @@
+"""ACDC Story: the whole method in one node, for people who do not want to wire the per-frame chain.
+
+It calls the same engine function as the headless CLI (``acdc_core.story.run_story``).
+"""
+from __future__ import annotations
+
+from acdc_core.arm.base import SamplingSettings
+from acdc_core.errors import InvalidInputError
+from acdc_core.state import StorySettings, new_story
+from . import bridge
+from .values import ARM, CATEGORY, DM, MEMORY, STORY, parse_prompts, seed_input, story_results, tooltip
+from .loop import StoryPrompts
+
+
+class ACDCStory:
+    DESCRIPTION = ("The whole ACDC method in one node: for every line of the story the ARM draws the frame with the "
+                   "story so far in context, the memory LLM writes the diffusion prompt, the diffusion model corrects "
+                   "the frame (SDEdit at t'), an optional mask is inpainted, and the corrected frame is re-encoded "
+                   "into the ARM's context. Without a diffusion model it is the ARM alone.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    RETURN_TYPES = (STORY, "IMAGE", "IMAGE", "STRING")
+    RETURN_NAMES = ("story", "frames", "arm_frames", "dm_prompts")
+    OUTPUT_TOOLTIPS = (
+        "The finished story (can be resumed with more lines by Loop Frame (open)).",
+        "Every frame as it went into the ARM's context (corrected and fixed), as one batch.",
+        "Every frame as the ARM first drew it, before correction, as one batch.",
+        "The prompt the diffusion model got for each frame, one line per frame.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "arm": (ARM, tooltip("From Load ARM.")),
+                "story": ("STRING", tooltip("One line per frame (blank lines and # lines are skipped).",
+                                            default=StoryPrompts.DEFAULT, multiline=True)),
+                "seed": seed_input("Seed of frame 1; frame k uses seed + k - 1 for the ARM and the diffusion model."),
+                "t_prime": ("FLOAT", tooltip("SDEdit t' (paper: 0.4-0.5 for images).", default=0.5, min=0.01,
+                                             max=1.0, step=0.01)),
+                "steps": ("INT", tooltip("DDIM schedule length; the steps at or below t' run.", default=50, min=1,
+                                         max=1000)),
+                "cfg": ("FLOAT", tooltip("Guidance of the diffusion model (paper: 7.5).", default=7.5, min=0.0,
+                                         max=30.0, step=0.1)),
+                "correct_frames": ("INT", tooltip("ACDC #k: correct only the first k frames; 0 corrects every frame.",
+                                                  default=0, min=0, max=10000)),
+                "arm_cfg": ("FLOAT", tooltip("The ARM's classifier-free guidance.", default=5.0, min=0.0, max=30.0,
+                                             step=0.1)),
+                "temperature": ("FLOAT", tooltip("The ARM's sampling temperature.", default=1.0, min=0.0, max=5.0,
+                                                 step=0.05)),
+                "fix_frame": ("INT", tooltip("The frame the mask input fixes (1-based); 0: no fix.", default=0, min=0,
+                                             max=10000)),
+                "fix_t_prime": ("FLOAT", tooltip("t' of the masked fix.", default=0.8, min=0.01, max=1.0, step=0.01)),
+                "negative_prompt": ("STRING", tooltip("What the diffusion model should avoid.", default="")),
+            },
+            "optional": {
+                "dm": (DM, tooltip("From Load Diffusion Model; without it the ARM alone makes the story.")),
+                "memory": (MEMORY, tooltip("From Load Memory LLM; without it the diffusion model gets the raw "
+                                           "story lines.")),
+                "mask": ("MASK", tooltip("Region of frame fix_frame to inpaint (1 = repaint), at the frame's "
+                                         "corrected size or the ARM's size.")),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, story):
+        return StoryPrompts.VALIDATE_INPUTS(story)
+
+    def run(self, arm, story, seed, t_prime, steps, cfg, correct_frames, arm_cfg, temperature, fix_frame,
+            fix_t_prime, negative_prompt, dm=None, memory=None, mask=None):
+        from acdc_core.memory import MemoryModule, MemorySettings
+        from acdc_core.story import run_story
+
+        state = new_story(parse_prompts(story))
+        settings = StorySettings(
+            sampling=SamplingSettings(guidance_scale=arm_cfg, temperature=temperature),
+            strength=t_prime, steps=steps, guidance_scale=cfg, negative_prompt=negative_prompt,
+            correct_frames=(0 if dm is None else (correct_frames or None)), fix_strength=fix_t_prime,
+            seed=int(seed)).validate()
+        masks = {}
+        if mask is not None and fix_frame:
+            if fix_frame > len(state.prompts):
+                raise InvalidInputError(f"fix_frame is {fix_frame} but the story has {len(state.prompts)} frames.")
+            masks[fix_frame - 1] = mask[0] if mask.ndim == 3 else mask
+        module = memory.engine if memory is not None else None
+        if module is None and dm is not None:
+            module = MemoryModule(None, MemorySettings(mode="off"))
+        if module is not None and dm is not None:
+            module = MemoryModule(module.backend, module.settings, fit=dm.engine.fit_prompt)  # fit to the DM's text
+        placement = bridge.Placement([h.managed for h in (arm, dm, memory) if h is not None])
+        final = run_story(state.prompts, arm.engine, dm.engine if dm is not None else None, module, settings,
+                          fix_masks=masks, placement=placement, progress=bridge.progress(frames=len(state.prompts)))
+        return story_results(final)
+
+
+NODES = {"ACDC_Story": (ACDCStory, "ACDC Story (all-in-one)")}

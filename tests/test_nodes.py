@@ -1,0 +1,421 @@
+"""The node pack's contract with ComfyUI, and every node function on the built-in tiny models (no ComfyUI)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import nodes
+from acdc_core.errors import InvalidInputError
+from acdc_core.state import new_story
+from nodes import bridge
+from nodes.values import BUILTIN, FrameTokens
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE_TYPES = {"IMAGE", "MASK", "STRING", "INT", "FLOAT", "BOOLEAN"}
+HIDDEN_KINDS = {"UNIQUE_ID", "DYNPROMPT", "PROMPT", "EXTRA_PNGINFO"}
+NODES = sorted(nodes.NODE_CLASS_MAPPINGS.items())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def host(tmp_path_factory):
+    base = tmp_path_factory.mktemp("nodes-host")
+    for name in ("input", "temp", "output"):
+        (base / name).mkdir()
+    models = tmp_path_factory.getbasetemp() / "acdc-models"
+    bridge.configure_standalone(models_dir=models, input_dir=base / "input", temp_dir=base / "temp",
+                                output_dir=base / "output")
+    yield base
+    bridge.configure_standalone()
+
+
+@pytest.fixture(scope="module")
+def models():
+    arm = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadARM"]().load(BUILTIN, "auto", False, False)[0]
+    dm = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadDiffusionModel"]().load(BUILTIN, "auto")[0]
+    memory = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadMemoryLLM"]().load(BUILTIN, "per-frame", 8, 0.0, 0, "", "auto",
+                                                                     False)[0]
+    return arm, dm, memory
+
+
+def run(name, *args, **kwargs):
+    cls = nodes.NODE_CLASS_MAPPINGS[name]
+    return getattr(cls(), cls.FUNCTION)(*args, **kwargs)
+
+
+# -- the contract ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, cls", NODES)
+def test_every_node_declares_a_complete_classic_contract(name, cls):
+    assert name.startswith("ACDC_") and nodes.NODE_DISPLAY_NAME_MAPPINGS[name]
+    assert cls.CATEGORY.split("/")[0] == "ACDC" and len(cls.DESCRIPTION) > 40
+    assert callable(getattr(cls, cls.FUNCTION))
+    assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
+    for kind in cls.RETURN_TYPES:
+        assert kind in CORE_TYPES or kind.startswith("ACDC_"), kind
+    spec = cls.INPUT_TYPES()
+    assert set(spec) <= {"required", "optional", "hidden"} and spec["required"]
+    lazy = False
+    for group in ("required", "optional"):
+        for input_name, entry in spec.get(group, {}).items():
+            kind, options = entry[0], entry[1]
+            assert options.get("tooltip"), f"{name}.{input_name} has no tooltip"
+            if isinstance(kind, list):  # a combo
+                assert kind and options.get("default", kind[0]) in kind
+                continue
+            assert kind in CORE_TYPES or kind.startswith("ACDC_"), kind
+            lazy = lazy or bool(options.get("lazy"))
+            if kind in ("INT", "FLOAT") and "default" in options:
+                assert options.get("min", -np.inf) <= options["default"] <= options.get("max", np.inf)
+                assert isinstance(options["default"], int if kind == "INT" else float)
+            if input_name == "seed":
+                assert options["control_after_generate"] is False  # a seed that changes itself defeats the cache
+    for hidden_name, kind in spec.get("hidden", {}).items():
+        assert kind in HIDDEN_KINDS or hidden_name == "acdc_frame"
+    if lazy:
+        assert hasattr(cls, "check_lazy_status")
+
+
+def test_the_pack_imports_as_comfyui_imports_it():
+    spec = importlib.util.spec_from_file_location("acdc_pack_under_test", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = pack
+    try:
+        spec.loader.exec_module(pack)
+        assert set(pack.NODE_CLASS_MAPPINGS) == set(nodes.NODE_CLASS_MAPPINGS)
+        assert pack.WEB_DIRECTORY == "./web" and (ROOT / "web" / "acdc.js").is_file()
+        assert (ROOT / "web" / "icon.svg").is_file()
+    finally:
+        for key in [k for k in sys.modules if k.startswith(spec.name)]:
+            del sys.modules[key]
+
+
+def test_no_pack_code_computes_model_paths_from_its_location_or_calls_cuda():
+    for path in (ROOT / "nodes").glob("*.py"):
+        text = path.read_text()
+        assert ".cuda(" not in text and "__file__" not in text, path.name
+
+
+# -- the bridge inside ComfyUI (its modules stubbed) ---------------------------------------------------------
+
+@pytest.fixture
+def comfy_bridge(monkeypatch, tmp_path):
+    """``nodes/bridge.py`` loaded as inside ComfyUI, with recording stand-ins for ComfyUI's modules."""
+    calls = {"bar": [], "interrupt": 0, "load": [], "folders": {}, "sent": []}
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            self.total, self.node_id = total, node_id
+
+        def update_absolute(self, value, total=None, preview=None):
+            calls["bar"].append((value, total, preview, self.node_id))
+
+    class ModelPatcher:
+        def __init__(self, model, load_device, offload_device):
+            self.model, self.load_device, self.offload_device = model, load_device, offload_device
+
+    class ExecutionBlocker:
+        def __init__(self, message):
+            self.message = message
+
+    def interrupted():
+        calls["interrupt"] += 1
+
+    folder_paths = types.SimpleNamespace(
+        models_dir=str(tmp_path / "models"),
+        add_model_folder_path=lambda name, path: calls["folders"].setdefault(name, []).append(path),
+        get_folder_paths=lambda name: calls["folders"].get(name, []),
+        get_filename_list=lambda name: [],
+        get_input_directory=lambda: str(tmp_path / "input"),
+        get_output_directory=lambda: str(tmp_path / "output"),
+        get_temp_directory=lambda: str(tmp_path / "temp"),
+    )
+    mm = types.SimpleNamespace(
+        get_torch_device=lambda: torch.device("cpu"), unet_offload_device=lambda: torch.device("cpu"),
+        load_models_gpu=lambda models, force_full_load=False: calls["load"].append((models, force_full_load)),
+        throw_exception_if_processing_interrupted=interrupted, soft_empty_cache=lambda: None)
+    stubs = {
+        "folder_paths": folder_paths,
+        "comfy": types.ModuleType("comfy"),
+        "comfy.model_management": mm,
+        "comfy.model_patcher": types.SimpleNamespace(ModelPatcher=ModelPatcher),
+        "comfy.utils": types.SimpleNamespace(ProgressBar=ProgressBar),
+        "comfy_execution": types.ModuleType("comfy_execution"),
+        "comfy_execution.graph": types.SimpleNamespace(ExecutionBlocker=ExecutionBlocker),
+        "server": types.SimpleNamespace(PromptServer=types.SimpleNamespace(instance=types.SimpleNamespace(
+            send_sync=lambda event, data: calls["sent"].append((event, data))))),
+    }
+    for name, module in stubs.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location("bridge_inside_comfy", ROOT / "nodes" / "bridge.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    assert module.IN_COMFY
+    return module, calls
+
+
+def test_inside_comfyui_the_bridge_registers_folders_and_reports_progress_previews_and_cancel(comfy_bridge):
+    bridge_in, calls = comfy_bridge
+    bridge_in.register_model_folders()
+    assert set(calls["folders"]) == {"acdc_arm", "LLM", "acdc"}
+    assert calls["folders"]["acdc_arm"][0].endswith("acdc_arm")
+    progress = bridge_in.progress()
+    progress("arm", 1, 4)
+    progress("arm", 4, 4, torch.rand(3, 8, 8))
+    assert calls["interrupt"] == 2                                     # Cancel checked on every report
+    assert calls["bar"][0][:3] == (1, 4, None)
+    kind, picture, size = calls["bar"][1][2]
+    assert kind == "JPEG" and picture.size == (8, 8) and size == 512
+    frames = bridge_in.progress(frames=3)
+    frames("frame", 1, 3)
+    frames("sdedit", 5, 10)
+    assert calls["bar"][-1][:2] == (1499, 3000)                        # frame 2 of 3, half its steps
+    bridge_in.frame_progress(2, 6, "12")
+    assert calls["bar"][-1] == (2, 6, None, "12") and calls["sent"][-1] == ("acdc.frame", {"node": "12", "done": 2,
+                                                                                        "total": 6})
+    assert type(bridge_in.blocker()).__name__ == "ExecutionBlocker"
+
+
+def test_inside_comfyui_models_are_handed_to_model_management_in_a_plain_container(comfy_bridge):
+    bridge_in, calls = comfy_bridge
+
+    class Engine:
+        def __init__(self):
+            self.unet = torch.nn.Linear(2, 2)
+            self.moved = []
+
+        def to(self, device):
+            self.moved.append(device)
+            return self
+
+    engine = Engine()
+    managed = bridge_in.ManagedModel(engine, {"unet": engine.unet}, "tiny")
+    container = managed.patcher.model
+    assert isinstance(container, torch.nn.Module) and container.device == torch.device("cpu")
+    assert container.unet is engine.unet                                 # the same weights, not a copy
+    assert managed.use() is engine
+    assert calls["load"] == [([managed.patcher], True)] and engine.moved == [torch.device("cpu")]
+    placement = bridge_in.Placement([managed])
+    placement.use(engine)
+    assert len(calls["load"]) == 2 and placement.use("not managed") == "not managed"
+
+
+# -- loaders -------------------------------------------------------------------------------------------------
+
+def test_loaders_list_what_is_on_disk_and_the_built_in_models(host):
+    models = bridge._standalone.models()
+    (models / "acdc_arm" / "Janus-Pro-1B").mkdir(parents=True, exist_ok=True)
+    (models / "acdc_arm" / "Janus-Pro-1B" / "config.json").write_text('{"model_type": "janus"}')
+    (models / "acdc_arm" / "not-a-model").mkdir(exist_ok=True)
+    (models / "checkpoints").mkdir(exist_ok=True)
+    (models / "checkpoints" / "sd15.safetensors").write_bytes(b"")
+    (models / "diffusers" / "sd-turbo").mkdir(parents=True, exist_ok=True)
+    (models / "diffusers" / "sd-turbo" / "model_index.json").write_text("{}")
+    (models / "LLM" / "Qwen2.5-1.5B-Instruct").mkdir(parents=True, exist_ok=True)
+    (models / "LLM" / "Qwen2.5-1.5B-Instruct" / "config.json").write_text("{}")
+    arm = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadARM"].INPUT_TYPES()["required"]["arm"][0]
+    dm = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadDiffusionModel"].INPUT_TYPES()["required"]["model"][0]
+    llm = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadMemoryLLM"].INPUT_TYPES()["required"]["llm"][0]
+    assert arm == [BUILTIN, "Janus-Pro-1B"]
+    assert dm == [BUILTIN, "diffusers/sd-turbo", "checkpoints/sd15.safetensors"]
+    assert llm == [BUILTIN, "Qwen2.5-1.5B-Instruct"]
+
+
+def test_built_in_models_load_and_are_managed(models):
+    arm, dm, memory = models
+    assert arm.engine.image_size == (32, 32) and dm.engine.native_size == (64, 64)
+    assert memory.engine.settings.mode == "per-frame" and memory.engine.backend is memory.managed.engine
+    assert set(dict(dm.managed.engine.unet.named_children())) and arm.managed.engine is arm.engine
+
+
+@pytest.mark.parametrize("name, inputs, message", [
+    ("ACDC_LoadARM", {"arm": "Janus-Pro-7B"}, "was not found in"),
+    ("ACDC_LoadARM", {"arm": "Janus-Pro-1B"}, "no \\*.safetensors weights"),
+    ("ACDC_LoadDiffusionModel", {"model": "checkpoints/missing.safetensors"}, "was not found"),
+    ("ACDC_LoadDiffusionModel", {"model": "somewhere/else"}, "not a diffusion model choice"),
+    ("ACDC_LoadMemoryLLM", {"llm": "Llama-9B", "mode": "per-frame"}, "was not found"),
+    ("ACDC_LoadMemoryLLM", {"llm": BUILTIN, "mode": "sometimes"}, "mode must be one of"),
+    ("ACDC_MemoryEndpoint", {"base_url": "localhost:11434", "model": "m", "api_key_env": "K"}, "http://"),
+    ("ACDC_StoryPrompts", {"text": " \n# only a comment\n"}, "the story is empty"),
+    ("ACDC_Story", {"story": ""}, "the story is empty"),
+    ("ACDC_InpaintFix", {"masks": "", "image": "gone.png [input]"}, "not in ComfyUI's input folder"),
+    ("ACDC_InpaintFix", {"masks": "{nope", "image": ""}, "not valid JSON"),
+])
+def test_bad_inputs_are_comfyui_validation_errors_before_anything_runs(name, inputs, message):
+    test_loaders_list_what_is_on_disk_and_the_built_in_models(None)  # the folders the cases refer to
+    answer = nodes.NODE_CLASS_MAPPINGS[name].VALIDATE_INPUTS(**inputs)
+    assert isinstance(answer, str)
+    assert __import__("re").search(message, answer), answer
+
+
+def test_good_inputs_pass_validation():
+    classes = nodes.NODE_CLASS_MAPPINGS
+    assert classes["ACDC_LoadARM"].VALIDATE_INPUTS(arm=BUILTIN) is True
+    assert classes["ACDC_LoadARM"].VALIDATE_INPUTS(arm=None) is True          # a linked value: checked later
+    assert classes["ACDC_StoryPrompts"].VALIDATE_INPUTS(text="One.\n\nTwo.") is True
+    assert classes["ACDC_InpaintFix"].VALIDATE_INPUTS(masks="", image="acdc/frame_1.png [temp]") is True
+    assert classes["ACDC_MemoryEndpoint"].VALIDATE_INPUTS(base_url="http://127.0.0.1:11434/v1", model="m",
+                                                          api_key_env="OPENAI_API_KEY") is True
+
+
+def test_memory_off_and_endpoint_loaders_need_no_weights():
+    off = run("ACDC_LoadMemoryLLM", "Anything", "off", 8, 0.0, 0, "", "auto", False)[0]
+    assert off.engine.settings.mode == "off" and off.engine.backend is None
+    endpoint = run("ACDC_MemoryEndpoint", "http://127.0.0.1:1/v1", "m", "OPENAI_API_KEY", "whole-story", 8, 0.0, 0,
+                   "Rewrite the story.")[0]
+    assert endpoint.engine.settings.whole_story_system_prompt == "Rewrite the story."
+
+
+# -- the stages, one by one ----------------------------------------------------------------------------------
+
+def test_story_prompts_are_one_per_line():
+    assert run("ACDC_StoryPrompts", "A dog.\n\n# a note\n  He runs.  \n") == ("A dog.\nHe runs.", 2)
+    with pytest.raises(InvalidInputError):
+        run("ACDC_StoryPrompts", "\n")
+
+
+def frame_one(models, story=None):
+    arm, _, _ = models
+    state = story or new_story(["Benny the dog in a meadow.", "He jumps."])
+    tokens = run("ACDC_ARMTokenGenerator", arm, state, 3, 5.0, 1.0, 0, 1.0)[0]
+    return state, tokens
+
+
+def test_each_stage_returns_new_values_in_comfyui_layouts_and_changes_no_input(models):
+    arm, dm, memory = models
+    state, tokens = frame_one(models)
+    assert isinstance(tokens, FrameTokens) and tokens.index == 0 and tokens.tokens.shape == (1, 16)
+    assert tokens.arm_seed == 3 and state.records == ()
+    image = run("ACDC_VQDetokenize", arm, tokens)[0]
+    assert image.shape == (1, 32, 32, 3) and 0 <= float(image.min()) and float(image.max()) <= 1   # [B, H, W, C]
+    kept = image.clone()
+    prompt = run("ACDC_LLMMemoryPrompt", memory, state, dm)[0]
+    assert isinstance(prompt, str) and prompt
+    corrected = run("ACDC_SDEditCorrect", dm, image, 0.5, 10, 7.5, 3, "", 0, 0, prompt=prompt, tokens=tokens)[0]
+    assert corrected.shape == (1, 64, 64, 3) and torch.equal(image, kept)                        # the DM's size
+    fixed = run("ACDC_InpaintFix", dm, corrected, "", 0.8, 10, 7.5, 3, 2, 2, 1, "", "", prompt=prompt,
+                tokens=tokens)
+    assert fixed["result"][0] is corrected and not fixed["result"][1].any()  # no mask: passed through as is
+    assert fixed["ui"]["acdc_frames"] == [1] and fixed["ui"]["images"][0]["type"] == "temp"
+    story, arm_view = run("ACDC_ReTokenize", arm, tokens, corrected, prompt=prompt)
+    assert len(story.records) == 1 and story.records[0].memory_prompt == prompt and story.records[0].corrected
+    assert arm_view.shape == (1, 32, 32, 3)
+    assert state.records == () and len(state.context) == 0                 # the input story is untouched
+    assert torch.equal(story.context.chunks[0].tokens, story.records[0].tokens_after)
+
+
+def test_acdc_k_passes_later_frames_through_and_re_tokenize_keeps_their_tokens(models):
+    arm, dm, _ = models
+    first = new_story(["A cat.", "It sleeps."])
+    _, tokens = frame_one(models, first)
+    image = run("ACDC_VQDetokenize", arm, tokens)[0]
+    state = run("ACDC_ReTokenize", arm, tokens, run("ACDC_SDEditCorrect", dm, image, 0.5, 10, 7.5, 0, "", 1, 0,
+                                                       prompt="A cat.", tokens=tokens)[0], prompt="A cat.")[0]
+    second = run("ACDC_ARMTokenGenerator", arm, state, 3, 5.0, 1.0, 0, 1.0)[0]
+    image2 = run("ACDC_VQDetokenize", arm, second)[0]
+    sdedit = nodes.NODE_CLASS_MAPPINGS["ACDC_SDEditCorrect"]()
+    assert sdedit.check_lazy_status(correct_frames=1, tokens=second) == []   # no prompt needed: no LLM query
+    assert run("ACDC_SDEditCorrect", dm, image2, 0.5, 10, 7.5, 0, "", 1, 0, tokens=second)[0] is image2
+    retok = nodes.NODE_CLASS_MAPPINGS["ACDC_ReTokenize"]()
+    assert retok.check_lazy_status(arm=arm, tokens=second, image=image2) == []
+    done = run("ACDC_ReTokenize", arm, second, image2)[0]
+    assert not done.records[1].corrected and torch.equal(done.records[1].tokens_after, second.tokens)
+
+
+def test_the_fix_repaints_only_the_masked_region(models, host):
+    _, dm, _ = models
+    frame = torch.rand(1, 64, 64, 3)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 40:56, 40:56] = 1
+    out, applied = run("ACDC_InpaintFix", dm, frame, "a full moon", 0.9, 10, 7.5, 0, 0, 0, 1, "", "", mask=mask)[
+        "result"]
+    changed = (out - frame).abs().amax(-1)[0] > 0
+    assert changed[40:56, 40:56].any() and not changed[:32].any() and torch.equal(applied, mask)
+    # The same through a painted file: alpha 0 where the user painted, as ComfyUI's mask editor saves it.
+    picture = np.full((64, 64, 4), 255, np.uint8)
+    picture[40:56, 40:56, 3] = 0
+    Image.fromarray(picture, "RGBA").save(host / "input" / "clipspace-painted-masked-5.png")
+    painted = run("ACDC_InpaintFix", dm, frame, "a full moon", 0.9, 10, 7.5, 0, 0, 0, 1, "",
+                  "clipspace-painted-masked-5.png [input]")["result"]
+    assert torch.equal(painted[1], mask) and torch.equal(painted[0], out)
+    # Painted for frame 2 only: frame 1 passes through.
+    elsewhere = run("ACDC_InpaintFix", dm, frame, "x", 0.9, 10, 7.5, 0, 0, 0, 2, "",
+                    "clipspace-painted-masked-5.png [input]")["result"]
+    assert elsewhere[0] is frame
+
+
+@pytest.mark.parametrize("mask_shape", [(1, 32, 32), (2, 64, 64)])
+def test_a_mask_that_does_not_fit_the_frame_is_refused_naming_both_sizes(models, mask_shape):
+    _, dm, _ = models
+    with pytest.raises(InvalidInputError, match="64x64"):
+        run("ACDC_InpaintFix", dm, torch.rand(1, 64, 64, 3), "x", 0.8, 10, 7.5, 0, 0, 0, 1, "", "",
+            mask=torch.ones(mask_shape))
+
+
+def test_a_masked_fix_without_any_prompt_says_what_to_connect(models):
+    _, dm, _ = models
+    with pytest.raises(InvalidInputError, match="fix_prompt"):
+        run("ACDC_InpaintFix", dm, torch.rand(1, 64, 64, 3), "", 0.8, 10, 7.5, 0, 0, 0, 1, "", "",
+            mask=torch.ones(1, 64, 64))
+
+
+def test_the_fix_copy_for_a_frame_keeps_only_that_frames_mask():
+    fix = nodes.NODE_CLASS_MAPPINGS["ACDC_InpaintFix"]
+    inputs = {"masks": '{"2":"b.png [input]"}', "image": "c.png [input]", "paint_frame": 3, "seed": 1}
+    assert fix.acdc_frame_inputs(inputs, 3) == {"masks": '{"3":"c.png [input]"}', "image": "", "paint_frame": 3,
+                                                "seed": 1}
+    assert fix.acdc_frame_inputs(inputs, 1)["masks"] == ""
+    assert inputs["image"] == "c.png [input]"                                # not changed in place
+    linked = dict(inputs, masks=["9", 0])
+    assert fix.acdc_frame_inputs(linked, 1) == linked                        # a linked widget is left alone
+
+
+def test_a_batch_reaching_re_tokenize_is_refused_clearly(models):
+    arm, _, _ = models
+    _, tokens = frame_one(models)
+    with pytest.raises(InvalidInputError, match="one frame"):
+        run("ACDC_ReTokenize", arm, tokens, torch.rand(2, 32, 32, 3))
+
+
+def test_cancel_is_checked_between_tokens(models):
+    bridge.interrupt()
+    with pytest.raises(bridge.Interrupted):
+        frame_one(models)
+    frame_one(models)  # the next run is not affected
+
+
+def test_the_all_in_one_story_node_runs_the_engine_and_shows_arm_and_corrected_frames(models, host):
+    arm, dm, memory = models
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :16, :16] = 1
+    out = run("ACDC_Story", arm, "A red fox in the snow.\nShe naps.", 1, 0.5, 10, 7.5, 0, 5.0, 1.0, 2, 0.8, "",
+              dm=dm, memory=memory, mask=mask)
+    story, frames, arm_frames, prompts = out["result"]
+    assert [r.corrected for r in story.records] == [True, True] and story.records[1].fixed
+    assert frames.shape == (2, 64, 64, 3) and arm_frames.shape == (2, 32, 32, 3)
+    assert len(prompts.splitlines()) == 2
+    strip = Image.open(host / "temp" / out["ui"]["images"][0]["subfolder"] / out["ui"]["images"][0]["filename"])
+    assert strip.width > strip.height                                       # frames side by side, two rows
+    arm_only = run("ACDC_Story", arm, "A red fox in the snow.\nShe naps.", 1, 0.5, 10, 7.5, 0, 5.0, 1.0, 0, 0.8, "")
+    assert not any(r.corrected for r in arm_only["result"][0].records)     # no diffusion model: the ARM alone
+    assert torch.equal(arm_only["result"][0].records[0].tokens_before, story.records[0].tokens_before)
+    with pytest.raises(InvalidInputError, match="fix_frame is 3"):
+        run("ACDC_Story", arm, "One.\nTwo.", 1, 0.5, 10, 7.5, 0, 5.0, 1.0, 3, 0.8, "", dm=dm, mask=mask)
+
+
+def test_painted_mask_files_are_read_as_comfyui_does():
+    from nodes.fix import effective_masks, load_mask, parse_masks
+    assert effective_masks('{"1":"a.png [input]"}', "b.png [temp]", 2) == {1: "a.png [input]"}
+    assert effective_masks("", "b.png", 2) == {2: "b.png"}
+    assert parse_masks(json.dumps({"3": "c.png [input]", "4": ""})) == {3: "c.png [input]"}
+    with pytest.raises(InvalidInputError, match="paint it again"):
+        load_mask("missing.png [input]")

@@ -1,0 +1,199 @@
+"""The example workflows in workflows/: checked statically against the node definitions, then run as shipped
+on the built-in default models through the executor stand-in (tests/test_nodes_executor.py).
+
+What a real ComfyUI adds (its frontend's own UI -> API conversion, its cache) was tried in a real ComfyUI
+(README, "Installing into ComfyUI").
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import nodes
+from nodes import bridge
+from tests.test_nodes_executor import MiniComfy
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+
+# The core ComfyUI nodes the workflows use, as ComfyUI 0.33 declares them (compared with a real server's
+# /object_info when the pack was tried), and the frontend-only nodes (never sent to the server).
+CORE = {
+    "PreviewImage": {"input": {"required": {"images": ("IMAGE",)}}, "output": (), "output_node": True},
+    "SaveImage": {"input": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}},
+                  "output": (), "output_node": True},
+}
+VIRTUAL = {"Note", "MarkdownNote"}
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+
+def definition(node_type):
+    if node_type in nodes.NODE_CLASS_MAPPINGS:
+        cls = nodes.NODE_CLASS_MAPPINGS[node_type]
+        return {"input": cls.INPUT_TYPES(), "output": cls.RETURN_TYPES}
+    return CORE[node_type]
+
+
+def is_widget(entry) -> bool:
+    kind, options = entry[0], (entry[1] if len(entry) > 1 else {})
+    return isinstance(kind, list) or (kind in WIDGET_TYPES and not options.get("forceInput"))
+
+
+def widget_inputs(node_type):
+    spec = definition(node_type)["input"]
+    return [(name, entry) for group in ("required", "optional") for name, entry in spec.get(group, {}).items()
+            if is_widget(entry)]
+
+
+def socket_inputs(node_type):
+    spec = definition(node_type)["input"]
+    return {name: (group, entry) for group in ("required", "optional") for name, entry in spec.get(group, {}).items()
+            if not is_widget(entry)}
+
+
+def to_api(workflow) -> dict:
+    """The UI workflow as the prompt the frontend queues: widget values by name, links as [node, slot]."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["type"] in VIRTUAL or node.get("mode", 0) != 0:
+            continue
+        inputs = dict(zip([name for name, _ in widget_inputs(node["type"])], node.get("widgets_values", [])))
+        for slot in node.get("inputs", []):
+            if slot.get("link") is not None:
+                link = links[slot["link"]]
+                inputs[slot["name"]] = [str(link[1]), link[2]]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+@pytest.fixture(scope="module", autouse=True)
+def host(tmp_path_factory):
+    base = tmp_path_factory.mktemp("workflow-host")
+    for name in ("input", "temp", "output"):
+        (base / name).mkdir()
+    bridge.configure_standalone(models_dir=tmp_path_factory.getbasetemp() / "acdc-models", input_dir=base / "input",
+                                temp_dir=base / "temp", output_dir=base / "output")
+    yield base
+    bridge.configure_standalone()
+
+
+def test_the_four_example_workflows_ship_with_thumbnails():
+    names = {p.stem for p in WORKFLOWS}
+    assert names == {"acdc_story", "acdc_story_no_memory", "acdc_2_first_two_frames", "physical_fix_painted_mask"}
+    for path in WORKFLOWS:
+        # PNG as the pack's convention; JPEG because ComfyUI's template browser (frontend 1.49) asks for
+        # /workflow_templates/<pack>/<name>.jpg.
+        for suffix, kind in ((".png", "PNG"), (".jpg", "JPEG")):
+            with Image.open(path.with_suffix(suffix)) as thumbnail:
+                assert thumbnail.format == kind and min(thumbnail.size) >= 128
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_matches_the_node_definitions(path):
+    workflow = json.loads(path.read_text())
+    assert workflow["version"] == 0.4
+    by_id = {node["id"]: node for node in workflow["nodes"]}
+    assert len(by_id) == len(workflow["nodes"]) and workflow["last_node_id"] >= max(by_id)
+    assert workflow["last_link_id"] >= max(link[0] for link in workflow["links"])
+    for node in workflow["nodes"]:
+        kind = node["type"]
+        assert kind in nodes.NODE_CLASS_MAPPINGS or kind in CORE or kind in VIRTUAL, f"unknown node type {kind}"
+        if kind in VIRTUAL:
+            continue
+        sockets = socket_inputs(kind)
+        assert [i["name"] for i in node["inputs"]] == list(sockets), f"{kind} inputs"
+        for slot in node["inputs"]:
+            group, entry = sockets[slot["name"]]
+            assert slot["type"] == entry[0]
+            if group == "required":
+                assert slot["link"] is not None, f"{kind}.{slot['name']} is not connected"
+        outputs = definition(kind)["output"]
+        assert [o["type"] for o in node.get("outputs", [])] == list(outputs)
+        # Widget values: one per widget, in order, each valid for its input.
+        widgets = widget_inputs(kind)
+        assert len(node["widgets_values"]) == len(widgets), f"{kind} widgets_values"
+        for (name, entry), value in zip(widgets, node["widgets_values"]):
+            kind_of, options = entry[0], (entry[1] if len(entry) > 1 else {})
+            if isinstance(kind_of, list):
+                assert value in kind_of, f"{kind}.{name}={value!r}"
+            elif kind_of == "INT":
+                assert isinstance(value, int) and options.get("min", value) <= value <= options.get("max", value)
+            elif kind_of == "FLOAT":
+                assert isinstance(value, (int, float)) and options.get("min", value) <= value <= options.get("max",
+                                                                                                            value)
+            elif kind_of == "STRING":
+                assert isinstance(value, str)
+            else:
+                assert isinstance(value, bool)
+        if hasattr(nodes.NODE_CLASS_MAPPINGS.get(kind), "VALIDATE_INPUTS"):
+            cls = nodes.NODE_CLASS_MAPPINGS[kind]
+            values = dict(zip([n for n, _ in widgets], node["widgets_values"]))
+            names = cls.VALIDATE_INPUTS.__code__.co_varnames[1:cls.VALIDATE_INPUTS.__code__.co_argcount]
+            assert cls.VALIDATE_INPUTS(**{n: values.get(n) for n in names}) is True
+    # Links: both ends exist, slots and types agree, and each end records the link.
+    for link_id, source, out_slot, target, in_slot, link_type in workflow["links"]:
+        src, dst = by_id[source], by_id[target]
+        assert src["outputs"][out_slot]["type"] == link_type and link_id in src["outputs"][out_slot]["links"]
+        assert dst["inputs"][in_slot]["type"] == link_type and dst["inputs"][in_slot]["link"] == link_id
+    linked = {i["link"] for n in workflow["nodes"] for i in n.get("inputs", []) if i.get("link") is not None}
+    assert linked == {link[0] for link in workflow["links"]}                   # no broken or dangling links
+
+
+class PreviewImage:
+    OUTPUT_NODE = True
+    RETURN_TYPES = ()
+    FUNCTION = "save_images"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",)}}
+
+    def save_images(self, images, filename_prefix="ComfyUI"):
+        assert images.ndim == 4 and images.shape[-1] == 3 and 0 <= float(images.min()) <= float(images.max()) <= 1
+        return {"ui": {"images": [{"shape": list(images.shape)}]}, "result": ()}
+
+
+class SaveImage(PreviewImage):
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {})}}
+
+
+@pytest.fixture(scope="module")
+def comfy():
+    return MiniComfy({**nodes.NODE_CLASS_MAPPINGS, "PreviewImage": PreviewImage, "SaveImage": SaveImage})
+
+
+FAST = {"steps": 8, "max_new_tokens": 16}  # CI only: fewer denoising steps and LLM tokens, same wiring
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_runs_on_the_built_in_models(path, comfy):
+    """Each workflow as shipped (wiring, models, widgets), with FAST's knobs turned down to keep CI quick; a real
+    ComfyUI ran them exactly as shipped."""
+    workflow = json.loads(path.read_text())
+    prompt = to_api(workflow)
+    for node in prompt.values():
+        node["inputs"].update({k: v for k, v in FAST.items() if k in node["inputs"]})
+    close = next(i for i, n in prompt.items() if n["class_type"] == "ACDC_LoopClose")
+    story_text = next(n for n in prompt.values() if n["class_type"] == "ACDC_StoryPrompts")["inputs"]["text"]
+    frames = len([line for line in story_text.splitlines() if line.strip()])
+    run = comfy.run(prompt)
+    story, images, arm_images, dm_prompts = run.values[close]
+    assert story.done and len(story.records) == frames and images.shape[0] == frames
+    corrected = [r.corrected for r in story.records]
+    if path.stem == "acdc_2_first_two_frames":
+        assert corrected == [True, True] + [False] * (frames - 2)
+    else:
+        assert all(corrected)
+    if path.stem == "acdc_story_no_memory":                 # the ablation: the DM got the raw story lines
+        assert dm_prompts.splitlines() == [r.story_prompt for r in story.records]
+    # Preview and Save nodes inside the loop saw every frame.
+    inside = [i for i, n in prompt.items() if n["class_type"] in ("PreviewImage", "SaveImage")
+              and n["inputs"]["images"][0] != close]
+    for node_id in inside:
+        assert len(run.ui[node_id]) == frames
