@@ -28,138 +28,26 @@ The key/value cache lives in the context's ``CacheMemo`` together with the exact
 covers: text ids as they are, image codes offset by the text vocabulary size (the two embedding tables
 differ, so the key must tell them apart). Sampling keeps the longest common prefix of that key and the
 needed sequence, crops the cache there and prefills only the rest (after swapping chunk i: chunk i and
-what follows). The cache preallocates its storage, so appending one token does not copy the whole cache
-as ``DynamicCache``'s ``torch.cat`` does.
+what follows). That machinery is shared by every family and lives in ``cache.py``.
 """
 from __future__ import annotations
 
-import math
-import weakref
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from ..errors import InvalidInputError, MissingModelFilesError
 from ..progress import ProgressFn, no_progress
 from .base import ARMContext, CacheMemo, SamplingSettings, check_images
+from .cache import CacheKeeper
 from .sampling import next_tokens, uses_cfg
 
 USER_TURN = "<|User|>: {prompt}\n\n<|Assistant|>:"
 
 # Files a Janus folder needs besides config.json and the *.safetensors weights: each group needs one of.
 REQUIRED_FILES: tuple[tuple[str, ...], ...] = (("tokenizer_config.json",), ("tokenizer.json", "tokenizer.model"))
-
-
-# --------------------------------------------------------------------------------------------------
-# A key/value cache that grows by reallocation (amortised) instead of torch.cat on every token.
-# --------------------------------------------------------------------------------------------------
-class GrowingLayer(DynamicLayer):
-    """A ``DynamicLayer`` over a preallocated buffer: ``keys``/``values`` are views of its first ``length``
-    positions. Appending writes in place (the buffer grows by 25 % when full); ``crop`` shortens the view."""
-
-    def __init__(self, reserve: int = 0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.reserve = reserve
-        self._kbuf: Optional[torch.Tensor] = None
-        self._vbuf: Optional[torch.Tensor] = None
-        self._length = 0
-
-    def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
-        capacity = max(needed, self.reserve)
-        if self._kbuf is not None:
-            capacity = max(capacity, math.ceil(self._kbuf.shape[-2] * 1.25) + 64)
-        b, h = key_states.shape[:2]
-        kbuf = key_states.new_empty((b, h, capacity, key_states.shape[-1]))
-        vbuf = value_states.new_empty((b, h, capacity, value_states.shape[-1]))
-        if self._length:
-            kbuf[:, :, : self._length] = self._kbuf[:, :, : self._length]
-            vbuf[:, :, : self._length] = self._vbuf[:, :, : self._length]
-        self._kbuf, self._vbuf = kbuf, vbuf
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        if self._kbuf is not None and key_states.shape[0] != self._kbuf.shape[0]:
-            raise ValueError(f"cache holds {self._kbuf.shape[0]} rows, got {key_states.shape[0]}.")
-        end = self._length + key_states.shape[-2]
-        if self._kbuf is None or end > self._kbuf.shape[-2]:
-            self._grow(key_states, value_states, end)
-        self._kbuf[:, :, self._length:end] = key_states
-        self._vbuf[:, :, self._length:end] = value_states
-        self._length = end
-        self.keys, self.values = self._kbuf[:, :, :end], self._vbuf[:, :, :end]
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self._length
-
-    def crop(self, tokens_to_remove: int) -> None:
-        # The transformers 5.x convention: a negative number = how many tokens to drop from the end.
-        if tokens_to_remove > 0:
-            raise ValueError("crop takes a negative number of tokens to remove.")
-        if self._kbuf is None or tokens_to_remove == 0:
-            return
-        self._length = max(0, self._length + tokens_to_remove)
-        self.keys, self.values = self._kbuf[:, :, : self._length], self._vbuf[:, :, : self._length]
-
-    def move_to(self, device: torch.device) -> None:
-        """Move the cached positions (only those in use) to ``device``."""
-        if self._kbuf is None:
-            return
-        self._kbuf = self._kbuf[:, :, : self._length].to(device)
-        self._vbuf = self._vbuf[:, :, : self._length].to(device)
-        self.keys, self.values = self._kbuf, self._vbuf
-        self.device = device
-
-    def reset(self) -> None:
-        self._kbuf = self._vbuf = None
-        self._length = 0
-        super().reset()
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        raise NotImplementedError("GrowingLayer does not support beam search.")
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        raise NotImplementedError("GrowingLayer does not support beam search.")
-
-
-class StoryCache(DynamicCache):
-    """A ``DynamicCache`` of ``GrowingLayer``s. ``reserve(n)`` sizes buffers allocated from now on for ``n``
-    tokens, so a whole chunk (context + image) is usually one allocation per layer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer_class_to_replicate = self._new_layer
-        self._reserve = 0
-
-    def _new_layer(self) -> GrowingLayer:
-        return GrowingLayer(reserve=self._reserve)
-
-    def reserve(self, n_tokens: int) -> None:
-        self._reserve = n_tokens
-        for layer in self.layers:
-            layer.reserve = n_tokens
-
-
-class _CacheState:
-    """What a Janus backend keeps in ``CacheMemo.cache``: the cache plus whose and where it is."""
-
-    __slots__ = ("cache", "owner", "device", "dtype", "__weakref__")
-
-    def __init__(self, cache: Any, owner: object, device: torch.device, dtype: torch.dtype) -> None:
-        self.cache, self.owner, self.device, self.dtype = cache, owner, device, dtype
-
-
-def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
-    """Length of the longest common prefix of two ``[rows, L]`` keys (0 when the row counts differ)."""
-    if a.shape[0] != b.shape[0]:
-        return 0
-    m = min(a.shape[1], b.shape[1])
-    same = (a[:, :m] == b[:, :m]).all(dim=0)
-    return m if bool(same.all()) else int((~same).nonzero()[0, 0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,9 +64,8 @@ class JanusARM:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.previews = previews
-        self._owner = object()  # identifies caches this backend made (survives .to())
         self._turn_ids: dict[str, list[int]] = {}
-        self._caches: "weakref.WeakSet[_CacheState]" = weakref.WeakSet()  # live caches, moved by .to()
+        self._keeper = CacheKeeper()  # reuses and moves the key/value caches this backend leaves in memos
 
         config = model.config
         vq = config.vq_config
@@ -259,10 +146,7 @@ class JanusARM:
         device = torch.device(device)
         self.model.to(device)
         self.device = next(self.model.parameters()).device
-        for state in list(self._caches):
-            for layer in state.cache.layers:
-                layer.move_to(self.device)
-            state.device = self.device
+        self._keeper.move_to(self.device)
         return self
 
     # ---------------------------------------------------------------- the sequence
@@ -329,32 +213,11 @@ class JanusARM:
         return self.model.model.generation_head(out.last_hidden_state[:, -1, :])
 
     def _take_cache(self, memo: CacheMemo, key: torch.Tensor, extra: int) -> tuple[Any, int]:
-        """Take the memo's cache (leaving the memo empty), cropped to its common prefix with ``key``.
-
-        At least the last position of ``key`` stays uncached so there are logits to sample from.
-        Returns the cache and the number of positions it still covers.
-        """
-        state, covered = memo.cache, memo.covered
-        memo.cache, memo.covered = None, None
-        reusable = (isinstance(state, _CacheState) and state.owner is self._owner
-                    and state.device == self.device and state.dtype == self.dtype
-                    and covered is not None and covered.shape[0] == key.shape[0])  # same rows (CFG or not)
-        if not reusable:
-            cache = StoryCache()
-            cache.reserve(key.shape[1] + extra)
-            return cache, 0
-        keep = min(_common_prefix(covered, key), key.shape[1] - 1)
-        cache = state.cache
-        cache.reserve(key.shape[1] + extra)
-        if covered.shape[1] > keep:
-            cache.crop(keep - covered.shape[1])
-        return cache, keep
+        """The memo's cache cropped to its common prefix with ``key``, and where prefill starts (see cache.py)."""
+        return self._keeper.take(memo, key, extra, device=self.device, dtype=self.dtype)
 
     def _give_cache(self, memo: CacheMemo, cache: Any, covered: Optional[torch.Tensor]) -> None:
-        if covered is not None:
-            state = _CacheState(cache, self._owner, self.device, self.dtype)
-            self._caches.add(state)
-            memo.cache, memo.covered = state, covered
+        self._keeper.give(memo, cache, covered, device=self.device, dtype=self.dtype)
 
     @torch.no_grad()
     def next_token_logits(self, context: ARMContext, prompt: str, *, guidance_scale: float = 5.0) -> torch.Tensor:

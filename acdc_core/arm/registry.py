@@ -1,9 +1,13 @@
 """``load_arm``: a local model folder -> the ARM backend of its family.
 
 Adding a family means one backend file in ``arm/`` and one entry in ``FAMILIES``. A backend class offers
-``from_pretrained(folder, *, device, dtype, trust_remote_code)`` and ``REQUIRED_FILES`` (in its module):
-groups of file names of which each group needs at least one, besides ``config.json`` and the weights.
-Backends are imported only when used.
+``from_pretrained(folder, *, device, dtype, trust_remote_code)``; its module may name ``REQUIRED_FILES``
+(groups of paths relative to the folder, of which each group needs at least one) and ``WEIGHT_FOLDERS``
+(subfolders holding ``*.safetensors``; default: the folder itself). Backends are imported only when used.
+
+Detection: a folder with an ``acdc_arm.json`` manifest is of the family the manifest names
+(``{"family": "unified", ...}``: models the engine defines the layout of, such as a causal LM plus a
+separate VQ tokenizer); otherwise config.json's ``model_type`` decides (transformers-format checkpoints).
 
 Nothing here touches the network: folders are local, weights must be safetensors (pickle checkpoints,
 which can run code when loaded, are refused), and remote code runs only if the caller passes
@@ -27,15 +31,21 @@ from .base import ARMBackend
 class Family:
     """One ARM family: the config ``model_type``s it reads and where its backend class lives."""
 
-    model_types: tuple[str, ...]
+    model_types: tuple[str, ...]   # config.json model_types it reads (none: detected by its manifest only)
     backend: str          # "package.module:ClassName"
     hint: str = ""        # what checkpoints it takes, for error messages
+    manifest: bool = False   # the folder is described by acdc_arm.json, not by a top-level config.json
 
 
 FAMILIES: dict[str, Family] = {
     "janus": Family(("janus",), "acdc_core.arm.janus:JanusARM",
                     "Janus / Janus-Pro 1B or 7B in transformers format (e.g. deepseek-community/Janus-Pro-7B)"),
+    "unified": Family((), "acdc_core.arm.unified:UnifiedARM",
+                      "a causal LM over text + VQ image tokens with a separate VQModel: a folder with "
+                      "acdc_arm.json, lm/ and vq/, e.g. the built-in toy ARM", manifest=True),
 }
+
+MANIFEST = "acdc_arm.json"
 
 # model_types we recognise but cannot load, with what to do instead.
 _KNOWN_UNSUPPORTED = {
@@ -56,10 +66,26 @@ def _backend_class(family: Family):
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def _read_manifest(folder: Path) -> Optional[dict]:
+    """The folder's acdc_arm.json as a dict, or None when it has none."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise MissingModelFilesError(f"{path} could not be read as JSON: {err}") from err
+    if not isinstance(data, dict) or "family" not in data:
+        raise InvalidInputError(f"{path} does not name a family (expected {{\"family\": \"unified\", ...}}).")
+    return data
+
+
 def _read_config(folder: Path) -> dict:
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise MissingModelFilesError(f"{folder} has no config.json; point at a transformers-format model folder.")
+        raise MissingModelFilesError(
+            f"{folder} has neither config.json nor {MANIFEST}; point at a transformers-format model folder "
+            f"or at an ACDC model folder with an {MANIFEST} manifest.")
     try:
         return json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -67,6 +93,8 @@ def _read_config(folder: Path) -> dict:
 
 
 def _check_weights(folder: Path) -> None:
+    if not folder.is_dir():
+        raise MissingModelFilesError(f"{folder} does not exist; the model's weights (*.safetensors) belong there.")
     if any(folder.glob("*.safetensors")):
         return
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
@@ -86,7 +114,15 @@ def _check_required(folder: Path, groups: tuple[tuple[str, ...], ...], family: s
 
 
 def detect_family(folder: str | Path) -> str:
-    """The family name of a model folder from its config.json ``model_type``."""
+    """The family name of a model folder: its acdc_arm.json ``family``, else its config.json ``model_type``."""
+    manifest = _read_manifest(Path(folder))
+    if manifest is not None:
+        name = manifest["family"]
+        if name in FAMILIES and FAMILIES[name].manifest:
+            return name
+        raise UnknownModelFamilyError(
+            f"{Path(folder) / MANIFEST} names family {name!r}, which is not a supported manifest family. "
+            f"Supported: {_supported()}.")
     config = _read_config(Path(folder))
     model_type = config.get("model_type")
     for name, family in FAMILIES.items():
@@ -101,9 +137,9 @@ def load_arm(path: str | Path, *, family: str = "auto", device: torch.device | s
              dtype: Optional[torch.dtype] = None, trust_remote_code: bool = False) -> ARMBackend:
     """Load the ARM in the local folder ``path``.
 
-    ``family="auto"`` reads ``model_type`` from config.json; naming a family skips detection but the
-    folder must still hold that family's config. ``dtype=None`` lets the backend choose (float32 on CPU,
-    bfloat16 on GPU for Janus).
+    ``family="auto"`` reads the acdc_arm.json manifest or else ``model_type`` from config.json; naming a
+    family skips detection but the folder must still hold that family's manifest or config. ``dtype=None``
+    lets the backend choose (float32 on CPU, bfloat16 on GPU for Janus and the unified family's LM).
     """
     folder = Path(path).expanduser()
     if not folder.is_dir():
@@ -112,14 +148,27 @@ def load_arm(path: str | Path, *, family: str = "auto", device: torch.device | s
         family = detect_family(folder)
     elif family not in FAMILIES:
         raise UnknownModelFamilyError(f"unknown ARM family {family!r}. Supported: {_supported()}.")
+    elif FAMILIES[family].manifest:
+        manifest = _read_manifest(folder)
+        if manifest is None:
+            raise MissingModelFilesError(
+                f"{folder} has no {MANIFEST}; the {family} family needs it (with lm/ and vq/ beside it).")
+        if manifest["family"] != family:
+            raise InvalidInputError(f"{folder / MANIFEST} names family {manifest['family']!r}, not {family!r}; "
+                                    "use family='auto'.")
     else:
+        manifest = _read_manifest(folder)
+        if manifest is not None:
+            raise InvalidInputError(f"{folder} holds a {manifest['family']!r} ARM (see its {MANIFEST}), not a "
+                                    f"{family} model; use family='auto'.")
         model_type = _read_config(folder).get("model_type")
         if model_type not in FAMILIES[family].model_types:
             raise InvalidInputError(
                 f"{folder} holds a {model_type!r} model, not one of the {family} family "
                 f"({', '.join(FAMILIES[family].model_types)}); use family='auto'.")
-    _check_weights(folder)
     backend = _backend_class(FAMILIES[family])
     module = importlib.import_module(backend.__module__)
     _check_required(folder, getattr(module, "REQUIRED_FILES", ()), family)
+    for sub in getattr(module, "WEIGHT_FOLDERS", (".",)):
+        _check_weights(folder / sub if sub != "." else folder)
     return backend.from_pretrained(folder, device=device, dtype=dtype, trust_remote_code=trust_remote_code)

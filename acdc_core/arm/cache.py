@@ -1,0 +1,187 @@
+"""Key/value-cache reuse across story contexts, for any ARM backend whose language model takes a
+transformers ``Cache``. Model-agnostic: nothing here knows how a backend lays out its sequence.
+
+A backend describes the whole conditioning sequence it needs as a *key*, a ``[rows, L]`` long tensor
+(rows: the conditional row, plus the unconditional one under CFG; any ids that tell different inputs
+apart). The context's ``CacheMemo`` holds the cache of the last sequence run and that sequence's key.
+``CacheKeeper.take`` keeps the longest common prefix of the memo's key and the needed one, crops the
+cache there and says where the prefill must start: after swapping chunk i, that is the first position
+that differs (chunk i's first changed image token), so only the swapped chunk onward is run again.
+``CacheKeeper.give`` hands the cache back with the key it now covers.
+
+The memo's cache is taken out while a backend runs and given back only once its key is known to be
+true, so a cancelled or failed step never leaves a cache that claims more than it holds.
+
+``StoryCache`` is a ``DynamicCache`` of ``GrowingLayer``s: storage is preallocated and grows by 25 %,
+so appending one token does not copy the whole cache as ``DynamicCache``'s ``torch.cat`` does.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any, Optional
+
+import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from .base import CacheMemo
+
+__all__ = ["GrowingLayer", "StoryCache", "CacheKeeper", "common_prefix"]
+
+
+class GrowingLayer(DynamicLayer):
+    """A ``DynamicLayer`` over a preallocated buffer: ``keys``/``values`` are views of its first ``length``
+    positions. Appending writes in place (the buffer grows by 25 % when full); ``crop`` shortens the view."""
+
+    def __init__(self, reserve: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.reserve = reserve
+        self._kbuf: Optional[torch.Tensor] = None
+        self._vbuf: Optional[torch.Tensor] = None
+        self._length = 0
+
+    def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
+        capacity = max(needed, self.reserve)
+        if self._kbuf is not None:
+            capacity = max(capacity, math.ceil(self._kbuf.shape[-2] * 1.25) + 64)
+        b, h = key_states.shape[:2]
+        kbuf = key_states.new_empty((b, h, capacity, key_states.shape[-1]))
+        vbuf = value_states.new_empty((b, h, capacity, value_states.shape[-1]))
+        if self._length:
+            kbuf[:, :, : self._length] = self._kbuf[:, :, : self._length]
+            vbuf[:, :, : self._length] = self._vbuf[:, :, : self._length]
+        self._kbuf, self._vbuf = kbuf, vbuf
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        if self._kbuf is not None and key_states.shape[0] != self._kbuf.shape[0]:
+            raise ValueError(f"cache holds {self._kbuf.shape[0]} rows, got {key_states.shape[0]}.")
+        end = self._length + key_states.shape[-2]
+        if self._kbuf is None or end > self._kbuf.shape[-2]:
+            self._grow(key_states, value_states, end)
+        self._kbuf[:, :, self._length:end] = key_states
+        self._vbuf[:, :, self._length:end] = value_states
+        self._length = end
+        self.keys, self.values = self._kbuf[:, :, :end], self._vbuf[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self._length
+
+    def crop(self, tokens_to_remove: int) -> None:
+        # The transformers 5.x convention: a negative number = how many tokens to drop from the end.
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes a negative number of tokens to remove.")
+        if self._kbuf is None or tokens_to_remove == 0:
+            return
+        self._length = max(0, self._length + tokens_to_remove)
+        self.keys, self.values = self._kbuf[:, :, : self._length], self._vbuf[:, :, : self._length]
+
+    def move_to(self, device: torch.device) -> None:
+        """Move the cached positions (only those in use) to ``device``."""
+        if self._kbuf is None:
+            return
+        self._kbuf = self._kbuf[:, :, : self._length].to(device)
+        self._vbuf = self._vbuf[:, :, : self._length].to(device)
+        self.keys, self.values = self._kbuf, self._vbuf
+        self.device = device
+
+    def reset(self) -> None:
+        self._kbuf = self._vbuf = None
+        self._length = 0
+        super().reset()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("GrowingLayer does not support beam search.")
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        raise NotImplementedError("GrowingLayer does not support beam search.")
+
+
+class StoryCache(DynamicCache):
+    """A ``DynamicCache`` of ``GrowingLayer``s. ``reserve(n)`` sizes buffers allocated from now on for ``n``
+    tokens, so a whole chunk (context + image) is usually one allocation per layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer_class_to_replicate = self._new_layer
+        self._reserve = 0
+
+    def _new_layer(self) -> GrowingLayer:
+        return GrowingLayer(reserve=self._reserve)
+
+    def reserve(self, n_tokens: int) -> None:
+        self._reserve = n_tokens
+        for layer in self.layers:
+            layer.reserve = n_tokens
+
+
+class _CacheState:
+    """What a backend keeps in ``CacheMemo.cache``: the cache plus whose and where it is."""
+
+    __slots__ = ("cache", "owner", "device", "dtype", "__weakref__")
+
+    def __init__(self, cache: Any, owner: object, device: torch.device, dtype: torch.dtype) -> None:
+        self.cache, self.owner, self.device, self.dtype = cache, owner, device, dtype
+
+
+def common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Length of the longest common prefix of two ``[rows, L]`` keys (0 when the row counts differ)."""
+    if a.shape[0] != b.shape[0]:
+        return 0
+    m = min(a.shape[1], b.shape[1])
+    same = (a[:, :m] == b[:, :m]).all(dim=0)
+    return m if bool(same.all()) else int((~same).nonzero()[0, 0])
+
+
+class CacheKeeper:
+    """One backend instance's side of the memo protocol: takes caches out of memos (cropped to what is
+    still valid), gives them back with the key they cover, and moves the live ones when the model moves.
+
+    A cache is reused only by the keeper that made it, on the same device and dtype and for the same
+    number of rows (CFG on or off); anything else starts a fresh cache, so a stale memo costs time only.
+    """
+
+    def __init__(self) -> None:
+        self.owner = object()  # identifies caches this keeper made (survives .to())
+        self._live: "weakref.WeakSet[_CacheState]" = weakref.WeakSet()
+
+    def take(self, memo: CacheMemo, key: torch.Tensor, extra: int, *, device: torch.device,
+             dtype: torch.dtype) -> tuple[StoryCache, int]:
+        """Take the memo's cache (leaving the memo empty), cropped to its common prefix with ``key``.
+
+        At least the last position of ``key`` stays uncached so there are logits to sample from.
+        ``extra`` is how many positions the caller will add after ``key`` (storage is reserved for them).
+        Returns the cache and the number of positions of ``key`` it still covers (where prefill starts).
+        """
+        state, covered = memo.cache, memo.covered
+        memo.cache, memo.covered = None, None
+        reusable = (isinstance(state, _CacheState) and state.owner is self.owner
+                    and state.device == device and state.dtype == dtype
+                    and covered is not None and covered.shape[0] == key.shape[0])  # same rows (CFG or not)
+        if not reusable:
+            cache = StoryCache()
+            cache.reserve(key.shape[1] + extra)
+            return cache, 0
+        keep = min(common_prefix(covered, key), key.shape[1] - 1)
+        cache = state.cache
+        cache.reserve(key.shape[1] + extra)
+        if covered.shape[1] > keep:
+            cache.crop(keep - covered.shape[1])
+        return cache, keep
+
+    def give(self, memo: CacheMemo, cache: StoryCache, covered: Optional[torch.Tensor], *,
+             device: torch.device, dtype: torch.dtype) -> None:
+        """Put ``cache`` in ``memo`` as covering exactly ``covered`` (``None``: unknown, so drop it)."""
+        if covered is not None:
+            state = _CacheState(cache, self.owner, device, dtype)
+            self._live.add(state)
+            memo.cache, memo.covered = state, covered
+
+    def move_to(self, device: torch.device) -> None:
+        """Move every live cache this keeper made to ``device`` (when the backend's weights move)."""
+        for state in list(self._live):
+            for layer in state.cache.layers:
+                layer.move_to(device)
+            state.device = device
