@@ -1,5 +1,9 @@
 """Loading a diffusion model for correction: a diffusers folder or a single-file checkpoint, fully offline.
 
+A diffusers folder whose model_index.json lists no ``vae`` holds a pixel-space model (as DeepFloyd IF is, and
+the toy world's DM in ``acdc_core/toy/models/dm``): an SD1.x-shaped UNet with 3 input and output channels that
+denoises the pixels themselves; the corrector gets a ``PixelSpace`` (identity) in place of the VAE.
+
 Everything that can be checked without loading weights is checked first, with an error that names the
 file and what to do: a missing path, files missing from a diffusers folder, a pickle checkpoint (refused:
 unpickling runs code), a checkpoint layout the engine does not know.
@@ -18,7 +22,7 @@ from typing import Iterator, Optional
 import torch
 
 from ..errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
-from .sdedit import DiffusionCorrector
+from .sdedit import DiffusionCorrector, PixelSpace
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
@@ -32,8 +36,8 @@ def load_corrector(path: str | Path, *, device: torch.device | str = "cpu", dtyp
     """Load a Stable Diffusion model (SD1.x-shaped or SDXL) as a ``DiffusionCorrector``.
 
     ``path`` is a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/ and
-    for SDXL text_encoder_2/, tokenizer_2/) or a single-file ``.safetensors`` checkpoint in the original
-    layout. ``config_dir`` replaces the shipped config folder for single files (e.g. a fine-tune with other
+    for SDXL text_encoder_2/, tokenizer_2/; no vae/ for a pixel-space model) or a single-file ``.safetensors``
+    checkpoint in the original layout. ``config_dir`` replaces the shipped config folder for single files (e.g. a fine-tune with other
     component configs).
     """
     path = Path(path).expanduser()
@@ -100,11 +104,13 @@ def _load_folder(folder: Path, dtype: torch.dtype) -> DiffusionCorrector:
         raise MissingModelFilesError(f"the diffusers folder {folder} is missing: {'; '.join(missing)}.")
     index = json.loads((folder / "model_index.json").read_text())
 
-    models = {}
-    for name, model_class in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL)):
+    def load_model(name: str, model_class: type) -> torch.nn.Module:
         _, variant = _find_weights(folder / name, "diffusion_pytorch_model")
-        models[name] = model_class.from_pretrained(folder, subfolder=name, torch_dtype=dtype, variant=variant,
-                                                   use_safetensors=True, local_files_only=True)
+        return model_class.from_pretrained(folder, subfolder=name, torch_dtype=dtype, variant=variant,
+                                           use_safetensors=True, local_files_only=True)
+
+    unet = load_model("unet", UNet2DConditionModel)
+    vae = load_model("vae", AutoencoderKL) if "vae" in components else _pixel_space(unet, folder)
     text_encoders = []
     for name in (part for part in _TEXT_PARTS if part in components):
         encoder_class = getattr(transformers, index[name][1])  # CLIPTextModel / CLIPTextModelWithProjection
@@ -114,7 +120,19 @@ def _load_folder(folder: Path, dtype: torch.dtype) -> DiffusionCorrector:
     # Every SD / SDXL tokenizer is a CLIP BPE tokenizer, whatever class name model_index.json records.
     tokenizers = [transformers.CLIPTokenizer.from_pretrained(folder / name, local_files_only=True)
                   for name in _TOKENIZER_PARTS if name in components]
-    return _corrector(models["unet"], models["vae"], text_encoders, tokenizers, folder, dtype)
+    return _corrector(unet, vae, text_encoders, tokenizers, folder, dtype)
+
+
+def _pixel_space(unet: torch.nn.Module, folder: Path) -> PixelSpace:
+    """The identity "VAE" of a folder without one, once its UNet is seen to denoise RGB pixels."""
+    channels = (unet.config.in_channels, unet.config.out_channels)
+    if channels != (3, 3):
+        raise MissingModelFilesError(
+            f"{folder / 'model_index.json'} lists no vae, so {folder.name} is read as a pixel-space model, but its "
+            f"UNet has {channels[0]} input and {channels[1]} output channels (pixel space needs 3 and 3): a latent "
+            f"model needs its vae/ folder and a \"vae\" entry in model_index.json.")
+    # The UNet halves the size at every level after the first: image sides must be multiples of that.
+    return PixelSpace(image_multiple=2 ** (len(unet.config.block_out_channels) - 1))
 
 
 # -- single-file checkpoints --------------------------------------------------------------------------------
@@ -185,7 +203,7 @@ def _corrector(unet, vae, text_encoders, tokenizers, folder: Path, dtype: torch.
     """Assemble the corrector; the scheduler and pipeline options come from ``folder``'s JSON files."""
     scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     index = json.loads((folder / "model_index.json").read_text())
-    if dtype == torch.float16 and vae.config.get("force_upcast", False):
+    if dtype == torch.float16 and not isinstance(vae, PixelSpace) and vae.config.get("force_upcast", False):
         vae = vae.to(torch.float32)  # SDXL's VAE overflows in float16; diffusers upcasts it the same way
     return DiffusionCorrector(unet=unet, vae=vae, text_encoders=text_encoders, tokenizers=tokenizers,
                               scheduler_config=scheduler_config,

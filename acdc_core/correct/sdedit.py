@@ -14,6 +14,13 @@ at t = 999 (pure noise) and timestep t stands for diffusion time (t + 1) / T. SD
 scheduled timesteps with ``(t + 1) / T <= t'``, starts by noising the clean latents to the first kept one and
 runs the rest. Whenever N divides T this is ``floor(t' * N)`` steps: t' = 0.5, N = 50 runs 25 steps,
 499, 479, ..., 19. (SD1.5's default "leading" spacing would start at 481 instead.)
+
+Latent and pixel-space models
+-----------------------------
+The loop runs in the model's latent space: SD's VAE latents (``VAELatents``, 8 pixels per latent cell), or the
+pixels themselves for a pixel-space model such as DeepFloyd IF or the toy world's DM (``PixelSpace``, an
+identity "VAE" with no weights). Both answer the same four questions — encode, decode, pixels per latent cell,
+the multiple image sides must have — so the loop below reads the same for either.
 """
 from __future__ import annotations
 
@@ -70,8 +77,53 @@ def paste_outside(original: torch.Tensor, corrected: torch.Tensor, blend: torch.
     return torch.where(blend > 0, original + (corrected - original) * blend, original)
 
 
+class VAELatents:
+    """SD's latent space: an ``AutoencoderKL`` (8x downsampling, latents multiplied by its ``scaling_factor``)."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        self.vae = vae
+        # Pixels per latent cell: the VAE halves the size at every level after the first, 8 for SD's four levels.
+        self.latent_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.image_multiple = self.latent_scale
+
+    def encode(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Pixels [N, 3, H, W] in [-1, 1] -> scaled latents [N, 4, H/8, W/8] (a posterior sample, as diffusers'
+        img2img does). Video [B, 3, F, H, W] would fold frames into the batch here."""
+        posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+        return posterior.sample(generator) * self.vae.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> pixels [N, 3, H, W] in [-1, 1] (roughly: the decoder's output is not clamped)."""
+        latents = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
+        return self.vae.decode(latents, return_dict=False)[0]
+
+
+class PixelSpace(torch.nn.Module):
+    """The "VAE" of a pixel-space diffusion model (as DeepFloyd IF is): the latents ARE the pixels, in [-1, 1].
+
+    It has no weights; it stands where SD's VAE stands (``DiffusionCorrector.vae``). ``image_multiple`` is the
+    UNet's downsampling factor (2 per level after the first): image sides must be multiples of it.
+    """
+
+    latent_scale = 1  # pixels per latent cell
+
+    def __init__(self, image_multiple: int = 1) -> None:
+        super().__init__()
+        self.image_multiple = image_multiple
+
+    def encode(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return pixels
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def extra_repr(self) -> str:
+        return f"image_multiple={self.image_multiple}"
+
+
 class DiffusionCorrector:
-    """SDEdit correction (and masked repair) with a Stable Diffusion 1.x / 2.x-shaped or SDXL model.
+    """SDEdit correction (and masked repair) with a Stable Diffusion 1.x / 2.x-shaped or SDXL model, or a
+    pixel-space model of the SD1.x shape without a VAE (``vae`` is then a ``PixelSpace``).
 
     Holds the diffusers / transformers components; keeps no state between calls (a fresh DDIM scheduler is
     built from ``scheduler_config`` every call). Build it with ``acdc_core.correct.load_corrector``.
@@ -82,6 +134,7 @@ class DiffusionCorrector:
                  force_zeros_for_empty_prompt: bool = True) -> None:
         self.unet = unet.eval()
         self.vae = vae.eval()
+        self.latent_space = vae if isinstance(vae, PixelSpace) else VAELatents(self.vae)
         self.text_encoders = tuple(encoder.eval() for encoder in text_encoders)
         self.tokenizers = tuple(tokenizers)
         self.scheduler_config = dict(scheduler_config)
@@ -103,15 +156,17 @@ class DiffusionCorrector:
 
     @property
     def image_multiple(self) -> int:
-        """Pixels per latent cell (the VAE's scale factor): 8 for SD."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        """Image sides must be multiples of this: 8 for SD (pixels per latent cell), the UNet's downsampling
+        factor for a pixel-space model."""
+        return self.latent_space.image_multiple
 
     @property
     def native_size(self) -> tuple[int, int]:
-        """(H, W) in pixels the UNet was trained at: 512x512 for SD1.5, 1024x1024 for SDXL."""
+        """(H, W) in pixels the UNet was trained at: 512x512 for SD1.5, 1024x1024 for SDXL, 32x32 for the toy DM."""
         size = self.unet.config.sample_size
         height, width = (size, size) if isinstance(size, int) else size
-        return height * self.image_multiple, width * self.image_multiple
+        scale = self.latent_space.latent_scale
+        return height * scale, width * scale
 
     @property
     def text_window(self) -> int:
@@ -197,7 +252,7 @@ class DiffusionCorrector:
         generator = torch.Generator("cpu").manual_seed(seed)
 
         # 2. Clean latents of the frames, then forward diffusion to the first kept timestep.
-        pixels = images.to(self.device, self.vae.dtype) * 2 - 1  # [0, 1] -> [-1, 1], the VAE's range
+        pixels = images.to(self.device, torch.float32) * 2 - 1  # [0, 1] -> [-1, 1], the VAE's range
         clean = self._encode(pixels, generator)
         noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32).to(self.device, clean.dtype)
         latents = scheduler.add_noise(clean, noise, timesteps[:1].repeat(len(clean)))
@@ -205,8 +260,8 @@ class DiffusionCorrector:
         # 3. Masked repair: the latent-size mask, and for a 9-channel UNet its extra inputs.
         latent_mask, inpaint_inputs = None, None
         if blend is not None:
-            # A latent cell may change if any of its 8x8 pixels may: max-pool the blend weights down.
-            latent_mask = F.max_pool2d(blend.to(self.device), self.image_multiple).to(clean.dtype)
+            # A latent cell may change if any of its 8x8 pixels may: max-pool the blend weights down (1x1 pixel space).
+            latent_mask = F.max_pool2d(blend.to(self.device), self.latent_space.latent_scale).to(clean.dtype)
             if self.is_inpainting_unet:
                 # As SD inpainting was trained: a hard mask, and the image with the region greyed out (0).
                 hard = (latent_mask > 0).to(clean.dtype)
@@ -254,15 +309,12 @@ class DiffusionCorrector:
     # -- the pieces --------------------------------------------------------------------------------------
 
     def _encode(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Pixels [N, 3, H, W] in [-1, 1] -> scaled latents [N, 4, H/8, W/8] (a posterior sample, as diffusers'
-        img2img does). Video [B, 3, F, H, W] would fold frames into the batch here."""
-        posterior = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
-        return (posterior.sample(generator) * self.vae.config.scaling_factor).to(self.unet.dtype)
+        """Pixels [N, 3, H, W] in [-1, 1] -> the UNet's latents (module docstring), in the UNet's dtype."""
+        return self.latent_space.encode(pixels, generator).to(self.unet.dtype)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> pixels [N, 3, H, W] in [0, 1]."""
-        latents = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
-        pixels = self.vae.decode(latents, return_dict=False)[0]
+        """Latents -> pixels [N, 3, H, W] in [0, 1]."""
+        pixels = self.latent_space.decode(latents)
         return (pixels.float() / 2 + 0.5).clamp(0, 1)  # [-1, 1] -> [0, 1]
 
     def _encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:

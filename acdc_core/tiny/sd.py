@@ -1,7 +1,8 @@
 """Tiny Stable-Diffusion-shaped models (random weights, seeded) for tests and benchmarks. No hub, no download.
 
 ``build_tiny_sd`` writes a diffusers folder shaped like SD1.5 (same component classes, same scheduler config,
-same key structure, just narrow). ``build_tiny_sdxl`` does the same for SDXL's two text encoders and
+same key structure, just narrow); with ``pixel_space=True`` it has no VAE and its UNet denoises RGB pixels
+(``pixel_space_model_index`` and ``pixel_space_scheduler_config`` are shared with the toy DM's training script). ``build_tiny_sdxl`` does the same for SDXL's two text encoders and
 text-time conditioning. ``write_single_file`` turns a tiny folder into one ``.safetensors`` file in the
 original / ComfyUI key layout (``model.diffusion_model.*``, ``first_stage_model.*``,
 ``cond_stage_model.transformer.*``; SDXL: ``conditioner.embedders.{0,1}.*``), and ``write_config_dir`` writes the matching weight-free config folder,
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -42,29 +44,50 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in chars)))
 
 
-def write_tiny_clip_tokenizer(folder: str | Path, *, pad_token: str = _EOS) -> Path:
-    """A CLIP tokenizer folder with a small vocabulary: all bytes, bytes + '</w>', one merge chain per word."""
+def _apply_merges(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's BPE on one word: merge the best-ranked adjacent pair (every occurrence) until none is ranked."""
+    while len(symbols) > 1:
+        pairs = [pair for pair in zip(symbols, symbols[1:]) if pair in ranks]
+        if not pairs:
+            break
+        best = min(pairs, key=ranks.__getitem__)
+        merged, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                merged.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+    return symbols
+
+
+def write_tiny_clip_tokenizer(folder: str | Path, *, pad_token: str = _EOS, words: Sequence[str] = _WORDS,
+                              model_max_length: int = 77) -> Path:
+    """A CLIP tokenizer folder with a small vocabulary: all bytes, bytes + '</w>', and merges that make each of
+    the (lower-case) ``words`` one token; any other text still tokenizes, byte by byte."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     alphabet = list(_bytes_to_unicode().values())
     vocab = alphabet + [c + "</w>" for c in alphabet]
-    merges: list[str] = []
-    for word in _WORDS:
-        # Merge left to right: ("c", "a") -> "ca", ("ca", "t</w>") -> "cat</w>".
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+    ranks: dict[tuple[str, str], int] = {}
+    for word in words:
+        # Tokenize the word with the merges so far, as CLIP's BPE will; while it is still in pieces, add a merge
+        # of its first two (a new merge ranks last, so it never changes how earlier words tokenize).
+        symbols = _apply_merges(list(word[:-1]) + [word[-1] + "</w>"], ranks)
         while len(symbols) > 1:
-            merge = f"{symbols[0]} {symbols[1]}"
-            if merge not in merges:
-                merges.append(merge)
-                if symbols[0] + symbols[1] not in vocab:
-                    vocab.append(symbols[0] + symbols[1])
-            symbols = [symbols[0] + symbols[1]] + symbols[2:]
+            ranks[(symbols[0], symbols[1])] = len(ranks)
+            if symbols[0] + symbols[1] not in vocab:
+                vocab.append(symbols[0] + symbols[1])
+            symbols = _apply_merges(symbols, ranks)
+    merges = [f"{a} {b}" for a, b in ranks]
     vocab += [_BOS, _EOS]
     (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False),
                                        encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "bos_token": _BOS, "eos_token": _EOS,
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": model_max_length, "bos_token": _BOS, "eos_token": _EOS,
         "unk_token": _EOS, "pad_token": pad_token, "do_lower_case": True, "add_prefix_space": False,
     }, indent=2))
     return folder
@@ -79,6 +102,28 @@ def _sd15_scheduler_config() -> dict:
     return {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
             "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "set_alpha_to_one": False,
             "skip_prk_steps": True, "steps_offset": 1, "clip_sample": False, "trained_betas": None}
+
+
+def pixel_space_scheduler_config() -> dict:
+    """The noise schedule of the pixel-space models, as a DDIM config (the sampler the corrector builds).
+
+    SD's betas (scaled linear 0.00085 .. 0.012 over 1000 steps), so t' adds as much noise as with SD1.5;
+    v-prediction as in SD2-768 (eps-prediction amplifies its errors ~100x at the near-pure-noise end, which
+    a small model does not survive when it samples from noise); the predicted clean image is clipped to
+    [-1, 1], the range of pixels (clipping is only right in pixel space), and the last step returns that
+    prediction (``set_alpha_to_one``) rather than SD's slightly noisy one; trailing spacing."""
+    return {"_class_name": "DDIMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+            "beta_schedule": "scaled_linear", "num_train_timesteps": 1000, "prediction_type": "v_prediction",
+            "clip_sample": True, "clip_sample_range": 1.0, "set_alpha_to_one": True, "steps_offset": 0,
+            "timestep_spacing": "trailing", "trained_betas": None}
+
+
+def pixel_space_model_index() -> dict:
+    """model_index.json of a pixel-space folder: no vae entry, which is what tells the loader."""
+    return {"_class_name": "ACDCPixelDiffusion", "_note": "pixel-space text-to-image model; no VAE. Loaded by "
+            "acdc_core.correct.load_corrector (not a diffusers pipeline class).",
+            "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"]}
 
 
 def _tiny_vae():
@@ -110,14 +155,20 @@ def _block_types(levels: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def build_tiny_sd(folder: str | Path, seed: int = 0, inpaint: bool = False, *,
-                  block_out_channels: tuple[int, ...] = (32, 64), sample_size: int = 8) -> Path:
+                  block_out_channels: tuple[int, ...] = (32, 64), sample_size: int = 8,
+                  pixel_space: bool = False) -> Path:
     """Write a tiny SD1.5-shaped diffusers folder (safetensors) and return its path.
 
     ``inpaint=True`` gives the UNet 9 input channels (latents, mask, masked-image latents) like
     SD1.5-inpainting. ``sample_size`` is the latent size, so the native resolution is ``8 * sample_size``.
+    ``pixel_space=True`` writes no VAE: the UNet denoises RGB pixels (3 channels in and out), the native
+    resolution is ``sample_size`` and the scheduler is ``pixel_space_scheduler_config()``.
     The same ``seed`` always writes the same weights; the global torch RNG is left untouched.
     """
-    from diffusers import PNDMScheduler, UNet2DConditionModel
+    from diffusers import DDIMScheduler, PNDMScheduler, UNet2DConditionModel
+
+    if pixel_space and inpaint:
+        raise ValueError("a pixel-space tiny model has no 9-channel inpainting variant")
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -125,15 +176,20 @@ def build_tiny_sd(folder: str | Path, seed: int = 0, inpaint: bool = False, *,
     down, up = _block_types(len(block_out_channels))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        channels = 3 if pixel_space else 4
         unet = UNet2DConditionModel(
-            sample_size=sample_size, in_channels=9 if inpaint else 4, out_channels=4, layers_per_block=2,
-            block_out_channels=block_out_channels, down_block_types=down, up_block_types=up,
+            sample_size=sample_size, in_channels=9 if inpaint else channels, out_channels=channels,
+            layers_per_block=2, block_out_channels=block_out_channels, down_block_types=down, up_block_types=up,
             cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32)
-        vae = _tiny_vae()
+        vae = _tiny_vae()  # drawn (and dropped) in pixel space too, so the text encoder gets the same weights
         text_encoder = _tiny_text_encoder(_vocab_size(tokenizer_dir))
     unet.save_pretrained(folder / "unet", safe_serialization=True)
-    vae.save_pretrained(folder / "vae", safe_serialization=True)
     text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    if pixel_space:
+        DDIMScheduler.from_config(pixel_space_scheduler_config()).save_pretrained(folder / "scheduler")
+        (folder / "model_index.json").write_text(json.dumps(pixel_space_model_index(), indent=2))
+        return folder
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
     PNDMScheduler.from_config(_sd15_scheduler_config()).save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps({
         "_class_name": "StableDiffusionInpaintPipeline" if inpaint else "StableDiffusionPipeline",
