@@ -8,8 +8,8 @@ from acdc_core.arm.base import SamplingSettings
 from acdc_core.errors import InvalidInputError
 from acdc_core.state import StorySettings, new_story
 from . import bridge
-from .values import ARM, CATEGORY, DM, MEMORY, STORY, parse_prompts, seed_input, story_results, tooltip
-from .loop import StoryPrompts
+from .values import ARM, CATEGORY, DM, MEMORY, parse_prompts, seed_input, story_results, tooltip
+from .loop import LoopClose, StoryPrompts
 
 
 class ACDCStory:
@@ -20,14 +20,10 @@ class ACDCStory:
     CATEGORY = CATEGORY
     FUNCTION = "run"
     OUTPUT_NODE = True
-    RETURN_TYPES = (STORY, "IMAGE", "IMAGE", "STRING")
-    RETURN_NAMES = ("story", "frames", "arm_frames", "dm_prompts")
-    OUTPUT_TOOLTIPS = (
-        "The finished story (can be resumed with more lines by Loop Frame (open)).",
-        "Every frame as it went into the ARM's context (corrected and fixed), as one batch.",
-        "Every frame as the ARM first drew it, before correction, as one batch.",
-        "The prompt the diffusion model got for each frame, one line per frame.",
-    )
+    # The same outputs as Loop Frame (close): the wired chain and this node are interchangeable downstream.
+    RETURN_TYPES = LoopClose.RETURN_TYPES
+    RETURN_NAMES = LoopClose.RETURN_NAMES
+    OUTPUT_TOOLTIPS = LoopClose.OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
