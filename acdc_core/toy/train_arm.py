@@ -87,25 +87,18 @@ def vq_frames(rng: np.random.Generator, stories: Sequence[Story], n: int) -> tup
     return np.stack([world.render(s, IMAGE_SIZE) for s in scenes]), scenes
 
 
-def shuffle_blocks(frames: np.ndarray, rng: np.random.Generator, fraction: float, block: int = 4) -> np.ndarray:
-    """Scramble the ``block`` x ``block`` cells (one VQ code each) of a ``fraction`` of the frames.
-
-    In a scrambled frame a cell's neighbours say nothing about it, so encoder and decoder cannot lean on
-    context: a cell's code comes to describe that cell alone. Without this a flat patch of sky took one of
-    ~20 codes depending on what was around it, noise the language model then had to predict.
-    """
-    out = frames.copy()
-    n, h, w, c = frames.shape
-    gh, gw = h // block, w // block
-    for k in np.nonzero(rng.random(n) < fraction)[0]:
-        cells = frames[k].reshape(gh, block, gw, block, c).transpose(0, 2, 1, 3, 4).reshape(gh * gw, block, block, c)
-        cells = cells[rng.permutation(gh * gw)]
-        out[k] = cells.reshape(gh, gw, block, block, c).transpose(0, 2, 1, 3, 4).reshape(h, w, c)
-    return out
+def mix_cells(frames: np.ndarray, rng: np.random.Generator, block: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame with a random half of its ``block`` x ``block`` cells (one VQ code each) taken from the
+    next frame of the batch (cut and paste on the code grid), and the masks ``[N, h/block, w/block]`` of
+    the pasted cells."""
+    n, h, w, _ = frames.shape
+    pasted = rng.random((n, h // block, w // block)) < 0.5
+    pixels = np.repeat(np.repeat(pasted, block, axis=1), block, axis=2)[..., None]
+    return np.where(pixels, np.roll(frames, -1, axis=0), frames), pasted
 
 
 def train_vq(stories: Sequence[Story], *, seed: int, steps: int, batch_size: int = 16, lr: float = 2e-3,
-             shuffled: float = 0.5, log_every: int = 100):
+             locality: float = 1.0, log_every: int = 100):
     """Train the VQModel; returns it (eval mode) and a summary."""
     from ..tiny.unified import vq_model
 
@@ -120,11 +113,21 @@ def train_vq(stories: Sequence[Story], *, seed: int, steps: int, batch_size: int
     losses, restarted = [], 0
     vq.train()
     for step in range(steps):
-        x = _to_pixels(shuffle_blocks(vq_frames(rng, stories, batch_size)[0], rng, shuffled))
+        frames = vq_frames(rng, stories, batch_size)[0]
+        x = _to_pixels(frames)
         latent = vq.quant_conv(vq.encoder(x))
         quant, vq_loss, (_, _, codes) = vq.quantize(latent)
         recon = vq.decoder(vq.post_quant_conv(quant))
         loss = F.mse_loss(recon, x) + F.l1_loss(recon, x) + vq_loss
+        if locality:
+            # A cell's latent must depend on that cell only: pasting half the cells of another frame over
+            # a frame changes the rest of the image (and GroupNorm's whole-image statistics) but must not
+            # change the latents of the cells that stayed, nor of the pasted ones.
+            mixed, pasted = mix_cells(frames, rng)
+            mixed_latent = vq.quant_conv(vq.encoder(_to_pixels(mixed)))
+            target = torch.where(torch.from_numpy(pasted)[:, None], latent.roll(-1, dims=0), latent)
+            # relative to the latents' spread, so shrinking every latent cannot satisfy it
+            loss = loss + locality * F.mse_loss(mixed_latent, target) / target.detach().var().clamp_min(1e-6)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
