@@ -28,7 +28,8 @@ The key/value cache lives in the context's ``CacheMemo`` together with the exact
 covers: text ids as they are, image codes offset by the text vocabulary size (the two embedding tables
 differ, so the key must tell them apart). Sampling keeps the longest common prefix of that key and the
 needed sequence, crops the cache there and prefills only the rest (after swapping chunk i: chunk i and
-what follows). That machinery is shared by every family and lives in ``cache.py``.
+what follows). That machinery is shared by every family and lives in ``cache.py``; the decoding loop
+itself in ``decoding.py``.
 """
 from __future__ import annotations
 
@@ -39,10 +40,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidInputError, MissingModelFilesError
-from ..progress import ProgressFn, no_progress
-from .base import ARMContext, CacheMemo, SamplingSettings, check_images
+from .base import ARMContext, check_images
 from .cache import CacheKeeper
-from .sampling import next_tokens, uses_cfg
+from .decoding import CachedDecoder
 
 USER_TURN = "<|User|>: {prompt}\n\n<|Assistant|>:"
 
@@ -51,7 +51,7 @@ REQUIRED_FILES: tuple[tuple[str, ...], ...] = (("tokenizer_config.json",), ("tok
 
 
 # --------------------------------------------------------------------------------------------------
-class JanusARM:
+class JanusARM(CachedDecoder):
     """The ARM protocol for Janus / Janus-Pro (1B, 7B) in transformers format. Build with ``from_pretrained``.
 
     ``previews=True`` decodes the rows sampled so far at each quarter of an image and hands that to the
@@ -70,6 +70,7 @@ class JanusARM:
         config = model.config
         vq = config.vq_config
         self.text_vocab_size = int(config.text_config.vocab_size)
+        self.code_key_offset = self.text_vocab_size  # codes sit after the text ids in the cache key
         self.codebook_size = int(vq.num_embeddings)
         self.grid = int(vq.num_patches)
         self.downsample = 2 ** (len(vq.channel_multiplier) - 1)
@@ -212,73 +213,15 @@ class JanusARM:
         out = self.model.model.language_model(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
         return self.model.model.generation_head(out.last_hidden_state[:, -1, :])
 
-    def _take_cache(self, memo: CacheMemo, key: torch.Tensor, extra: int) -> tuple[Any, int]:
-        """The memo's cache cropped to its common prefix with ``key``, and where prefill starts (see cache.py)."""
-        return self._keeper.take(memo, key, extra, device=self.device, dtype=self.dtype)
+    # ---------------------------------------------------------------- CachedDecoder's hooks
+    def _prefill_input(self, segment: torch.Tensor) -> torch.Tensor:
+        return self._embed(segment)
 
-    def _give_cache(self, memo: CacheMemo, cache: Any, covered: Optional[torch.Tensor]) -> None:
-        self._keeper.give(memo, cache, covered, device=self.device, dtype=self.dtype)
+    def _code_input(self, code: torch.Tensor, rows: int) -> torch.Tensor:
+        return self.model.prepare_embeddings_for_image_generation(code.expand(rows))[:, None].to(self.dtype)
 
-    @torch.no_grad()
-    def next_token_logits(self, context: ARMContext, prompt: str, *, guidance_scale: float = 5.0) -> torch.Tensor:
-        """Raw logits ``[rows, codebook]`` (cond, then uncond when ``guidance_scale != 1``) of the first code
-        of the next image, using and updating the context's cache like ``sample_chunk``. For tests and tools."""
-        cfg = uses_cfg(SamplingSettings(guidance_scale=guidance_scale))
-        key = self.sequence_key(context, prompt, cfg=cfg)
-        cache, start = self._take_cache(context.memo, key, 0)
-        logits = self._forward(self._embed(key[:, start:]), cache)
-        self._give_cache(context.memo, cache, key)
-        return logits.float()
-
-    # ---------------------------------------------------------------- the protocol
-    @torch.no_grad()
-    def sample_chunk(self, context: ARMContext, prompt: str, *, settings: SamplingSettings,
-                     generator: torch.Generator, images_per_chunk: int = 1,
-                     progress: ProgressFn = no_progress) -> torch.Tensor:
-        """Codes ``[1, tokens_per_image]`` (long, CPU) of the image for ``prompt`` after everything in ``context``."""
-        settings.validate()
-        if images_per_chunk != 1:
-            raise InvalidInputError(
-                f"Janus makes one image per chunk (a story frame); got images_per_chunk={images_per_chunk}.")
-        cfg = uses_cfg(settings)
-        key = self.sequence_key(context, prompt, cfg=cfg)
-        rows, total = key.shape[0], self.tokens_per_image * images_per_chunk
-        memo = context.memo
-        cache, start = self._take_cache(memo, key, total)
-        covered: Optional[torch.Tensor] = None  # what `cache` holds; None while a forward is under way
-        tokens = torch.empty(total, dtype=torch.long, device=self.device)
-        fed = 0  # sampled codes already run through the model
-        try:
-            logits = self._forward(self._embed(key[:, start:]), cache)
-            covered = key
-            for k in range(total):
-                token = next_tokens(logits, settings, generator)          # [1]
-                tokens[k] = token[0]
-                progress("arm", k + 1, total, self._preview(tokens, k + 1) if self.previews else None)
-                if k + 1 == total:
-                    break
-                embeds = self.model.prepare_embeddings_for_image_generation(token.expand(rows))[:, None]
-                covered = None
-                logits = self._forward(embeds.to(self.dtype), cache)
-                fed = k + 1
-                covered = key
-        finally:
-            if covered is not None:
-                codes = (tokens[:fed].to("cpu") + self.text_vocab_size).expand(rows, fed)
-                self._give_cache(memo, cache, torch.cat([key, codes], dim=1))
-        return tokens.to("cpu")[None]
-
-    def _preview(self, tokens: torch.Tensor, done: int) -> Optional[torch.Tensor]:
-        """At each quarter of the image: the decoded rows finished so far, grey below. ``[3, H, W]`` in [0, 1]."""
-        quarter = max(1, self.tokens_per_image // 4)
-        if done % quarter and done != self.tokens_per_image:
-            return None
-        rows = done // self.grid
-        partial = tokens.clone()
-        partial[done:] = 0
-        image = self.decode(partial[None])[0]
-        image[:, rows * self.downsample:, :] = 0.5
-        return image
+    def _preview_geometry(self) -> tuple[int, int]:
+        return self.grid, self.downsample
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -46,10 +46,9 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 
 from ..errors import InvalidInputError, MissingModelFilesError
-from ..progress import ProgressFn, no_progress
-from .base import ARMContext, CacheMemo, SamplingSettings, check_images
+from .base import ARMContext, SamplingSettings, check_images
 from .cache import CacheKeeper
-from .sampling import next_tokens, uses_cfg
+from .decoding import CachedDecoder
 
 MANIFEST = "acdc_arm.json"
 FORMAT_VERSION = 1
@@ -209,7 +208,7 @@ def unconditional(cond: torch.Tensor, ids: dict[str, int], offset: int) -> torch
 
 
 # --------------------------------------------------------------------------------------------------
-class UnifiedARM:
+class UnifiedARM(CachedDecoder):
     """The ARM protocol for a unified-vocabulary causal LM plus a VQModel. Build with ``from_pretrained``.
 
     ``default_sampling`` is the manifest's sampling (what the model is meant to be sampled with).
@@ -230,7 +229,7 @@ class UnifiedARM:
         self.grid: tuple[int, int] = tuple(manifest.grid)
         self.tokens_per_image = self.grid[0] * self.grid[1]
         self.codebook_size = manifest.codebook_size
-        self.offset = manifest.image_token_offset
+        self.offset = self.code_key_offset = manifest.image_token_offset
         self._ids = dict(manifest.special_tokens)
         self._text_ids: dict[str, list[int]] = {}
         self._keeper = CacheKeeper()
@@ -335,71 +334,15 @@ class UnifiedARM:
         out = self.lm(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, self.offset:self.offset + self.codebook_size]
 
-    def _take_cache(self, memo: CacheMemo, key: torch.Tensor, extra: int) -> tuple[Any, int]:
-        return self._keeper.take(memo, key, extra, device=self.device, dtype=self.dtype)
+    # ---------------------------------------------------------------- CachedDecoder's hooks
+    def _prefill_input(self, segment: torch.Tensor) -> torch.Tensor:
+        return segment
 
-    def _give_cache(self, memo: CacheMemo, cache: Any, covered: Optional[torch.Tensor]) -> None:
-        self._keeper.give(memo, cache, covered, device=self.device, dtype=self.dtype)
+    def _code_input(self, code: torch.Tensor, rows: int) -> torch.Tensor:
+        return (code + self.offset).expand(rows)[:, None]
 
-    @torch.no_grad()
-    def next_token_logits(self, context: ARMContext, prompt: str, *, guidance_scale: float = 5.0) -> torch.Tensor:
-        """Raw code logits ``[rows, codebook]`` (cond, then uncond when ``guidance_scale != 1``) of the first
-        code of the next image, using and updating the context's cache like ``sample_chunk``."""
-        cfg = uses_cfg(SamplingSettings(guidance_scale=guidance_scale))
-        key = self.sequence_key(context, prompt, cfg=cfg)
-        cache, start = self._take_cache(context.memo, key, 0)
-        logits = self._forward(key[:, start:], cache)
-        self._give_cache(context.memo, cache, key)
-        return logits.float()
-
-    # ---------------------------------------------------------------- the protocol
-    @torch.no_grad()
-    def sample_chunk(self, context: ARMContext, prompt: str, *, settings: SamplingSettings,
-                     generator: torch.Generator, images_per_chunk: int = 1,
-                     progress: ProgressFn = no_progress) -> torch.Tensor:
-        """Codes ``[1, tokens_per_image]`` (long, CPU) of the image for ``prompt`` after everything in ``context``."""
-        settings.validate()
-        if images_per_chunk != 1:
-            raise InvalidInputError(
-                f"the unified ARM makes one image per chunk (a story frame); got images_per_chunk={images_per_chunk}.")
-        cfg = uses_cfg(settings)
-        key = self.sequence_key(context, prompt, cfg=cfg)
-        rows, total = key.shape[0], self.tokens_per_image
-        memo = context.memo
-        cache, start = self._take_cache(memo, key, total)
-        covered: Optional[torch.Tensor] = None  # what `cache` holds; None while a forward is under way
-        tokens = torch.empty(total, dtype=torch.long, device=self.device)
-        fed = 0  # sampled codes already run through the model
-        try:
-            logits = self._forward(key[:, start:], cache)
-            covered = key
-            for k in range(total):
-                token = next_tokens(logits, settings, generator)          # [1], a code in [0, K)
-                tokens[k] = token[0]
-                progress("arm", k + 1, total, self._preview(tokens, k + 1) if self.previews else None)
-                if k + 1 == total:
-                    break
-                covered = None
-                logits = self._forward((token + self.offset).expand(rows)[:, None], cache)
-                fed = k + 1
-                covered = key
-        finally:
-            if covered is not None:
-                codes = (tokens[:fed].to("cpu") + self.offset).expand(rows, fed)
-                self._give_cache(memo, cache, torch.cat([key, codes], dim=1))
-        return tokens.to("cpu")[None]
-
-    def _preview(self, tokens: torch.Tensor, done: int) -> Optional[torch.Tensor]:
-        """At each quarter of the image: the decoded rows finished so far, grey below. ``[3, H, W]`` in [0, 1]."""
-        quarter = max(1, self.tokens_per_image // 4)
-        if done % quarter and done != self.tokens_per_image:
-            return None
-        rows = done // self.grid[1]
-        partial = tokens.clone()
-        partial[done:] = 0
-        image = self.decode(partial[None])[0]
-        image[:, rows * (self.image_size[0] // self.grid[0]):, :] = 0.5
-        return image
+    def _preview_geometry(self) -> tuple[int, int]:
+        return self.grid[1], self.image_size[0] // self.grid[0]
 
     # ---------------------------------------------------------------- pixels <-> codes
     def codes_to_latent(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,116 @@
+"""The decoding loop every ARM family shares: sample one image's codes, one language-model step per code,
+with the story's key/value cache reused across calls (``cache.py``) and CFG as a second batch row.
+
+A family subclasses ``CachedDecoder`` and says only what differs between families:
+
+- ``sequence_key(context, prompt, cfg)``: the ``[rows, L]`` ids of the conditioning sequence (``cache.py``);
+- ``_prefill_input(segment)``: what the LM takes for a slice of that key (ids, or embeddings);
+- ``_code_input(code, rows)``: what the LM takes for one just-sampled code, for every row;
+- ``_forward(inputs, cache)``: run the LM on new positions, return the codebook logits ``[rows, K]``;
+- ``code_key_offset``: where codes sit in the key (text ids below it);
+- ``_preview_geometry()``: (codes per image row, pixels per code row) for the live preview;
+- ``decode(tokens)`` and the attributes ``tokens_per_image``, ``previews``, ``device``, ``dtype``, ``_keeper``.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from ..errors import InvalidInputError
+from ..progress import ProgressFn, no_progress
+from .base import ARMContext, CacheMemo, SamplingSettings
+from .sampling import next_tokens, uses_cfg
+
+__all__ = ["CachedDecoder"]
+
+
+class CachedDecoder:
+    """Mixin: ``sample_chunk`` and ``next_token_logits`` over the hooks listed in the module docstring."""
+
+    family = "?"
+    code_key_offset: int
+
+    # ---------------------------------------------------------------- hooks (per family)
+    def sequence_key(self, context: ARMContext, prompt: str, *, cfg: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _prefill_input(self, segment: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def _code_input(self, code: torch.Tensor, rows: int) -> Any:
+        raise NotImplementedError
+
+    def _forward(self, inputs: Any, cache: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _preview_geometry(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- the cache
+    def _take_cache(self, memo: CacheMemo, key: torch.Tensor, extra: int) -> tuple[Any, int]:
+        """The memo's cache cropped to its common prefix with ``key``, and where prefill starts (see cache.py)."""
+        return self._keeper.take(memo, key, extra, device=self.device, dtype=self.dtype)
+
+    def _give_cache(self, memo: CacheMemo, cache: Any, covered: Optional[torch.Tensor]) -> None:
+        self._keeper.give(memo, cache, covered, device=self.device, dtype=self.dtype)
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def next_token_logits(self, context: ARMContext, prompt: str, *, guidance_scale: float = 5.0) -> torch.Tensor:
+        """Raw code logits ``[rows, codebook]`` (cond, then uncond when ``guidance_scale != 1``) of the first
+        code of the next image, using and updating the context's cache like ``sample_chunk``. For tests and tools."""
+        cfg = uses_cfg(SamplingSettings(guidance_scale=guidance_scale))
+        key = self.sequence_key(context, prompt, cfg=cfg)
+        cache, start = self._take_cache(context.memo, key, 0)
+        logits = self._forward(self._prefill_input(key[:, start:]), cache)
+        self._give_cache(context.memo, cache, key)
+        return logits.float()
+
+    @torch.no_grad()
+    def sample_chunk(self, context: ARMContext, prompt: str, *, settings: SamplingSettings,
+                     generator: torch.Generator, images_per_chunk: int = 1,
+                     progress: ProgressFn = no_progress) -> torch.Tensor:
+        """Codes ``[1, tokens_per_image]`` (long, CPU) of the image for ``prompt`` after everything in ``context``."""
+        settings.validate()
+        if images_per_chunk != 1:
+            raise InvalidInputError(f"the {self.family} ARM makes one image per chunk (a story frame); got "
+                                    f"images_per_chunk={images_per_chunk}.")
+        cfg = uses_cfg(settings)
+        key = self.sequence_key(context, prompt, cfg=cfg)
+        rows, total = key.shape[0], self.tokens_per_image
+        memo = context.memo
+        cache, start = self._take_cache(memo, key, total)
+        covered: Optional[torch.Tensor] = None  # what `cache` holds; None while a forward is under way
+        tokens = torch.empty(total, dtype=torch.long, device=self.device)
+        fed = 0  # sampled codes already run through the model
+        try:
+            logits = self._forward(self._prefill_input(key[:, start:]), cache)
+            covered = key
+            for k in range(total):
+                token = next_tokens(logits, settings, generator)          # [1], a code in [0, K)
+                tokens[k] = token[0]
+                progress("arm", k + 1, total, self._preview(tokens, k + 1) if self.previews else None)
+                if k + 1 == total:
+                    break
+                covered = None
+                logits = self._forward(self._code_input(token, rows), cache)
+                fed = k + 1
+                covered = key
+        finally:
+            if covered is not None:
+                codes = (tokens[:fed].to("cpu") + self.code_key_offset).expand(rows, fed)
+                self._give_cache(memo, cache, torch.cat([key, codes], dim=1))
+        return tokens.to("cpu")[None]
+
+    def _preview(self, tokens: torch.Tensor, done: int) -> Optional[torch.Tensor]:
+        """At each quarter of the image: the decoded rows finished so far, grey below. ``[3, H, W]`` in [0, 1]."""
+        quarter = max(1, self.tokens_per_image // 4)
+        if done % quarter and done != self.tokens_per_image:
+            return None
+        per_row, pixels = self._preview_geometry()
+        partial = tokens.clone()
+        partial[done:] = 0
+        image = self.decode(partial[None])[0]
+        image[:, (done // per_row) * pixels:, :] = 0.5
+        return image
