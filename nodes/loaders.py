@@ -22,10 +22,16 @@ _PICKLE = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 
 
 def builtin_model_paths() -> dict[str, Path]:
-    """The pack's built-in default models: {"arm", "dm", "llm"} -> folder. Built locally on first use.
+    """The pack's built-in default models: {"arm", "dm", "llm"} -> folder.
 
-    This is the one place that decides what "built-in" means; swap the builder here.
+    The toy world's trained models shipped in ``acdc_core/toy/models`` (32 px stories, seconds on a CPU). A
+    copy of the pack without them (a trimmed install) falls back to tiny random-weight models built locally in
+    ``models/acdc/builtin`` on first use. This is the one place that decides what "built-in" means.
     """
+    from acdc_core.toy import defaults
+
+    if defaults.available():
+        return {"arm": defaults.ARM_DIR, "dm": defaults.DM_DIR, "llm": defaults.MEMORY_DIR}
     from acdc_core.tiny import build_default_models
     return build_default_models(bridge.builtin_models_dir())
 
@@ -61,8 +67,9 @@ def _not_found(what: str, choice: str, kind: str) -> str:
 
 class LoadARM:
     DESCRIPTION = ("Loads the autoregressive multimodal model (ARM) that writes the story as VQ image tokens: "
-                   "a Janus / Janus-Pro folder in transformers format from models/acdc_arm, or the built-in "
-                   "tiny demo model (random weights: proves the pipeline, not image quality).")
+                   "a Janus / Janus-Pro folder in transformers format or a unified-vocabulary ARM folder (acdc_arm.json) "
+                   "from models/acdc_arm, or the built-in toy-world ARM (32 px animal stories, trained with the "
+                   "pack; runs in seconds on a CPU).")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
     RETURN_TYPES = (ARM,)
@@ -136,7 +143,8 @@ def dm_path(choice: str) -> Path:
 class LoadDiffusionModel:
     DESCRIPTION = ("Loads the diffusion model (DM) that corrects each frame by SDEdit and inpaints painted "
                    "fixes: an SD1.5/SDXL single-file .safetensors checkpoint from models/checkpoints, a "
-                   "diffusers folder from models/diffusers, or the built-in tiny demo model. Loaded offline.")
+                   "diffusers folder from models/diffusers, or the built-in toy-world DM (32 px, pixel space). "
+                   "Loaded offline.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
     RETURN_TYPES = (DM,)

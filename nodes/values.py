@@ -24,7 +24,7 @@ TOKENS = "ACDC_TOKENS"    # a frame's ARM tokens, its number and the story befor
 LOOP = "ACDC_LOOP"        # the link between Loop Frame (open) and (close)           -> LoopHandle
 
 SEED_MAX = 2 ** 53  # exact as a float in the browser
-BUILTIN = "(built-in) tiny demo"  # the loaders' choice for the pack's built-in default models
+BUILTIN = "(built-in) toy world"  # the loaders' choice for the pack's built-in default models
 
 
 @dataclass(frozen=True, eq=False)

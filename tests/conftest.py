@@ -12,3 +12,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Tiny models: one thread avoids oversubscription when the two cores are shared.
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Tiny random-weight ARM (Janus, 32 px), DM (SD, 64 px) and chat LLM, built once per session."""
+    from acdc_core.tiny import build_default_models
+
+    return build_default_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="module")
+def tiny_builtin(tiny_models):
+    """Make the loaders' "(built-in)" choice the tiny models for one test module: node plumbing tests want an
+    ARM and a DM of different sizes (resizing, mask sizes) and a Janus-family ARM. The shipped toy-world
+    built-ins are tested as such in test_nodes.py and test_workflows.py."""
+    from nodes import loaders
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(loaders, "builtin_model_paths", lambda: dict(tiny_models))
+    yield tiny_models
+    patch.undo()

@@ -15,8 +15,10 @@ from PIL import Image
 import nodes
 from acdc_core.errors import InvalidInputError
 from acdc_core.state import new_story
-from nodes import bridge
+from nodes import bridge, loaders
 from nodes.values import BUILTIN, FrameTokens
+
+SHIPPED_BUILTIN = loaders.builtin_model_paths   # before conftest's tiny_builtin patches it
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE_TYPES = {"IMAGE", "MASK", "STRING", "INT", "FLOAT", "BOOLEAN"}
@@ -25,7 +27,7 @@ NODES = sorted(nodes.NODE_CLASS_MAPPINGS.items())
 
 
 @pytest.fixture(scope="module", autouse=True)
-def host(tmp_path_factory):
+def host(tmp_path_factory, tiny_builtin):
     base = tmp_path_factory.mktemp("nodes-host")
     for name in ("input", "temp", "output"):
         (base / name).mkdir()
@@ -36,13 +38,18 @@ def host(tmp_path_factory):
     bridge.configure_standalone()
 
 
-@pytest.fixture(scope="module")
-def models():
+def load_builtin():
     arm = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadARM"]().load(BUILTIN, "auto", False, False)[0]
     dm = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadDiffusionModel"]().load(BUILTIN, "auto")[0]
     memory = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadMemoryLLM"]().load(BUILTIN, "per-frame", 8, 0.0, 0, "", "auto",
                                                                      False)[0]
     return arm, dm, memory
+
+
+@pytest.fixture(scope="module")
+def models():
+    """The tiny models (see conftest's ``tiny_builtin``): a 32 px Janus and a 64 px SD."""
+    return load_builtin()
 
 
 def run(name, *args, **kwargs):
@@ -230,9 +237,15 @@ def test_loaders_list_what_is_on_disk_and_the_built_in_models(host):
     assert llm == [BUILTIN, "Qwen2.5-1.5B-Instruct"]
 
 
-def test_built_in_models_load_and_are_managed(models):
-    arm, dm, memory = models
-    assert arm.engine.image_size == (32, 32) and dm.engine.native_size == (64, 64)
+def test_built_in_models_load_and_are_managed(monkeypatch):
+    """Unpatched, "(built-in)" is the shipped toy world: the unified ARM, the pixel-space DM, the memory LLM."""
+    from acdc_core.toy import defaults
+
+    monkeypatch.setattr(loaders, "builtin_model_paths", SHIPPED_BUILTIN)
+    assert defaults.available()
+    assert loaders.builtin_model_paths() == {"arm": defaults.ARM_DIR, "dm": defaults.DM_DIR, "llm": defaults.MEMORY_DIR}
+    arm, dm, memory = load_builtin()
+    assert arm.engine.family == "unified" and arm.engine.image_size == (32, 32) and dm.engine.native_size == (32, 32)
     assert memory.engine.settings.mode == "per-frame" and memory.engine.backend is memory.managed.engine
     assert set(dict(dm.managed.engine.unet.named_children())) and arm.managed.engine is arm.engine
 

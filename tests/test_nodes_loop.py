@@ -50,7 +50,7 @@ CLASSES = {**nodes.NODE_CLASS_MAPPINGS, "PreviewImage": PreviewImage}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def host(tmp_path_factory):
+def host(tmp_path_factory, tiny_builtin):
     """The reduced host: models built once per session, input and temp folders per module."""
     base = tmp_path_factory.mktemp("host")
     bridge.configure_standalone(models_dir=tmp_path_factory.getbasetemp() / "acdc-models",
