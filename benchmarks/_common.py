@@ -34,14 +34,15 @@ def machine() -> dict:
 
 
 def write_results(name: str, rows: list[dict], notes: str = "") -> Path:
-    """Write rows (dicts with the same keys) as JSON and as a Markdown table; return the .md path."""
+    """Write rows (dicts) as JSON and as a Markdown table; return the .md path. The table's columns are
+    every key of any row, in first-seen order; a row without a key shows "-" there."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), "rows": rows, "notes": notes},
                                                      indent=2))
-    keys = list(rows[0]) if rows else []
+    keys = list(dict.fromkeys(k for row in rows for k in row))
     lines = [f"# {name}", "", notes, "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()]
+        cells = [f"{row[k]:.4g}" if isinstance(row.get(k), float) else str(row.get(k, "-")) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"machine: {machine()}"]
     path = RESULTS / f"{name}.md"

@@ -10,7 +10,8 @@ from acdc_core.state import StorySettings
 from acdc_core.tiny.janus import build_tiny_janus
 from acdc_core.tiny.sd import build_tiny_sd
 from acdc_core.toy import full_prompt, split_stories
-from acdc_core.toy.evaluate import VARIANTS, Variant, bootstrap_difference, evaluate, per_frame_table, run_variant
+from acdc_core.toy.evaluate import (GRADED, METRICS, VARIANTS, Variant, bootstrap_difference, evaluate,
+                                    per_frame_table, run_variant)
 from acdc_core.toy.rewriter import RuleBasedChat
 
 
@@ -60,9 +61,14 @@ def test_evaluate_scores_every_frame_of_every_variant(models):
     for result in results.values():
         assert result["scores"].shape == (1, 6, 3)
         assert set(np.unique(result["scores"])) <= {0.0, 1.0}
+        graded = result[GRADED]
+        assert graded.shape == (1, 6) and ((0 <= graded) & (graded <= 1)).all()
+        # all six attributes read right <=> matches_prompt
+        assert ((graded == 1.0) == (result["scores"][:, :, METRICS.index("matches_prompt")] == 1.0)).all()
     assert "correct" not in results["ARM only"]["seconds"] and "correct" in results["ACDC"]["seconds"]
     rows = per_frame_table(results)
-    assert len(rows) == 4 * 3 and set(rows[0]) == {"variant", "metric", "f1", "f2", "f3", "f4", "f5", "f6"}
+    assert len(rows) == 4 * 4 and set(rows[0]) == {"variant", "metric", "f1", "f2", "f3", "f4", "f5", "f6"}
+    assert [r["metric"] for r in rows[:4]] == list(METRICS) + [GRADED]
 
 
 def test_bootstrap_difference():

@@ -20,10 +20,14 @@ from ..memory import MemoryModule, MemorySettings
 from ..progress import ProgressFn, no_progress
 from ..state import StorySettings, StoryState
 from ..story import run_story
-from .judge import judge_story
+from .judge import ATTRIBUTES, judge_story
 from .world import Story
 
 METRICS = ("physical_valid", "consistent", "matches_prompt")
+# Graded companion of matches_prompt: the share of the prompt's attributes (species, colour, place, time,
+# position, pose) the judge reads as prompted. matches_prompt needs all six at once, which few 32 px frames
+# of this ARM manage; the share shows the drift underneath.
+GRADED = "prompt_attributes"
 
 
 @dataclass(frozen=True)
@@ -62,19 +66,21 @@ def evaluate(stories: Sequence[Story], arm, corrector, memory_backend, settings:
              seed_of: Callable[[int], int] = lambda k: 1000 + k,
              on_story: Callable[[int, str, StoryState], None] = lambda k, name, state: None) -> dict:
     """Run every variant on every story. Returns {variant: {"scores": array [stories, frames, metrics]
-    of 0/1, "seconds": {stage: total}}}."""
+    of 0/1, GRADED: array [stories, frames] in [0, 1], "seconds": {stage: total}}}."""
     out: dict = {}
     for variant in variants:
-        scores, seconds = [], {}
+        scores, graded, seconds = [], [], {}
         for k, story in enumerate(stories):
             state = run_variant(story.prompts, variant, arm, corrector, memory_backend,
                                 replace(settings, seed=seed_of(k)), memory_settings)
             on_story(k, variant.name, state)
-            scores.append([[float(v[m]) for m in METRICS] for v in judged(story, state)])
+            verdicts = judged(story, state)
+            scores.append([[float(v[m]) for m in METRICS] for v in verdicts])
+            graded.append([1.0 - len(v["mismatched"]) / len(ATTRIBUTES) for v in verdicts])
             for record in state.records:
                 for stage, s in record.seconds.items():
                     seconds[stage] = seconds.get(stage, 0.0) + s
-        out[variant.name] = {"scores": np.array(scores), "seconds": seconds}
+        out[variant.name] = {"scores": np.array(scores), GRADED: np.array(graded), "seconds": seconds}
     return out
 
 
@@ -91,12 +97,14 @@ def bootstrap_difference(a: np.ndarray, b: np.ndarray, *, frames: slice, samples
 
 
 def per_frame_table(results: dict) -> list[dict]:
-    """Rows: variant x metric, columns: frame 1..N rates."""
+    """Rows: variant x metric (METRICS, then GRADED when present), columns: frame 1..N means."""
     rows = []
     for name, result in results.items():
-        scores = result["scores"]
-        for m, metric in enumerate(METRICS):
+        columns = [(metric, result["scores"][:, :, m]) for m, metric in enumerate(METRICS)]
+        if GRADED in result:
+            columns.append((GRADED, result[GRADED]))
+        for metric, values in columns:
             row = {"variant": name, "metric": metric}
-            row.update({f"f{i + 1}": float(scores[:, i, m].mean()) for i in range(scores.shape[1])})
+            row.update({f"f{i + 1}": float(values[:, i].mean()) for i in range(values.shape[1])})
             rows.append(row)
     return rows
