@@ -88,3 +88,37 @@ class FakeMemory:
     def prompt_for(self, i, story_prompts, earlier):
         self.calls += 1
         return story_prompts[i] if i == 0 else f"{story_prompts[0]} {story_prompts[i]}"
+
+
+# -- helpers for the ARM backend tests (every family) ----------------------------------------------------------
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def sample_story(arm, prompts, n: int, settings: SamplingSettings, seed: int = 0) -> ARMContext:
+    """A context of ``n`` frames, frame i sampled with seed ``seed + i``."""
+    ctx = ARMContext()
+    for i in range(n):
+        ctx = ctx.append(prompts[i], arm.sample_chunk(ctx, prompts[i], settings=settings, generator=gen(seed + i)))
+    return ctx
+
+
+class LMCalls:
+    """Counts what reaches a language model: (rows, new positions) of every forward. ``key`` names the
+    forward's keyword input that carries the positions (``input_ids`` or ``inputs_embeds``)."""
+
+    def __init__(self, lm: torch.nn.Module, key: str):
+        self.calls: list[tuple[int, int]] = []
+        self.key = key
+        self.handle = lm.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        x = kwargs[self.key]
+        self.calls.append((x.shape[0], x.shape[1]))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()

@@ -9,9 +9,11 @@ import torch
 
 from acdc_core.arm import ARMContext, SamplingSettings, load_arm
 from acdc_core.arm.janus import JanusARM
-from acdc_core.arm.sampling import combine_cfg, next_tokens, warp
+from acdc_core.arm.sampling import combine_cfg, warp
 from acdc_core.errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
 from acdc_core.tiny.janus import build_tiny_janus
+from tests import fakes
+from tests.fakes import gen, sample_story
 
 PROMPTS = ["A golden retriever named Benny in a sunlit meadow.", "He jumps over a log.",
            "He rolls in the grass.", "He sleeps under a tree."]
@@ -29,34 +31,12 @@ def arm(folder) -> JanusARM:
     return load_arm(folder)
 
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def story(arm: JanusARM, n: int, settings: SamplingSettings = CFG, seed: int = 0) -> ARMContext:
-    ctx = ARMContext()
-    for i in range(n):
-        ctx = ctx.append(PROMPTS[i], arm.sample_chunk(ctx, PROMPTS[i], settings=settings, generator=gen(seed + i)))
-    return ctx
+    return sample_story(arm, PROMPTS, n, settings, seed)
 
 
-class LMCalls:
-    """Counts what reaches the language model: (rows, new positions) of every forward."""
-
-    def __init__(self, arm: JanusARM):
-        self.calls: list[tuple[int, int]] = []
-        lm = arm.model.model.language_model
-        self.handle = lm.register_forward_pre_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module, args, kwargs):
-        embeds = kwargs["inputs_embeds"]
-        self.calls.append((embeds.shape[0], embeds.shape[1]))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
+def LMCalls(arm: JanusARM) -> fakes.LMCalls:
+    return fakes.LMCalls(arm.model.model.language_model, "inputs_embeds")
 
 
 def chunk_image_start(arm: JanusARM, ctx: ARMContext, index: int) -> int:

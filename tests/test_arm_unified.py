@@ -15,6 +15,8 @@ from acdc_core.arm.sampling import combine_cfg, warp
 from acdc_core.arm.unified import UnifiedARM
 from acdc_core.errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
 from acdc_core.tiny.unified import build_tiny_unified
+from tests import fakes
+from tests.fakes import gen, sample_story
 
 PROMPTS = ["Mia is a red rabbit. She stands on the left of a meadow by day.", "She jumps.",
            "She hops to the right.", "She lies down."]
@@ -33,33 +35,12 @@ def arm(folder) -> UnifiedARM:
     return load_arm(folder)
 
 
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def story(arm: UnifiedARM, n: int, settings: SamplingSettings = CFG, seed: int = 0) -> ARMContext:
-    ctx = ARMContext()
-    for i in range(n):
-        ctx = ctx.append(PROMPTS[i], arm.sample_chunk(ctx, PROMPTS[i], settings=settings, generator=gen(seed + i)))
-    return ctx
+    return sample_story(arm, PROMPTS, n, settings, seed)
 
 
-class LMCalls:
-    """Counts what reaches the language model: (rows, new positions) of every forward."""
-
-    def __init__(self, arm: UnifiedARM):
-        self.calls: list[tuple[int, int]] = []
-        self.handle = arm.lm.register_forward_pre_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module, args, kwargs):
-        ids = kwargs["input_ids"]
-        self.calls.append((ids.shape[0], ids.shape[1]))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
+def LMCalls(arm: UnifiedARM) -> fakes.LMCalls:
+    return fakes.LMCalls(arm.lm, "input_ids")
 
 
 def chunk_image_start(arm: UnifiedARM, ctx: ARMContext, index: int) -> int:
