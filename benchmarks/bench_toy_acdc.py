@@ -46,6 +46,7 @@ def main() -> None:
     comparisons = [("ACDC", "ARM only"), ("ACDC", "ACDC w/o memory"), ("ACDC #2", "ARM only"),
                    ("ACDC w/o memory", "ARM only")]
     diffs = []
+
     def metric_values(variant: str):
         yield from ((metric, results[variant]["scores"][:, :, m]) for m, metric in enumerate(METRICS))
         yield GRADED, results[variant][GRADED]
@@ -66,14 +67,16 @@ def main() -> None:
                       "excludes_zero": bool(low > 0 or high < 0)})
     names = list(dict.fromkeys(stage for r in results.values() for stage in r["seconds"]))
     frames = len(stories) * 6
-    stages = [{"variant": name, **{k: round(r["seconds"][k] / frames, 4) if k in r["seconds"] else "-" for k in names},
+    stages = [{"variant": name,
+               **{k: round(r["seconds"][k] / frames, 4) if k in r["seconds"] else "-" for k in names},
                "total": round(sum(r["seconds"].values()) / frames, 4)} for name, r in results.items()]
     notes = (f"{len(stories)} held-out stories x 6 frames, seeds 1000+k, judged from the pixels alone: the frame "
              f"the story shows (corrected where corrected). {GRADED}: share of the six prompt attributes read as "
              f"prompted. Settings: {defaults.TOY_SETTINGS}. Wall time {wall:.0f} s.")
     write_results("toy_acdc", rows, notes)
     write_results("toy_acdc_differences", diffs, "Paired bootstrap (2000 resamples of stories), 95% percentile "
-                  "intervals: variants on frames 4-6, and the ARM only's frames 4-6 against its frames 1-3.")
+                  "intervals: variants on frames 4-6, and the ARM only's frames 4-6 against its frames 1-3 "
+                  "(consistency: 2-3, frame 1 being consistent with itself).")
     write_results("toy_acdc_stage_seconds", stages, f"Mean seconds per frame and stage ({args.threads} thread(s)); "
                   "'-': the stage does not run in that variant.")
     (RESULTS / "toy_acdc_scores.json").write_text(json.dumps(

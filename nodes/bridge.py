@@ -94,14 +94,15 @@ def model_dirs(kind: str) -> list[Path]:
     return [_standalone.models() / kind]
 
 
-def list_model_folders(kind: str, marker: str) -> list[str]:
-    """Names of the model folders (holding ``marker``, e.g. config.json) found in every folder of ``kind``."""
+def list_model_folders(kind: str, markers: str | tuple[str, ...]) -> list[str]:
+    """Names of the model folders (holding one of ``markers``, e.g. config.json) in every folder of ``kind``."""
+    markers = (markers,) if isinstance(markers, str) else markers
     found = set()
     for root in model_dirs(kind):
         if not root.is_dir():
             continue
         for child in root.iterdir():
-            if child.is_dir() and (child / marker).is_file():
+            if child.is_dir() and any((child / marker).is_file() for marker in markers):
                 found.add(child.name)
     return sorted(found, key=str.lower)
 

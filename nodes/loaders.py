@@ -4,7 +4,7 @@ model folders, plus the pack's built-in default models.
 Folders: ARMs in ``models/acdc_arm/<folder>``; diffusion models as single-file checkpoints in
 ``models/checkpoints`` or diffusers folders in ``models/diffusers``; memory LLMs in ``models/LLM/<folder>``.
 All of them can be added to in ``extra_model_paths.yaml`` (keys ``acdc_arm``, ``checkpoints``,
-``diffusers``, ``LLM``). The built-in models are built into ``models/acdc/builtin`` on first use.
+``diffusers``, ``LLM``). The built-in models are the toy world's, shipped in ``acdc_core/toy/models``.
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def _modules(**candidates) -> dict[str, torch.nn.Module]:
 # -- ARM ----------------------------------------------------------------------------------------------------
 
 def arm_choices() -> list[str]:
-    return [BUILTIN] + bridge.list_model_folders(bridge.ARM_FOLDER, "config.json")
+    # a transformers folder (Janus: config.json) or a unified-vocabulary ARM (acdc_arm.json, lm/, vq/)
+    return [BUILTIN] + bridge.list_model_folders(bridge.ARM_FOLDER, ("config.json", "acdc_arm.json"))
 
 
 def arm_path(choice: str) -> Path:
@@ -67,9 +68,9 @@ def _not_found(what: str, choice: str, kind: str) -> str:
 
 class LoadARM:
     DESCRIPTION = ("Loads the autoregressive multimodal model (ARM) that writes the story as VQ image tokens: "
-                   "a Janus / Janus-Pro folder in transformers format or a unified-vocabulary ARM folder (acdc_arm.json) "
-                   "from models/acdc_arm, or the built-in toy-world ARM (32 px animal stories, trained with the "
-                   "pack; runs in seconds on a CPU).")
+                   "a Janus / Janus-Pro folder in transformers format or a unified-vocabulary ARM folder "
+                   "(acdc_arm.json) from models/acdc_arm, or the built-in toy-world ARM (32 px animal stories, "
+                   "trained with the pack; runs in seconds on a CPU).")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
     RETURN_TYPES = (ARM,)
@@ -80,7 +81,8 @@ class LoadARM:
     def INPUT_TYPES(cls):
         return {"required": {
             "arm": (arm_choices(), tooltip("A model folder in models/acdc_arm (Janus-1.3B, Janus-Pro-1B/7B in "
-                                           "transformers format, e.g. deepseek-community/Janus-Pro-7B).")),
+                                           "transformers format, e.g. deepseek-community/Janus-Pro-7B, or a "
+                                           "unified-vocabulary ARM with acdc_arm.json).")),
             "dtype": _dtype_input(),
             "live_preview": ("BOOLEAN", tooltip("Show the frame on the generating node as its tokens arrive "
                                                 "(a VQ decode at each quarter of the image).", default=True)),
@@ -100,7 +102,7 @@ class LoadARM:
             detect_family(path)
         except (ACDCError, OSError) as error:
             return str(error)
-        if not any(path.glob("*.safetensors")):
+        if not any(path.rglob("*.safetensors")):   # Janus: in the folder; unified: in lm/ and vq/
             return f"{path} has no *.safetensors weights (pickle weights are refused: they can run code)."
         return True
 

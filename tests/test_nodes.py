@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -235,6 +236,21 @@ def test_loaders_list_what_is_on_disk_and_the_built_in_models(host):
     assert arm == [BUILTIN, "Janus-Pro-1B"]
     assert dm == [BUILTIN, "diffusers/sd-turbo", "checkpoints/sd15.safetensors"]
     assert llm == [BUILTIN, "Qwen2.5-1.5B-Instruct"]
+
+
+def test_a_unified_arm_folder_is_listed_validated_and_loaded(host):
+    from acdc_core.tiny.unified import build_tiny_unified
+
+    folder = bridge._standalone.models() / "acdc_arm" / "toy-like"
+    if not folder.exists():
+        build_tiny_unified(folder, seed=0)
+    cls = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadARM"]
+    try:
+        assert "toy-like" in cls.INPUT_TYPES()["required"]["arm"][0]     # found by its acdc_arm.json
+        assert cls.VALIDATE_INPUTS(arm="toy-like") is True                # weights in lm/ and vq/
+        assert cls().load("toy-like", "auto", False, False)[0].engine.family == "unified"
+    finally:
+        shutil.rmtree(folder)     # the other loader tests list the folder exactly
 
 
 def test_built_in_models_load_and_are_managed(monkeypatch):
