@@ -35,6 +35,9 @@ class ReTokenize:
                 "prompt": ("STRING", tooltip("The diffusion model's prompt for this frame (from LLM Memory Prompt): "
                                              "kept in the story, where the memory of later frames reads it.",
                                              forceInput=True, lazy=True)),
+                "fix_mask": ("MASK", tooltip("From Inpaint Physical Fix (its mask output): records whether this "
+                                             "frame was fixed (run.json, the story's records). Not needed for the "
+                                             "pixels or the tokens.")),
             },
         }
 
@@ -46,13 +49,13 @@ class ReTokenize:
         unchanged = tuple(final.shape) == tuple(arm_image.shape) and torch.equal(final, arm_image.to(final))
         return arm_image, final, unchanged
 
-    def check_lazy_status(self, arm=None, tokens=None, image=None, prompt=None):
+    def check_lazy_status(self, arm=None, tokens=None, image=None, prompt=None, fix_mask=None):
         # An unchanged frame (ACDC #k) keeps no DM prompt, so its memory LLM query never has to run.
         if prompt is not None or arm is None or tokens is None or image is None:
             return []
         return [] if self._compare(arm.use(), tokens, image)[2] else ["prompt"]
 
-    def retokenize(self, arm, tokens, image, prompt=None):
+    def retokenize(self, arm, tokens, image, prompt=None, fix_mask=None):
         backend = arm.use()
         seconds = dict(tokens.seconds)
         arm_image, final, unchanged = self._compare(backend, tokens, image)   # x_i = D(v_i)
@@ -66,7 +69,7 @@ class ReTokenize:
             memory_prompt, corrected = (prompt if prompt is not None else None), final
         record = FrameRecord(index, state.prompts[index], memory_prompt, arm_image[0], corrected[0].float(),
                              tokens.tokens, new_tokens, tokens.arm_seed, tokens.arm_seed, corrected=not unchanged,
-                             fixed=False, seconds=seconds)
+                             fixed=not unchanged and fix_mask is not None and bool(fix_mask.any()), seconds=seconds)
         story = state.with_frame(record, new_tokens)             # a new state; the input state is untouched
         return (story, nchw_to_bhwc(backend.decode(new_tokens)))
 

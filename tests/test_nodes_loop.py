@@ -85,7 +85,7 @@ def chain_prompt(story=STORY, correct_frames=0, mode="per-frame") -> dict:
             "cfg": 7.5, "seed": SEED, "grow": 2, "feather": 2, "paint_frame": 1, "masks": "", "image": "",
             "prompt": ["8", 0], "tokens": toks}},
         "11": {"class_type": "ACDC_ReTokenize", "inputs": {"arm": arm, "tokens": toks, "image": ["10", 0],
-                                                           "prompt": ["8", 0]}},
+                                                           "prompt": ["8", 0], "fix_mask": ["10", 1]}},
         "12": {"class_type": CLOSE, "inputs": {"loop": ["5", 0], "story": ["11", 0]}},
         "13": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},     # inside the loop
         "14": {"class_type": "PreviewImage", "inputs": {"images": ["12", 1]}},    # after it
@@ -182,7 +182,7 @@ def test_one_run_makes_the_whole_story_exactly_as_the_engine_does(reference):
     for got, want in zip(story.records, expected.records):
         assert torch.equal(got.tokens_before, want.tokens_before)
         assert torch.equal(got.tokens_after, want.tokens_after)
-        assert got.memory_prompt == want.memory_prompt and got.corrected
+        assert got.memory_prompt == want.memory_prompt and got.corrected and got.fixed == want.fixed is False
         torch.testing.assert_close(got.corrected_image, want.corrected_image)
     assert frames.shape == (3, 64, 64, 3) and arm_frames.shape == (3, 32, 32, 3)   # IMAGE is [B, H, W, C]
     assert prompts.splitlines() == [r.memory_prompt for r in expected.records]
@@ -236,6 +236,7 @@ def test_a_mask_painted_on_frame_2_fixes_it_there_only_and_the_story_resumes_fro
     assert frames_ran(run, "ACDC_ReTokenize") == [2, 3]
     old, new = before.values["12"][0].records, run.values["12"][0].records
     assert torch.equal(old[0].tokens_after, new[0].tokens_after)
+    assert [r.fixed for r in new] == [False, True, False]              # Re-Tokenize read the fix node's mask
     changed = (old[1].corrected_image - new[1].corrected_image).abs().amax(0) > 0   # [H, W]
     assert changed.any()
     reach = 2 + 2  # grow + feather around the painted 16x16 square
