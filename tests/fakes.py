@@ -96,6 +96,11 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def other_tokens(arm, tokens: torch.Tensor) -> torch.Tensor:
+    """Different codes at every position (so the first difference is the chunk's first code)."""
+    return (tokens + 1) % arm.codebook_size
+
+
 def sample_story(arm, prompts, n: int, settings: SamplingSettings, seed: int = 0) -> ARMContext:
     """A context of ``n`` frames, frame i sampled with seed ``seed + i``."""
     ctx = ARMContext()

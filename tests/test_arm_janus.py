@@ -9,16 +9,15 @@ import torch
 
 from acdc_core.arm import ARMContext, SamplingSettings, load_arm
 from acdc_core.arm.janus import JanusARM
-from acdc_core.arm.sampling import combine_cfg, warp
+from acdc_core.arm.sampling import warp
 from acdc_core.errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
 from acdc_core.tiny.janus import build_tiny_janus
 from tests import fakes
-from tests.fakes import gen, sample_story
+from tests.fakes import gen, other_tokens, sample_story
 
 PROMPTS = ["A golden retriever named Benny in a sunlit meadow.", "He jumps over a log.",
            "He rolls in the grass.", "He sleeps under a tree."]
 CFG = SamplingSettings(guidance_scale=5.0, temperature=1.0)
-GREEDY = SamplingSettings(guidance_scale=5.0, temperature=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -47,25 +46,8 @@ def chunk_image_start(arm: JanusARM, ctx: ARMContext, index: int) -> int:
     return pos + len(arm._turn(ctx.chunks[index].prompt)) + 1
 
 
-def other_tokens(arm: JanusARM, tokens: torch.Tensor) -> torch.Tensor:
-    """Different codes at every position (so the first difference is the chunk's first code)."""
-    return (tokens + 1) % arm.codebook_size
-
 
 # ------------------------------------------------------------------ the cache
-def test_cropped_cache_after_swap_equals_full_recompute(arm):
-    ctx = story(arm, 4)
-    swapped = ctx.swap(1, other_tokens(arm, ctx.chunks[1].tokens))
-    cached = arm.next_token_logits(swapped, "He barks.", guidance_scale=5.0)   # shares ctx's memo
-    fresh = arm.next_token_logits(ARMContext(chunks=swapped.chunks), "He barks.", guidance_scale=5.0)
-    assert cached.shape == (2, arm.codebook_size)
-    torch.testing.assert_close(cached, fresh, rtol=1e-5, atol=1e-5)
-    # and sampling from it gives the same tokens as from scratch
-    a = arm.sample_chunk(swapped, "He barks.", settings=CFG, generator=gen(7))
-    b = arm.sample_chunk(ARMContext(chunks=swapped.chunks), "He barks.", settings=CFG, generator=gen(7))
-    assert torch.equal(a, b)
-
-
 def test_prefill_after_swap_runs_only_from_the_swapped_chunk(arm):
     ctx = story(arm, 4)
     index = 1
@@ -89,104 +71,7 @@ def test_appending_the_sampled_chunk_costs_only_the_new_turn(arm):
     assert lm.calls[0] == (2, 1 + 1 + 1 + len(arm._turn(PROMPTS[3])) + 1)
 
 
-def test_cache_of_another_backend_is_not_used(folder, arm):
-    ctx = story(arm, 2)
-    other = load_arm(folder)
-    total = other.sequence_key(ctx, "He barks.", cfg=True).shape[1]
-    with LMCalls(other) as lm:
-        logits = other.next_token_logits(ctx, "He barks.")
-    assert lm.calls == [(2, total)]
-    torch.testing.assert_close(logits, arm.next_token_logits(ARMContext(chunks=ctx.chunks), "He barks."))
-
-
-def test_cancelled_sampling_leaves_a_truthful_cache(arm):
-    ctx = story(arm, 2)
-    seen = []
-
-    def cancel_at_3(stage, step, total, preview=None):
-        seen.append((stage, step, total))
-        if step == 3:
-            raise KeyboardInterrupt("cancelled")
-
-    with pytest.raises(KeyboardInterrupt):
-        arm.sample_chunk(ctx, "He barks.", settings=CFG, generator=gen(0), progress=cancel_at_3)
-    assert seen == [("arm", 1, 16), ("arm", 2, 16), ("arm", 3, 16)]
-    assert ctx.memo.covered.shape[1] == ctx.memo.cache.cache.get_seq_length()
-    a = arm.sample_chunk(ctx, "He barks.", settings=CFG, generator=gen(5))
-    b = arm.sample_chunk(ARMContext(chunks=ctx.chunks), "He barks.", settings=CFG, generator=gen(5))
-    assert torch.equal(a, b)
-
-
 # ------------------------------------------------------------------ context and sampling
-def test_earlier_frames_are_in_context(arm):
-    ctx = story(arm, 1)
-    changed = ctx.swap(0, other_tokens(arm, ctx.chunks[0].tokens))
-    a = arm.next_token_logits(ARMContext(chunks=ctx.chunks), PROMPTS[1])
-    b = arm.next_token_logits(ARMContext(chunks=changed.chunks), PROMPTS[1])
-    assert not torch.allclose(a, b)
-
-
-def test_swap_leaves_the_original_context_unchanged(arm):
-    ctx = story(arm, 3)
-    before = [c.tokens.clone() for c in ctx.chunks]
-    swapped = ctx.swap(1, other_tokens(arm, ctx.chunks[1].tokens))
-    arm.sample_chunk(swapped, "He barks.", settings=CFG, generator=gen(0))
-    assert all(torch.equal(c.tokens, b) for c, b in zip(ctx.chunks, before))
-    assert not torch.equal(swapped.chunks[1].tokens, before[1])
-    assert swapped.memo is ctx.memo   # shared memo, and it is only a speed-up:
-    assert torch.equal(arm.sample_chunk(ctx, "He barks.", settings=CFG, generator=gen(2)),
-                       arm.sample_chunk(ARMContext(chunks=ctx.chunks), "He barks.", settings=CFG, generator=gen(2)))
-
-
-def test_seeds(arm):
-    ctx = story(arm, 1)
-    a = arm.sample_chunk(ctx, "He barks.", settings=CFG, generator=gen(11))
-    b = arm.sample_chunk(ctx, "He barks.", settings=CFG, generator=gen(11))
-    c = arm.sample_chunk(ctx, "He barks.", settings=CFG, generator=gen(12))
-    assert a.shape == (1, arm.tokens_per_image) and a.dtype == torch.long
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
-
-
-def test_greedy_is_deterministic(arm):
-    ctx = story(arm, 1)
-    a = arm.sample_chunk(ctx, "He barks.", settings=GREEDY, generator=gen(1))
-    b = arm.sample_chunk(ctx, "He barks.", settings=GREEDY, generator=gen(2))
-    assert torch.equal(a, b)
-
-
-def test_guidance_one_runs_a_single_row(arm):
-    ctx = story(arm, 1)
-    plain = SamplingSettings(guidance_scale=1.0)
-    with LMCalls(arm) as lm:
-        tokens = arm.sample_chunk(ctx, "He barks.", settings=plain, generator=gen(0))
-    assert tokens.shape == (1, arm.tokens_per_image)
-    assert {rows for rows, _ in lm.calls} == {1}
-    assert arm.next_token_logits(ctx, "He barks.", guidance_scale=1.0).shape == (1, arm.codebook_size)
-
-
-def test_switching_cfg_on_and_off_with_a_shared_memo(arm):
-    ctx = story(arm, 2)                                    # the memo holds a CFG (2-row) cache
-    for scale in (1.0, 5.0, 1.0):
-        shared = arm.next_token_logits(ctx, "He barks.", guidance_scale=scale)
-        fresh = arm.next_token_logits(ARMContext(chunks=ctx.chunks), "He barks.", guidance_scale=scale)
-        assert shared.shape == fresh.shape == ((1 if scale == 1.0 else 2), arm.codebook_size)
-        torch.testing.assert_close(shared, fresh, rtol=1e-5, atol=1e-5)
-
-
-def test_cfg_step_equals_manual_combine(arm):
-    ctx = story(arm, 1)
-    settings = SamplingSettings(guidance_scale=3.0, temperature=0.8, top_k=20, top_p=0.9)
-    raw = arm.next_token_logits(ARMContext(chunks=ctx.chunks), "He barks.", guidance_scale=3.0)
-    guided = raw[1] + 3.0 * (raw[0] - raw[1])
-    torch.testing.assert_close(combine_cfg(raw[:1], raw[1:], 3.0)[0], guided)
-    probs = warp(guided[None], settings).softmax(-1)
-    assert int((probs > 0).sum()) <= 20
-    expected = torch.multinomial(probs, 1, generator=gen(9))[0, 0]
-    first = arm.sample_chunk(ctx, "He barks.", settings=settings, generator=gen(9))[0, 0]
-    assert first == expected
-
-
 def test_uncond_row_pads_text_and_keeps_structure_and_codes(arm):
     ctx = story(arm, 1)
     key = arm.sequence_key(ctx, "He barks.", cfg=True)

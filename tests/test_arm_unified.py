@@ -11,17 +11,15 @@ import pytest
 import torch
 
 from acdc_core.arm import ARMContext, SamplingSettings, detect_family, load_arm
-from acdc_core.arm.sampling import combine_cfg, warp
 from acdc_core.arm.unified import UnifiedARM
 from acdc_core.errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
 from acdc_core.tiny.unified import build_tiny_unified
 from tests import fakes
-from tests.fakes import gen, sample_story
+from tests.fakes import gen, other_tokens, sample_story
 
 PROMPTS = ["Mia is a red rabbit. She stands on the left of a meadow by day.", "She jumps.",
            "She hops to the right.", "She lies down."]
 CFG = SamplingSettings(guidance_scale=3.0, temperature=1.0)
-GREEDY = SamplingSettings(guidance_scale=3.0, temperature=0.0)
 SHIPPED = Path(__file__).resolve().parent.parent / "acdc_core" / "toy" / "models" / "arm"
 
 
@@ -51,9 +49,6 @@ def chunk_image_start(arm: UnifiedARM, ctx: ARMContext, index: int) -> int:
     return pos + len(arm.text_ids(ctx.chunks[index].prompt)) + 1
 
 
-def other_tokens(arm: UnifiedARM, tokens: torch.Tensor) -> torch.Tensor:
-    return (tokens + 1) % arm.codebook_size
-
 
 # ------------------------------------------------------------------ loading
 def test_loads_through_load_arm_by_its_manifest(folder, arm):
@@ -67,18 +62,6 @@ def test_loads_through_load_arm_by_its_manifest(folder, arm):
 
 
 # ------------------------------------------------------------------ the cache
-def test_cropped_cache_after_swap_equals_full_recompute(arm):
-    ctx = story(arm, 4)
-    swapped = ctx.swap(1, other_tokens(arm, ctx.chunks[1].tokens))
-    cached = arm.next_token_logits(swapped, "She barks.", guidance_scale=3.0)   # shares ctx's memo
-    fresh = arm.next_token_logits(ARMContext(chunks=swapped.chunks), "She barks.", guidance_scale=3.0)
-    assert cached.shape == (2, arm.codebook_size)
-    torch.testing.assert_close(cached, fresh, rtol=1e-5, atol=1e-5)
-    a = arm.sample_chunk(swapped, "She barks.", settings=CFG, generator=gen(7))
-    b = arm.sample_chunk(ARMContext(chunks=swapped.chunks), "She barks.", settings=CFG, generator=gen(7))
-    assert torch.equal(a, b)
-
-
 def test_prefill_after_swap_runs_only_from_the_swapped_chunk(arm):
     ctx = story(arm, 4)
     index = 1
@@ -100,53 +83,7 @@ def test_appending_the_sampled_chunk_costs_only_the_new_text(arm):
     assert lm.calls[0] == (2, 1 + 1 + len(arm.text_ids(PROMPTS[3])) + 1)
 
 
-def test_cache_of_another_backend_is_not_used(folder, arm):
-    ctx = story(arm, 2)
-    other = load_arm(folder)
-    total = other.sequence_key(ctx, "She barks.", cfg=True).shape[1]
-    with LMCalls(other) as lm:
-        logits = other.next_token_logits(ctx, "She barks.", guidance_scale=3.0)
-    assert lm.calls == [(2, total)]
-    torch.testing.assert_close(logits, arm.next_token_logits(ARMContext(chunks=ctx.chunks), "She barks.",
-                                                             guidance_scale=3.0))
-
-
-def test_cancelled_sampling_leaves_a_truthful_cache(arm):
-    ctx = story(arm, 2)
-    seen = []
-
-    def cancel_at_3(stage, step, total, preview=None):
-        seen.append((stage, step, total))
-        if step == 3:
-            raise KeyboardInterrupt("cancelled")
-
-    with pytest.raises(KeyboardInterrupt):
-        arm.sample_chunk(ctx, "She barks.", settings=CFG, generator=gen(0), progress=cancel_at_3)
-    assert seen == [("arm", 1, 64), ("arm", 2, 64), ("arm", 3, 64)]
-    assert ctx.memo.covered.shape[1] == ctx.memo.cache.cache.get_seq_length()
-    a = arm.sample_chunk(ctx, "She barks.", settings=CFG, generator=gen(5))
-    b = arm.sample_chunk(ARMContext(chunks=ctx.chunks), "She barks.", settings=CFG, generator=gen(5))
-    assert torch.equal(a, b)
-
-
-def test_switching_cfg_on_and_off_with_a_shared_memo(arm):
-    ctx = story(arm, 2)
-    for scale in (1.0, 3.0, 1.0):
-        shared = arm.next_token_logits(ctx, "She barks.", guidance_scale=scale)
-        fresh = arm.next_token_logits(ARMContext(chunks=ctx.chunks), "She barks.", guidance_scale=scale)
-        assert shared.shape == fresh.shape == ((1 if scale == 1.0 else 2), arm.codebook_size)
-        torch.testing.assert_close(shared, fresh, rtol=1e-5, atol=1e-5)
-
-
 # ------------------------------------------------------------------ context and sampling
-def test_earlier_frames_are_in_context(arm):
-    ctx = story(arm, 1)
-    changed = ctx.swap(0, other_tokens(arm, ctx.chunks[0].tokens))
-    a = arm.next_token_logits(ARMContext(chunks=ctx.chunks), PROMPTS[1])
-    b = arm.next_token_logits(ARMContext(chunks=changed.chunks), PROMPTS[1])
-    assert not torch.allclose(a, b)
-
-
 def test_sequence_layout(arm):
     ctx = story(arm, 2)
     key = arm.sequence_key(ctx, PROMPTS[2], cfg=False)[0]
@@ -159,40 +96,13 @@ def test_sequence_layout(arm):
     assert torch.equal(key, expected)
 
 
-def test_seeds(arm):
+def test_code_logits_are_the_codebook_slice_of_the_lm(arm):
     ctx = story(arm, 1)
-    a = arm.sample_chunk(ctx, "She barks.", settings=CFG, generator=gen(11))
-    b = arm.sample_chunk(ctx, "She barks.", settings=CFG, generator=gen(11))
-    c = arm.sample_chunk(ctx, "She barks.", settings=CFG, generator=gen(12))
-    assert a.shape == (1, arm.tokens_per_image) and a.dtype == torch.long
-    assert bool((a >= 0).all()) and bool((a < arm.codebook_size).all())
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
-    assert torch.equal(arm.sample_chunk(ctx, "She barks.", settings=GREEDY, generator=gen(1)),
-                       arm.sample_chunk(ctx, "She barks.", settings=GREEDY, generator=gen(2)))
-
-
-def test_guidance_one_runs_a_single_row(arm):
-    ctx = story(arm, 1)
-    with LMCalls(arm) as lm:
-        tokens = arm.sample_chunk(ctx, "She barks.", settings=SamplingSettings(guidance_scale=1.0), generator=gen(0))
-    assert tokens.shape == (1, arm.tokens_per_image)
-    assert {rows for rows, _ in lm.calls} == {1}
-
-
-def test_cfg_step_equals_manual_combine(arm):
-    ctx = story(arm, 1)
-    settings = SamplingSettings(guidance_scale=3.0, temperature=0.8, top_k=20, top_p=0.9)
     raw = arm.next_token_logits(ARMContext(chunks=ctx.chunks), "She barks.", guidance_scale=3.0)
-    # the raw rows are the codebook slice of the LM's full logits
     key = arm.sequence_key(ctx, "She barks.", cfg=True)
     with torch.no_grad():
         full = arm.lm(input_ids=key).logits[:, -1]
     torch.testing.assert_close(raw, full[:, arm.offset:arm.offset + arm.codebook_size], rtol=1e-4, atol=1e-4)
-    guided = combine_cfg(raw[:1], raw[1:], 3.0)
-    probs = warp(guided, settings).softmax(-1)
-    expected = torch.multinomial(probs, 1, generator=gen(9))[0, 0]
-    assert arm.sample_chunk(ctx, "She barks.", settings=settings, generator=gen(9))[0, 0] == expected
 
 
 def test_uncond_row_pads_text_and_keeps_structure_and_codes(arm):
@@ -204,16 +114,6 @@ def test_uncond_row_pads_text_and_keeps_structure_and_codes(arm):
     assert torch.equal(uncond[codes | structural], cond[codes | structural])
     assert bool((uncond[~(codes | structural)] == ids["pad"]).all())
     assert int(codes.sum()) == arm.tokens_per_image
-
-
-def test_swap_leaves_the_original_context_unchanged(arm):
-    ctx = story(arm, 3)
-    before = [c.tokens.clone() for c in ctx.chunks]
-    swapped = ctx.swap(1, other_tokens(arm, ctx.chunks[1].tokens))
-    arm.sample_chunk(swapped, "She barks.", settings=CFG, generator=gen(0))
-    assert all(torch.equal(c.tokens, b) for c, b in zip(ctx.chunks, before))
-    assert torch.equal(arm.sample_chunk(ctx, "She barks.", settings=CFG, generator=gen(2)),
-                       arm.sample_chunk(ARMContext(chunks=ctx.chunks), "She barks.", settings=CFG, generator=gen(2)))
 
 
 def test_previews(arm):

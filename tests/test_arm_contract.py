@@ -1,0 +1,169 @@
+"""The ARM protocol's contract, for every family on a tiny random model: the shared decoding loop
+(``arm/decoding.py``) with its key/value-cache reuse (``arm/cache.py``), seeds and CFG. What differs between
+families (sequence layout, what a swap or an appended chunk costs, loading) is in test_arm_<family>.py."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+
+from acdc_core.arm import ARMContext, SamplingSettings, load_arm
+from acdc_core.arm.sampling import combine_cfg, warp
+from acdc_core.tiny.janus import build_tiny_janus
+from acdc_core.tiny.unified import build_tiny_unified
+from tests.fakes import LMCalls, gen, other_tokens, sample_story
+
+
+@dataclass(frozen=True)
+class Family:
+    build: Callable
+    lm: Callable            # arm -> the language model module
+    lm_input: str           # the forward's keyword carrying the new positions
+    prompts: tuple[str, ...]
+    next_prompt: str
+    guidance: float
+
+
+FAMILIES = {
+    "janus": Family(build_tiny_janus, lambda arm: arm.model.model.language_model, "inputs_embeds",
+                    ("A golden retriever named Benny in a sunlit meadow.", "He jumps over a log.",
+                     "He rolls in the grass."), "He barks.", 5.0),
+    "unified": Family(build_tiny_unified, lambda arm: arm.lm, "input_ids",
+                      ("Mia is a red rabbit. She stands on the left of a meadow by day.", "She jumps.",
+                       "She hops to the right."), "She barks.", 3.0),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    family: Family
+    folder: object
+    arm: object
+
+    @property
+    def cfg(self) -> SamplingSettings:
+        return SamplingSettings(guidance_scale=self.family.guidance, temperature=1.0)
+
+    def story(self, n: int, seed: int = 0) -> ARMContext:
+        return sample_story(self.arm, self.family.prompts, n, self.cfg, seed)
+
+    def calls(self, arm=None) -> LMCalls:
+        return LMCalls(self.family.lm(arm or self.arm), self.family.lm_input)
+
+    def sample(self, ctx: ARMContext, seed: int, settings: SamplingSettings = None) -> torch.Tensor:
+        return self.arm.sample_chunk(ctx, self.family.next_prompt, settings=settings or self.cfg, generator=gen(seed))
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def case(request, tmp_path_factory) -> Case:
+    family = FAMILIES[request.param]
+    folder = family.build(tmp_path_factory.mktemp(f"tiny_{request.param}"), seed=0)
+    return Case(family, folder, load_arm(folder))
+
+
+def fresh(ctx: ARMContext) -> ARMContext:
+    """The same chunks with an empty memo: no cache to reuse."""
+    return ARMContext(chunks=ctx.chunks)
+
+
+# ------------------------------------------------------------------ the cache is only a speed-up
+def test_cropped_cache_after_swap_equals_full_recompute(case):
+    arm, prompt, scale = case.arm, case.family.next_prompt, case.family.guidance
+    ctx = case.story(3)
+    swapped = ctx.swap(1, other_tokens(arm, ctx.chunks[1].tokens))
+    cached = arm.next_token_logits(swapped, prompt, guidance_scale=scale)    # shares ctx's memo
+    recomputed = arm.next_token_logits(fresh(swapped), prompt, guidance_scale=scale)
+    assert cached.shape == (2, arm.codebook_size)
+    torch.testing.assert_close(cached, recomputed, rtol=1e-5, atol=1e-5)
+    assert torch.equal(case.sample(swapped, 7), case.sample(fresh(swapped), 7))
+
+
+def test_cache_of_another_backend_is_not_used(case):
+    ctx = case.story(2)
+    other = load_arm(case.folder)
+    prompt, scale = case.family.next_prompt, case.family.guidance
+    total = other.sequence_key(ctx, prompt, cfg=True).shape[1]
+    with case.calls(other) as lm:
+        logits = other.next_token_logits(ctx, prompt, guidance_scale=scale)
+    assert lm.calls == [(2, total)]
+    torch.testing.assert_close(logits, case.arm.next_token_logits(fresh(ctx), prompt, guidance_scale=scale))
+
+
+def test_cancelled_sampling_leaves_a_truthful_cache(case):
+    ctx = case.story(2)
+    seen = []
+
+    def cancel_at_3(stage, step, total, preview=None):
+        seen.append((stage, step, total))
+        if step == 3:
+            raise KeyboardInterrupt("cancelled")
+
+    with pytest.raises(KeyboardInterrupt):
+        case.arm.sample_chunk(ctx, case.family.next_prompt, settings=case.cfg, generator=gen(0), progress=cancel_at_3)
+    n = case.arm.tokens_per_image
+    assert seen == [("arm", 1, n), ("arm", 2, n), ("arm", 3, n)]
+    assert ctx.memo.covered.shape[1] == ctx.memo.cache.cache.get_seq_length()
+    assert torch.equal(case.sample(ctx, 5), case.sample(fresh(ctx), 5))
+
+
+def test_switching_cfg_on_and_off_with_a_shared_memo(case):
+    ctx = case.story(2)                                    # the memo holds a CFG (2-row) cache
+    for scale in (1.0, case.family.guidance, 1.0):
+        shared = case.arm.next_token_logits(ctx, case.family.next_prompt, guidance_scale=scale)
+        recomputed = case.arm.next_token_logits(fresh(ctx), case.family.next_prompt, guidance_scale=scale)
+        assert shared.shape == recomputed.shape == ((1 if scale == 1.0 else 2), case.arm.codebook_size)
+        torch.testing.assert_close(shared, recomputed, rtol=1e-5, atol=1e-5)
+
+
+def test_swap_leaves_the_original_context_unchanged(case):
+    ctx = case.story(3)
+    before = [c.tokens.clone() for c in ctx.chunks]
+    swapped = ctx.swap(1, other_tokens(case.arm, ctx.chunks[1].tokens))
+    case.sample(swapped, 0)
+    assert all(torch.equal(c.tokens, b) for c, b in zip(ctx.chunks, before))
+    assert not torch.equal(swapped.chunks[1].tokens, before[1])
+    assert swapped.memo is ctx.memo   # shared memo, and it is only a speed-up:
+    assert torch.equal(case.sample(ctx, 2), case.sample(fresh(ctx), 2))
+
+
+# ------------------------------------------------------------------ context, seeds, CFG
+def test_earlier_frames_are_in_context(case):
+    ctx = case.story(1)
+    changed = ctx.swap(0, other_tokens(case.arm, ctx.chunks[0].tokens))
+    a = case.arm.next_token_logits(fresh(ctx), case.family.prompts[1])
+    b = case.arm.next_token_logits(fresh(changed), case.family.prompts[1])
+    assert not torch.allclose(a, b)
+
+
+def test_seeds(case):
+    ctx = case.story(1)
+    a, b, c = case.sample(ctx, 11), case.sample(ctx, 11), case.sample(ctx, 12)
+    assert a.shape == (1, case.arm.tokens_per_image) and a.dtype == torch.long
+    assert bool((a >= 0).all()) and bool((a < case.arm.codebook_size).all())
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    greedy = SamplingSettings(guidance_scale=case.family.guidance, temperature=0.0)
+    assert torch.equal(case.sample(ctx, 1, greedy), case.sample(ctx, 2, greedy))
+
+
+def test_guidance_one_runs_a_single_row(case):
+    ctx = case.story(1)
+    with case.calls() as lm:
+        tokens = case.sample(ctx, 0, SamplingSettings(guidance_scale=1.0))
+    assert tokens.shape == (1, case.arm.tokens_per_image)
+    assert {rows for rows, _ in lm.calls} == {1}
+    assert case.arm.next_token_logits(ctx, case.family.next_prompt, guidance_scale=1.0).shape == \
+        (1, case.arm.codebook_size)
+
+
+def test_cfg_step_equals_manual_combine(case):
+    ctx = case.story(1)
+    settings = SamplingSettings(guidance_scale=3.0, temperature=0.8, top_k=20, top_p=0.9)
+    raw = case.arm.next_token_logits(fresh(ctx), case.family.next_prompt, guidance_scale=3.0)
+    guided = raw[1] + 3.0 * (raw[0] - raw[1])
+    torch.testing.assert_close(combine_cfg(raw[:1], raw[1:], 3.0)[0], guided)
+    probs = warp(guided[None], settings).softmax(-1)
+    assert int((probs > 0).sum()) <= 20
+    expected = torch.multinomial(probs, 1, generator=gen(9))[0, 0]
+    assert case.sample(ctx, 9, settings)[0, 0] == expected
