@@ -1,7 +1,7 @@
 """Headless entry points.
 
-  acdc story --prompts story.txt --arm ARM_DIR --dm SD_PATH [--memory per-frame --llm LLM_DIR] --out OUT
-  acdc demo --out OUT      # builds the built-in tiny models locally (no download) and runs a story
+  acdc story --prompts story.txt --arm ARM_DIR --dm DM_PATH [--memory per-frame --llm LLM_DIR] --out OUT
+  acdc demo --out OUT      # a held-out toy story on the shipped toy-world models: ARM only vs ACDC, judged
 
 Both write OUT/frames/*.png, OUT/strip.png (ARM vs corrected side by side) and OUT/run.json.
 """
@@ -18,11 +18,12 @@ from typing import Optional, Sequence
 import torch
 
 from .arm.base import SamplingSettings
-from .devices import Placement, pick_device, pick_dtype
+from .correct import SCHEDULERS
+from .devices import Offloader, pick_device, pick_dtype
 from .errors import ACDCError, InvalidInputError
-from .images import from_pil
+from .images import load_mask
 from .progress import print_progress
-from .state import StorySettings, new_story
+from .state import StorySettings, new_story, parse_correct_frames, story_lines
 
 DEMO_PROMPTS = [
     "Benny, a golden retriever, plays in a sunny meadow with a red ball.",
@@ -40,29 +41,25 @@ def read_prompts(path: Path) -> list[str]:
         raise InvalidInputError(f"prompts file {path} does not exist.")
     text = path.read_text(encoding="utf-8")
     if text.lstrip().startswith("["):
-        prompts = json.loads(text)
+        try:
+            prompts = json.loads(text)
+        except ValueError as error:
+            raise InvalidInputError(f"prompts file {path} starts with '[' but is not a JSON list: {error}") from None
     else:
-        prompts = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        prompts = story_lines(text)
     return list(new_story(prompts).prompts)
 
 
 def parse_masks(specs: Sequence[str]) -> dict[int, torch.Tensor]:
     """--mask FRAME:PATH (1-based frame; white = repaint, or a PNG's transparent pixels as ComfyUI paints)."""
-    from PIL import Image
-
     masks = {}
     for spec in specs:
         frame, _, path = spec.partition(":")
-        if not frame.isdigit() or not path:
+        if not frame.isdigit() or int(frame) < 1 or not path:
             raise InvalidInputError(f"--mask takes FRAME:PATH (e.g. 3:moon_mask.png), got {spec!r}.")
         if not Path(path).is_file():
             raise InvalidInputError(f"mask file {path} does not exist.")
-        image = Image.open(path)
-        if image.mode in ("RGBA", "LA"):
-            mask = 1.0 - from_pil(image.getchannel("A").convert("RGB"))[0]
-        else:
-            mask = from_pil(image)[0]
-        masks[int(frame) - 1] = (mask > 0.5).float()
+        masks[int(frame) - 1] = load_mask(path)
     return masks
 
 
@@ -95,13 +92,14 @@ def memory_backend(args):
 
 
 def settings_from(args) -> StorySettings:
-    correct = None if args.correct_frames in ("all", None) else int(args.correct_frames)
     size = (args.correction_size, args.correction_size) if args.correction_size else None
     return StorySettings(
         sampling=SamplingSettings(guidance_scale=args.arm_cfg, temperature=args.temperature, top_k=args.top_k,
                                   top_p=args.top_p),
         strength=args.strength, steps=args.steps, guidance_scale=args.cfg, negative_prompt=args.negative_prompt,
-        correct_frames=correct, fix_strength=args.fix_strength, correction_size=size, seed=args.seed,
+        scheduler=args.scheduler, correct_frames=parse_correct_frames(args.correct_frames),
+        fix_strength=args.fix_strength, correction_size=size, seed=args.seed, dm_seed=args.dm_seed,
+        fix_seed=args.fix_seed,
     ).validate()
 
 
@@ -118,7 +116,7 @@ def run(args) -> dict:
     masks = parse_masks(args.mask or [])
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
-    placement = Placement(device=device, offload=not args.no_offload)
+    placement = Offloader(device=device, offload=not args.no_offload)
     load_device = "cpu" if placement.offload else device
 
     started = time.perf_counter()
@@ -128,7 +126,7 @@ def run(args) -> dict:
     corrector = None
     if settings.correct_frames != 0:
         corrector = load_corrector(args.dm, device=load_device, dtype=dtype, config_dir=args.dm_config)
-    memory = MemoryModule(backend, mem_settings, fit=corrector.fit_prompt if corrector else (lambda s: s))
+    memory = MemoryModule(backend, mem_settings)
     loaded = time.perf_counter() - started
 
     progress = print_progress()
@@ -197,7 +195,11 @@ def add_story_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=50, help="DDIM schedule length; steps at or below t' run")
     p.add_argument("--cfg", type=float, default=7.5, help="DM classifier-free guidance (default 7.5)")
     p.add_argument("--negative-prompt", default="")
-    p.add_argument("--correct-frames", default="all", help="'all' (ACDC), k (ACDC #k) or 0 (ARM only)")
+    p.add_argument("--correct-frames", default="all",
+                   help="how many frames the DM corrects, from frame 1: 'all' (ACDC, the default), k (ACDC #k: the "
+                        "first k only) or 'none' / 0 (the ARM alone)")
+    p.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS),
+                   help="the DM's sampler (default ddim, the paper's; eta 0)")
     p.add_argument("--fix-strength", type=float, default=0.8, help="t' of the masked physical fix")
     p.add_argument("--mask", action="append", metavar="FRAME:PATH", help="physical-fix mask for a frame")
     p.add_argument("--correction-size", type=int, help="side the DM corrects at (default: its native size)")
@@ -205,7 +207,9 @@ def add_story_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="base seed; frame k samples the ARM with seed + k - 1")
+    p.add_argument("--dm-seed", type=int, help="base seed of the DM's correction (default: --seed)")
+    p.add_argument("--fix-seed", type=int, help="base seed of the physical fix (default: the frame's DM seed)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
     p.add_argument("--no-offload", action="store_true", help="keep every model on the device")
@@ -228,8 +232,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     story = sub.add_parser("story", help="run ACDC on your own models")
     add_story_options(story)
-    story.add_argument("--arm", required=True, help="ARM folder (Janus / Janus-Pro, transformers format)")
-    story.add_argument("--dm", help="diffusers folder or single-file .safetensors checkpoint (SD1.5/SDXL)")
+    story.add_argument("--arm", required=True, help="ARM folder: Janus / Janus-Pro (transformers format) or a "
+                                                    "unified-vocabulary ARM (acdc_arm.json, lm/, vq/)")
+    story.add_argument("--dm", help="diffusion model: a diffusers folder (SD1.x/2.x, SDXL, pixel space) or a "
+                                    "single-file SD1.5/SDXL .safetensors checkpoint")
     story.add_argument("--dm-config", help="config folder for a single-file checkpoint (default: shipped)")
     story.add_argument("--llm", help="local instruct LLM folder for the memory module")
     story.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
@@ -241,8 +247,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dem.add_argument("--models", default="outputs/models", help="where tiny fallback models are built")
     dem.set_defaults(**toy_defaults())
     args = parser.parse_args(argv)
-    if args.command == "story" and args.correct_frames != "0" and not args.dm:
-        parser.error("--dm is required unless --correct-frames 0")
+    try:
+        arm_only = parse_correct_frames(args.correct_frames) == 0
+    except InvalidInputError as error:
+        parser.error(str(error))
+    if args.command == "story" and not arm_only and not args.dm:
+        parser.error("--dm is required unless --correct-frames none")
     try:
         demo(args) if args.command == "demo" else run(args)
     except ACDCError as error:

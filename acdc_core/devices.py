@@ -6,7 +6,7 @@ decides; ``pick_device`` is only the headless default.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import torch
 
@@ -39,14 +39,21 @@ def pick_dtype(device: torch.device, requested: Optional[str] = None) -> torch.d
     return torch.float32
 
 
+class Placement(Protocol):
+    """Where a host keeps models: the story loop calls ``use(model)`` before each stage with the model it needs
+    (an ARM, a corrector, a memory module: anything with ``to`` and ``modules``), or None."""
+
+    def use(self, model: Any) -> Any: ...
+
+
 @dataclass
-class Placement:
-    """Keeps at most one stage's model on the compute device when ``offload`` is on.
+class Offloader:
+    """The headless ``Placement``: keeps at most one stage's model on the compute device when ``offload`` is on.
 
     ``use(model)`` moves ``model`` to ``device`` and, with offload, every other model it has placed to
-    ``offload_device``. Models are anything with ``.to(device)``. With offload off, each model stays
-    where it was first put. Moving a model is not a change of its meaning, so this is not the kind of
-    mutation ComfyUI's cache cares about; ComfyUI's own model management replaces this inside ComfyUI.
+    ``offload_device``. With offload off, each model stays where it was first put. Moving a model is not a
+    change of its meaning, so this is not the kind of mutation ComfyUI's cache cares about; inside ComfyUI the
+    node pack's bridge places models through ComfyUI's own model management instead.
     """
 
     device: torch.device
@@ -56,7 +63,7 @@ class Placement:
     _current: Any = None
 
     def use(self, model: Any) -> Any:
-        if model is None or not hasattr(model, "to") or model is self._current:
+        if model is None or model is self._current or not model.modules():
             return model   # nothing to move (e.g. an HTTP endpoint has no weights here)
         if self.offload and self.device != self.offload_device:
             for other in self._placed:

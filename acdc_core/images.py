@@ -1,6 +1,7 @@
 """Image layout helpers. The engine works in [N, 3, H, W] float in [0, 1] (channels first).
 
-ComfyUI's IMAGE is [B, H, W, C] (channels last); every conversion is spelled out here and nowhere else.
+ComfyUI's IMAGE is [B, H, W, C] (channels last); every layout conversion is spelled out here and nowhere else,
+and so is the reading of mask files.
 """
 from __future__ import annotations
 
@@ -38,3 +39,20 @@ def from_pil(image: Image.Image) -> torch.Tensor:
     """PIL image -> [3, H, W] float in [0, 1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def load_mask(path) -> torch.Tensor:
+    """A mask file -> [H, W] float in {0, 1}, 1 = repaint. A picture with transparency (as ComfyUI's mask
+    editor saves it) is masked where it is transparent (1 - alpha); one without counts its light pixels
+    (white = repaint). The one reader of mask files, for the CLI's --mask and the nodes' painted masks."""
+    from .errors import InvalidInputError
+
+    try:
+        with Image.open(path) as picture:
+            if "A" in picture.getbands() or (picture.mode == "P" and "transparency" in picture.info):
+                mask = 1.0 - np.asarray(picture.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+            else:
+                mask = np.asarray(picture.convert("L"), dtype=np.float32) / 255.0
+    except OSError as error:   # not an image (PIL's UnidentifiedImageError is an OSError), or unreadable
+        raise InvalidInputError(f"the mask file {path} could not be read as an image: {error}") from None
+    return torch.from_numpy((mask > 0.5).astype(np.float32))

@@ -12,7 +12,46 @@ from typing import Optional
 import torch
 
 from .arm.base import ARMContext, SamplingSettings
+from .correct.schedule import check_strength
 from .errors import InvalidInputError
+
+
+CORRECT_ALL = "all"
+CORRECT_NONE = "none"
+
+
+def frame_seed(base: int, index: int) -> int:
+    """The seed of frame ``index`` (0-based) from a base seed: frame k (1-based) uses base + k - 1.
+
+    The one seed rule: the CLI, the all-in-one node and every stage node of the wired chain use it.
+    """
+    return int(base) + int(index)
+
+
+def parse_correct_frames(value) -> Optional[int]:
+    """ACDC #k as the engine holds it, from what a user typed: the number of frames corrected, counted from
+    frame 1. ``None`` / ``"all"`` / ``-1``: every frame (ACDC); ``0`` / ``"none"``: no frame (the ARM alone);
+    ``k`` (int or digits): the first k frames (the paper's ACDC #k)."""
+    if value is None or value == -1 or (isinstance(value, str) and value.strip().lower() == CORRECT_ALL):
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == CORRECT_NONE:
+            return 0
+        if not text.isdigit():
+            raise InvalidInputError(
+                f"correct_frames must be 'all' (every frame), 'none' (the ARM alone) or a number k of frames to "
+                f"correct (ACDC #k); got {value!r}.")
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(
+            f"correct_frames must be 'all', 'none' (0) or a number k >= 1 of frames to correct; got {value!r}.")
+    return value
+
+
+def describe_correct_frames(value: Optional[int]) -> str:
+    """The words for a ``correct_frames`` value, for messages and records: "all", "none" or "k"."""
+    return CORRECT_ALL if value is None else CORRECT_NONE if value == 0 else str(value)
 
 
 @dataclass(frozen=True)
@@ -20,9 +59,13 @@ class StorySettings:
     """Everything that decides a story's frames, apart from the models and the prompts.
 
     strength is SDEdit's t' (the fraction of diffusion time the ARM frame is noised to, in (0, 1]);
-    steps is the length of the full DDIM schedule of which only the steps at or below t' run.
-    correct_frames: None corrects every frame (ACDC); k corrects only the first k (the paper's ACDC #k);
-    0 is the ARM alone. correction_size: (H, W) the DM works at; None = the DM's native size.
+    steps is the length of the full schedule of which only the steps at or below t' run; scheduler is the
+    corrector's sampler (``ddim``, the paper's, by default; see the corrector's ``schedulers``).
+    correct_frames (see ``parse_correct_frames``): None corrects every frame (ACDC); k corrects only the first
+    k (the paper's ACDC #k); 0 is the ARM alone. correction_size: (H, W) the DM works at; None = its native size.
+    Seeds: frame i samples the ARM with ``frame_seed(seed, i)`` and the DM with ``frame_seed(dm_seed, i)``
+    (``dm_seed`` None: the same base as the ARM); the physical fix uses ``fix_seed`` the same way (None: the
+    frame's DM seed).
     """
 
     sampling: SamplingSettings = SamplingSettings()
@@ -30,6 +73,7 @@ class StorySettings:
     steps: int = 50
     guidance_scale: float = 7.5
     negative_prompt: str = ""
+    scheduler: str = "ddim"
     correct_frames: Optional[int] = None
     fix_strength: float = 0.8
     fix_prompt: Optional[str] = None
@@ -37,38 +81,34 @@ class StorySettings:
     mask_feather: int = 8
     correction_size: Optional[tuple[int, int]] = None
     seed: int = 0
+    dm_seed: Optional[int] = None
+    fix_seed: Optional[int] = None
 
     def validate(self) -> "StorySettings":
         self.sampling.validate()
-        for name in ("strength", "fix_strength"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0:
-                raise InvalidInputError(
-                    f"{name} (t') must be in (0, 1]: it is the fraction of diffusion time the frame is "
-                    f"noised to; got {value}. The paper uses 0.4-0.5 for images.")
-        if self.steps < 1:
-            raise InvalidInputError(f"steps must be at least 1, got {self.steps}.")
-        for name in ("strength", "fix_strength"):
-            # SDEdit runs the scheduled steps at or below t': floor(t' * steps) of them.
-            if getattr(self, name) * self.steps < 1:
-                raise InvalidInputError(
-                    f"{name} {getattr(self, name)} with {self.steps} steps leaves no denoising step to run; "
-                    f"use at least {int(1 / getattr(self, name)) + 1} steps or a higher {name}.")
+        check_strength(self.strength, self.steps, "strength (t')")
+        check_strength(self.fix_strength, self.steps, "fix_strength (the fix's t')")
         if self.guidance_scale < 0:
             raise InvalidInputError(f"guidance_scale must be >= 0, got {self.guidance_scale}.")
-        if self.correct_frames is not None and self.correct_frames < 0:
+        if self.correct_frames is not None and (isinstance(self.correct_frames, bool)
+                                                or not isinstance(self.correct_frames, int) or self.correct_frames < 0):
             raise InvalidInputError(
-                f"correct_frames must be None (all), 0 (ARM only) or a positive k; got {self.correct_frames}.")
+                f"correct_frames must be None (all), 0 (ARM only) or a positive k; got {self.correct_frames!r}.")
         if self.mask_dilate < 0 or self.mask_feather < 0:
             raise InvalidInputError("mask_dilate and mask_feather must be >= 0 pixels.")
+        for name in ("seed", "dm_seed", "fix_seed"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise InvalidInputError(f"{name} must be a whole number >= 0, got {value!r}.")
         return self
 
     def corrects(self, index: int) -> bool:
+        """The ACDC #k rule: is frame ``index`` (0-based) corrected?"""
         return self.correct_frames is None or index < self.correct_frames
 
     def seeds(self, index: int) -> tuple[int, int]:
-        """(ARM seed, DM seed) of frame ``index``: the base seed plus the frame index, recorded per frame."""
-        return self.seed + index, self.seed + index
+        """(ARM seed, DM seed) of frame ``index``, by ``frame_seed``; recorded per frame."""
+        return frame_seed(self.seed, index), frame_seed(self.seed if self.dm_seed is None else self.dm_seed, index)
 
 
 @dataclass(frozen=True)
@@ -129,22 +169,71 @@ class StoryState:
         return replace(self, context=self.context.append(record.story_prompt, tokens_in_context),
                        records=self.records + (record,))
 
-    def truncated(self, frames: int) -> "StoryState":
-        """The state after the first ``frames`` frames (to resume from an earlier frame, e.g. after a fix).
 
-        The cache memo is shared, so the ARM reuses the prefix it already computed.
-        """
-        if not 0 <= frames <= len(self.records):
-            raise InvalidInputError(f"cannot go back to frame {frames}: the story has {len(self.records)}.")
-        context = replace(self.context, chunks=self.context.chunks[:frames])
-        return replace(self, context=context, records=self.records[:frames])
+@dataclass(frozen=True)
+class Frame:
+    """One frame on its way through the five steps: what every step knows about it so far.
+
+    Made by ``story.generate`` (step 1) and handed from step to step (in ComfyUI, along the wired chain, as the
+    LATENT dict carries samples and noise_mask together), each step returning a new one:
+    ``decode`` sets ``arm_image`` (x_i) and ``image``; ``correct`` sets ``image`` (x~_i), ``corrected``,
+    ``dm_seed`` and ``memory_prompt``, or records that ACDC #k leaves the frame alone (``corrected=False``);
+    ``fix`` sets ``image`` and ``fixed``; ``reencode`` turns it into the next ``StoryState``.
+    ``corrected`` is None while no ACDC corrector has decided: the pixels re-encoded are then whatever image
+    the host gives (e.g. ComfyUI's own KSampler chain between decode and re-encode).
+    Images are ``[1, 3, H, W]`` in [0, 1]; ``image`` is at the correction size once corrected.
+    """
+
+    state: StoryState                       # the story before this frame
+    index: int                              # 0-based; the frame is state.prompts[index]
+    tokens: torch.Tensor                    # v_i [1, tokens_per_image]
+    arm_seed: int
+    arm_image: Optional[torch.Tensor] = None    # x_i = D(v_i)
+    image: Optional[torch.Tensor] = None        # the frame's pixels now
+    corrected: Optional[bool] = None
+    fixed: bool = False
+    dm_seed: Optional[int] = None
+    memory_prompt: Optional[str] = None
+    seconds: tuple[tuple[str, float], ...] = ()   # (stage, wall seconds), in the order the stages ran
+
+    @property
+    def prompt(self) -> str:
+        """The frame's story prompt u_i."""
+        return self.state.prompts[self.index]
+
+    @property
+    def number(self) -> int:
+        """The 1-based frame number users see."""
+        return self.index + 1
+
+    def timed(self, stage: str, seconds: float, **changes) -> "Frame":
+        """A new frame with ``changes`` and ``seconds`` added to ``stage``'s time."""
+        return replace(self, seconds=self.seconds + ((stage, float(seconds)),), **changes)
+
+    def stage_seconds(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for stage, value in self.seconds:
+            out[stage] = out.get(stage, 0.0) + value
+        return out
+
+    def __repr__(self) -> str:
+        state = {None: "undecided", True: "corrected", False: "left as the ARM made it"}[self.corrected]
+        return (f"Frame({self.number} of {len(self.state.prompts)}, {state}{', fixed' if self.fixed else ''}, "
+                f"arm seed {self.arm_seed}, dm seed {self.dm_seed})")
+
+
+def story_lines(text: str) -> tuple[str, ...]:
+    """Story text -> one prompt per frame: one per line, blank lines and lines starting with # skipped.
+
+    The one parser of story text (the CLI's prompts file, the nodes' story fields, ``new_story``).
+    """
+    return tuple(line.strip() for line in str(text or "").splitlines()
+                 if line.strip() and not line.lstrip().startswith("#"))
 
 
 def new_story(prompts) -> StoryState:
-    """Validate the story prompts and return the empty state."""
-    if isinstance(prompts, str):
-        prompts = [p for p in prompts.splitlines()]
-    prompts = tuple(str(p).strip() for p in prompts)
+    """Validate the story prompts (a sequence, or story text: see ``story_lines``) and return the empty state."""
+    prompts = story_lines(prompts) if isinstance(prompts, str) else tuple(str(p).strip() for p in prompts)
     prompts = tuple(p for p in prompts if p)
     if not prompts:
         raise InvalidInputError(

@@ -1,15 +1,19 @@
-"""The ACDC loop (arXiv 2410.04721, Sec. 3), one frame at a time.
+"""The ACDC loop (arXiv 2410.04721, Sec. 3), one frame at a time, as five public steps.
 
 For frame i with story prompt u_i:
-  1. the ARM samples v_i given every earlier (swapped-in) frame and prompt       -> arm.sample_chunk
-  2. the VQ decoder turns the tokens into pixels, x_i = D(v_i)                      -> arm.decode
-  3. the memory module writes a self-contained DM prompt y_i from y_<i and u_i      -> memory.prompt_for
-  4. SDEdit: noise x_i to t' and denoise with the DM conditioned on y_i             -> corrector.correct
-     (optional: inpaint a user-painted mask region to fix a physical error)
-  5. re-encode with the ARM's own VQ encoder, v~_i = E(x~_i), and put v~_i in the context instead of v_i.
-Frames past ``correct_frames`` (the ACDC #k ablation) skip 3-5 and keep v_i.
+  1. the ARM samples v_i given every earlier (swapped-in) frame and prompt       -> generate
+  2. the VQ decoder turns the tokens into pixels, x_i = D(v_i)                      -> decode
+  3. the memory module writes a self-contained DM prompt y_i from y_<i and u_i      -> memory_prompt
+  4. SDEdit: noise x_i to t' and denoise with the DM conditioned on y_i             -> correct
+     (optional: inpaint a user-painted mask region to fix a physical error)         -> fix
+  5. re-encode with the ARM's own VQ encoder, v~_i = E(x~_i), and put v~_i in the
+     context instead of v_i; the frame's record is written                          -> reencode
+Frames past ``correct_frames`` (the ACDC #k ablation) skip 3-4 and keep v_i.
 
-``step_frame`` is a function from a state to a new state; ``run_story`` folds it over the prompts.
+Each step is a function from values to values: a ``Frame`` (``state.py``) carries what is known about the
+frame from step to step, and ``reencode`` turns it into the next ``StoryState``. ``step_frame`` composes
+the five for one frame and ``run_story`` folds it over the prompts; a host that wires the steps itself
+(ComfyUI's stage nodes) calls the same functions, so the two cannot drift apart.
 Nothing here knows about ComfyUI: hosts pass a ``progress`` callable that may raise to cancel.
 """
 from __future__ import annotations
@@ -22,26 +26,157 @@ from typing import Iterator, Mapping, Optional
 import torch
 
 from .arm.base import ARMBackend
+from .correct.base import Corrector
 from .devices import Placement
 from .errors import InvalidInputError
 from .images import resize_to
+from .memory.module import Memory
 from .progress import ProgressFn, no_progress
-from .state import FrameRecord, StorySettings, StoryState, new_story
+from .state import (Frame, FrameRecord, StorySettings, StoryState, describe_correct_frames, frame_seed,
+                    new_story)
+
+
+class _Stay:
+    """No placement: every model stays where it is."""
+
+    @staticmethod
+    def use(model) -> object:
+        return model
 
 
 @contextmanager
-def _timed(seconds: dict, stage: str) -> Iterator[None]:
+def _clock() -> Iterator[list]:
+    """``with _clock() as took:`` -> ``took[0]`` is the block's wall time in seconds."""
+    took = [0.0]
     start = time.perf_counter()
     try:
-        yield
+        yield took
     finally:
-        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+        took[0] = time.perf_counter() - start
 
 
-def correction_size(settings: StorySettings, corrector) -> tuple[int, int]:
+def correction_size(settings: StorySettings, corrector: Corrector) -> tuple[int, int]:
     """The (H, W) the DM corrects at: the setting if given, else the DM's native size."""
     return tuple(settings.correction_size) if settings.correction_size else tuple(corrector.native_size)
 
+
+# --------------------------------------------------------------------------------------------------------
+# The five steps
+# --------------------------------------------------------------------------------------------------------
+
+def generate(state: StoryState, arm: ARMBackend, settings: StorySettings, *,
+             progress: ProgressFn = no_progress) -> Frame:
+    """Step 1: the ARM samples the next frame's tokens v_i with the whole (corrected) story in its context."""
+    i = state.next_index
+    if state.done:
+        raise InvalidInputError(f"the story has {len(state.prompts)} frame(s); all are made.")
+    settings.sampling.validate()
+    arm_seed = settings.seeds(i)[0]
+    with _clock() as took:
+        tokens = arm.sample_chunk(state.context, state.prompts[i], settings=settings.sampling,
+                                  generator=torch.Generator().manual_seed(arm_seed), progress=progress)
+    return Frame(state=state, index=i, tokens=tokens, arm_seed=arm_seed).timed("arm", took[0])
+
+
+def decode(frame: Frame, arm: ARMBackend) -> Frame:
+    """Step 2: x_i = D(v_i), the ARM's own VQ decoder (a frame already decoded is returned as it is)."""
+    if frame.arm_image is not None:
+        return frame
+    with _clock() as took:
+        arm_image = arm.decode(frame.tokens)                       # [1, 3, H, W] in [0, 1]
+    return frame.timed("decode", took[0], arm_image=arm_image, image=arm_image)
+
+
+def memory_prompt(state: StoryState, memory: Memory, corrector: Optional[Corrector] = None) -> str:
+    """Step 3: the DM prompt y_i of the story's next frame, from the earlier DM prompts and u_i (fitted to the
+    corrector's text window when one is given). Whole-story memory answers from its one planned query."""
+    i = state.next_index
+    if state.done:
+        raise InvalidInputError(f"the story has {len(state.prompts)} frame(s); all are made.")
+    if state.planned_memory is not None:
+        text = state.planned_memory[i]
+    else:
+        text = memory.prompt_for(i, state.prompts, state.memory_prompts)
+    return corrector.fit_prompt(text) if corrector is not None else text
+
+
+def correct(frame: Frame, corrector: Corrector, settings: StorySettings, prompt: str, *,
+            progress: ProgressFn = no_progress) -> Frame:
+    """Step 4: SDEdit the frame at the DM's size with ``prompt`` (y_i) — or, for a frame ACDC #k leaves alone
+    (``settings.corrects``), record that it stays as the ARM made it."""
+    if frame.image is None:
+        raise InvalidInputError(f"frame {frame.number} has no pixels to correct yet: decode its tokens first.")
+    if not settings.corrects(frame.index):
+        return replace(frame, corrected=False)
+    dm_seed = settings.seeds(frame.index)[1]
+    with _clock() as took:
+        image = corrector.correct(
+            resize_to(frame.image, correction_size(settings, corrector)), prompt, strength=settings.strength,
+            steps=settings.steps, guidance_scale=settings.guidance_scale, seed=dm_seed,
+            negative_prompt=settings.negative_prompt, scheduler=settings.scheduler, progress=progress)
+    return frame.timed("correct", took[0], image=image, corrected=True, dm_seed=dm_seed, memory_prompt=prompt)
+
+
+def fix_seed(frame: Frame, settings: StorySettings) -> int:
+    """The seed of the physical fix of ``frame``: ``settings.fix_seed`` by the frame rule, else the frame's DM
+    seed (that of its correction), else the settings' DM seed of the frame."""
+    if settings.fix_seed is not None:
+        return frame_seed(settings.fix_seed, frame.index)
+    return frame.dm_seed if frame.dm_seed is not None else settings.seeds(frame.index)[1]
+
+
+def fix(frame: Frame, corrector: Corrector, settings: StorySettings, mask: Optional[torch.Tensor], *,
+        prompt: Optional[str] = None, progress: ProgressFn = no_progress) -> Frame:
+    """Step 4, optional: inpaint the masked region of the frame (``mask`` [1, 1, H, W] or [1, H, W] at the frame's
+    size, 1 = repaint; see ``prepare_mask``) with ``settings.fix_prompt``, else ``prompt``, else the frame's DM
+    prompt. An empty mask (or None) returns the frame unchanged. A frame ACDC #k leaves alone cannot be fixed."""
+    if mask is None or not bool((mask > 0).any()):
+        return frame
+    if frame.corrected is False:
+        raise InvalidInputError(
+            f"frame {frame.number} has a fix mask but is not corrected: correct_frames (ACDC #k) leaves it as the "
+            f"ARM made it. Correct more frames, or paint the mask on a corrected frame.")
+    if frame.image is None:
+        raise InvalidInputError(f"frame {frame.number} has no pixels to fix yet: decode its tokens first.")
+    text = (settings.fix_prompt or "").strip() or (prompt or "").strip() or (frame.memory_prompt or "").strip()
+    if not text:
+        raise InvalidInputError(
+            f"frame {frame.number} has a mask to fix but no prompt: give a fix prompt or the frame's DM prompt.")
+    with _clock() as took:
+        image = corrector.correct(
+            frame.image, text, strength=settings.fix_strength, steps=settings.steps,
+            guidance_scale=settings.guidance_scale, seed=fix_seed(frame, settings),
+            negative_prompt=settings.negative_prompt, scheduler=settings.scheduler, mask=mask,
+            mask_dilate=settings.mask_dilate, mask_feather=settings.mask_feather, progress=progress)
+    return frame.timed("fix", took[0], image=image, fixed=True)
+
+
+def reencode(frame: Frame, arm: ARMBackend, *, memory_prompt: Optional[str] = None) -> StoryState:
+    """Step 5: v~_i = E(x~_i) with the ARM's own tokenizer, swapped into the context in place of v_i, and the
+    frame's record; returns the story with this frame added (the frame's own ``state`` is untouched).
+
+    A frame ACDC #k left alone keeps v_i. A frame no corrector decided on (``corrected`` None: the host
+    corrected the pixels its own way) is re-encoded from its ``image`` like a corrected one; ``memory_prompt``
+    records its DM prompt where the frame does not know it.
+    """
+    frame = decode(frame, arm)
+    if frame.corrected is False:
+        new_tokens, corrected_image, prompt = frame.tokens, frame.arm_image, None
+    else:
+        with _clock() as took:
+            new_tokens = arm.encode(resize_to(frame.image, arm.image_size))
+        frame = frame.timed("encode", took[0])
+        corrected_image = frame.image
+        prompt = frame.memory_prompt if frame.memory_prompt is not None else memory_prompt
+    record = FrameRecord(frame.index, frame.prompt, prompt, frame.arm_image[0], corrected_image[0].float(),
+                         frame.tokens, new_tokens, frame.arm_seed, frame.dm_seed, corrected=frame.corrected is not False,
+                         fixed=frame.fixed, seconds=frame.stage_seconds())
+    return frame.state.with_frame(record, new_tokens)
+
+
+# --------------------------------------------------------------------------------------------------------
+# One frame, a whole story
+# --------------------------------------------------------------------------------------------------------
 
 def prepare_mask(mask: torch.Tensor, size: tuple[int, int], arm_size: tuple[int, int],
                  index: int) -> torch.Tensor:
@@ -67,7 +202,8 @@ def prepare_mask(mask: torch.Tensor, size: tuple[int, int], arm_size: tuple[int,
     return m
 
 
-def validate_inputs(state: StoryState, arm: ARMBackend, corrector, memory, settings: StorySettings,
+def validate_inputs(state: StoryState, arm: ARMBackend, corrector: Optional[Corrector], memory: Optional[Memory],
+                    settings: StorySettings,
                     fix_masks: Optional[Mapping[int, torch.Tensor]] = None) -> dict[int, torch.Tensor]:
     """Every check that can fail, run before any model is called. Returns the prepared masks."""
     settings.validate()
@@ -77,10 +213,13 @@ def validate_inputs(state: StoryState, arm: ARMBackend, corrector, memory, setti
     if needs_dm and corrector is None:
         raise InvalidInputError(
             "no diffusion model is loaded but frames are to be corrected; load one, or set "
-            "correct_frames=0 for the ARM alone.")
+            "correct_frames to none (0) for the ARM alone.")
     if needs_dm and memory is None:
         raise InvalidInputError("no memory module given; pass MemoryModule(None, MemorySettings(mode='off')) "
                                 "to use the raw story prompts.")
+    if needs_dm and settings.scheduler not in corrector.schedulers:
+        raise InvalidInputError(f"scheduler {settings.scheduler!r} is not one this diffusion model samples with; "
+                                f"use one of {', '.join(corrector.schedulers)}.")
     masks: dict[int, torch.Tensor] = {}
     for index, mask in (fix_masks or {}).items():
         if not 0 <= index < len(state.prompts):
@@ -88,90 +227,52 @@ def validate_inputs(state: StoryState, arm: ARMBackend, corrector, memory, setti
                 f"a fix mask is given for frame {index + 1} but the story has {len(state.prompts)} frames.")
         if not settings.corrects(index):
             raise InvalidInputError(
-                f"frame {index + 1} has a fix mask but is not corrected (correct_frames={settings.correct_frames}).")
+                f"frame {index + 1} has a fix mask but is not corrected (correct_frames = "
+                f"{describe_correct_frames(settings.correct_frames)}).")
         masks[index] = prepare_mask(mask, correction_size(settings, corrector), arm.image_size, index)
-    if needs_dm and hasattr(memory, "check"):
+    if needs_dm:
         memory.check()   # e.g. an unreachable LLM endpoint fails here, not after the first frame
     return masks
 
 
-def step_frame(state: StoryState, arm: ARMBackend, corrector, memory, settings: StorySettings, *,
-               fix_mask: Optional[torch.Tensor] = None, placement: Optional[Placement] = None,
-               progress: ProgressFn = no_progress) -> StoryState:
+def step_frame(state: StoryState, arm: ARMBackend, corrector: Optional[Corrector], memory: Optional[Memory],
+               settings: StorySettings, *, fix_mask: Optional[torch.Tensor] = None,
+               placement: Optional[Placement] = None, progress: ProgressFn = no_progress) -> StoryState:
     """Generate, correct and swap in the next frame; return the new state (``state`` is untouched).
 
     ``fix_mask`` is a prepared [1, 1, H, W] mask at the correction size (see ``validate_inputs``).
     """
-    i = state.next_index
-    if i >= len(state.prompts):
-        raise InvalidInputError(f"the story has {len(state.prompts)} frames; all are done.")
-    place = placement.use if placement is not None else (lambda model: model)
-    seconds: dict[str, float] = {}
-    arm_seed, dm_seed = settings.seeds(i)
-    prompt = state.prompts[i]
-
-    # 1-2. ARM samples v_i with the whole (corrected) story in context; decode x_i = D(v_i).
+    place = (placement or _Stay).use
     place(arm)
-    with _timed(seconds, "arm"):
-        generator = torch.Generator().manual_seed(arm_seed)
-        tokens = arm.sample_chunk(state.context, prompt, settings=settings.sampling, generator=generator,
-                                  progress=progress)
-    with _timed(seconds, "decode"):
-        arm_image = arm.decode(tokens)                       # [1, 3, H, W] in [0, 1]
-
-    if not settings.corrects(i):
-        record = FrameRecord(i, prompt, None, arm_image[0], arm_image[0], tokens, tokens, arm_seed, dm_seed,
-                             corrected=False, fixed=False, seconds=seconds)
-        return state.with_frame(record, tokens)
-
-    # 3. Memory: a self-contained DM prompt y_i.
-    with _timed(seconds, "memory"):
-        if state.planned_memory is not None:
-            memory_prompt = state.planned_memory[i]
-        else:
-            place(getattr(memory, "backend", None))
-            memory_prompt = memory.prompt_for(i, state.prompts, state.memory_prompts)
-
-    # 4. SDEdit at the DM's size, then the optional masked physical fix.
-    size = correction_size(settings, corrector)
-    place(corrector)
-    with _timed(seconds, "correct"):
-        corrected = corrector.correct(
-            resize_to(arm_image, size), memory_prompt, strength=settings.strength, steps=settings.steps,
-            guidance_scale=settings.guidance_scale, seed=dm_seed, negative_prompt=settings.negative_prompt,
-            progress=progress)
-    fixed = fix_mask is not None and bool(fix_mask.any())
-    if fixed:
-        with _timed(seconds, "fix"):
-            corrected = corrector.correct(
-                corrected, settings.fix_prompt or memory_prompt, strength=settings.fix_strength,
-                steps=settings.steps, guidance_scale=settings.guidance_scale, seed=dm_seed,
-                negative_prompt=settings.negative_prompt, mask=fix_mask, mask_dilate=settings.mask_dilate,
-                mask_feather=settings.mask_feather, progress=progress)
-
-    # 5. Re-encode with the ARM's own tokenizer and swap v~_i in for v_i.
+    frame = decode(generate(state, arm, settings, progress=progress), arm)          # 1-2
+    if settings.corrects(frame.index):
+        place(memory)
+        with _clock() as took:
+            prompt = memory_prompt(state, memory, corrector)                         # 3
+        frame = frame.timed("memory", took[0])
+        place(corrector)
+        frame = correct(frame, corrector, settings, prompt, progress=progress)       # 4
+        frame = fix(frame, corrector, settings, fix_mask, progress=progress)
+    else:
+        frame = replace(frame, corrected=False)                                      # ACDC #k: keep v_i
     place(arm)
-    with _timed(seconds, "encode"):
-        new_tokens = arm.encode(resize_to(corrected, arm.image_size))
-    record = FrameRecord(i, prompt, memory_prompt, arm_image[0], corrected[0], tokens, new_tokens, arm_seed,
-                         dm_seed, corrected=True, fixed=fixed, seconds=seconds)
-    return state.with_frame(record, new_tokens)
+    return reencode(frame, arm)                                                      # 5
 
 
-def plan_memory(state: StoryState, memory, settings: StorySettings,
+def plan_memory(state: StoryState, memory: Optional[Memory], settings: StorySettings,
                 placement: Optional[Placement] = None) -> StoryState:
     """For whole-story memory, query the LLM once for every DM prompt; otherwise return ``state``."""
-    mode = getattr(getattr(memory, "settings", None), "mode", None)
-    if mode != "whole-story" or state.planned_memory is not None or settings.correct_frames == 0:
+    if memory is None or memory.mode != "whole-story" or state.planned_memory is not None \
+            or settings.correct_frames == 0:
         return state
-    if placement is not None:
-        placement.use(getattr(memory, "backend", None))
+    (placement or _Stay).use(memory)
     return replace(state, planned_memory=tuple(memory.prompts_for_story(state.prompts)))
 
 
-def run_story(prompts, arm: ARMBackend, corrector, memory, settings: StorySettings = StorySettings(), *,
-              fix_masks: Optional[Mapping[int, torch.Tensor]] = None, start: Optional[StoryState] = None,
-              placement: Optional[Placement] = None, progress: ProgressFn = no_progress) -> StoryState:
+def run_story(prompts, arm: ARMBackend, corrector: Optional[Corrector], memory: Optional[Memory],
+              settings: StorySettings = StorySettings(), *, fix_masks: Optional[Mapping[int, torch.Tensor]] = None,
+              start: Optional[StoryState] = None, placement: Optional[Placement] = None,
+              progress: ProgressFn = no_progress) -> StoryState:
     """Run ACDC over a whole story (or resume ``start``) and return the final state.
 
     ``fix_masks`` maps a 0-based frame index to a mask ([H, W], 1 = repaint) for the physical fix.

@@ -1,10 +1,11 @@
 """The ComfyUI nodes: thin adapters over ``acdc_core``, one file per stage, declared with ComfyUI's classic
 node contract (so they import, and tests call them, without ComfyUI). ComfyUI internals are reached only
-through ``bridge``."""
+through ``bridge``; node files share helpers (``wires``, ``widgets``, ``frames``, ``graph``, ``masks``,
+``comfy_corrector``) and never import each other."""
 from . import bridge
-from . import correct, detokenize, fix, generate, loaders, loop, memory, retokenize, story
+from . import correct, detokenize, fix, generate, loaders, loop, memory, retokenize, story, story_prompts
 
-_MODULES = (loaders, loop, generate, detokenize, memory, correct, fix, retokenize, story)
+_MODULES = (loaders, story_prompts, loop, generate, detokenize, memory, correct, fix, retokenize, story)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

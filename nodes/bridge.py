@@ -1,12 +1,14 @@
 """The one module through which the pack reaches ComfyUI's internals.
 
-Model folders (``folder_paths``), progress bars and previews (``comfy.utils.ProgressBar``), Cancel
-(``comfy.model_management``), model offloading (``comfy.model_patcher.ModelPatcher``), websocket messages
-(``server.PromptServer``) and execution blockers (``comfy_execution.graph``) are used here and nowhere else.
-
-Outside ComfyUI (tests, scripts) every function still works, reduced: model folders live under one models
-directory (``configure_standalone`` or the ``ACDC_MODELS_DIR`` environment variable, else ``./models``),
-progress only checks a cancel flag, models are moved with ``.to(device)``, messages go nowhere.
+Two small hosts meet one interface (``Host``): ``ComfyHost`` inside a running ComfyUI — model folders
+(``folder_paths``), progress bars and previews (``comfy.utils.ProgressBar``), Cancel and model offloading
+(``comfy.model_management``, ``comfy.model_patcher.ModelPatcher``), websocket messages (``server.PromptServer``),
+execution blockers (``comfy_execution.graph``) and ComfyUI's own sampling, text encoding and VAE
+(``comfy.sample``, ``comfy.samplers``) for ComfyUI models used as the corrector — and ``StandaloneHost`` in
+plain Python (tests, scripts), which does the same, reduced: model folders live under one models directory
+(``configure_standalone`` or the ``ACDC_MODELS_DIR`` environment variable, else ``./models``), progress only
+checks a cancel flag, models are moved with ``.to(device)``, messages go nowhere, ComfyUI models cannot be
+sampled. ``HOST`` is the one in use; the functions below are what node files call.
 Nothing here derives a path from the pack's own location.
 """
 from __future__ import annotations
@@ -15,7 +17,6 @@ import hashlib
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -23,75 +24,290 @@ import torch
 
 logger = logging.getLogger("acdc.nodes")
 
-try:  # ComfyUI's modules exist only inside a running ComfyUI.
-    import folder_paths  # type: ignore
-    import comfy.model_management as _mm  # type: ignore
-    import comfy.model_patcher as _patcher  # type: ignore
-    import comfy.utils as _utils  # type: ignore
-    IN_COMFY = True
-except ImportError:  # plain Python: the reduced fallbacks below
-    folder_paths = _mm = _patcher = _utils = None
-    IN_COMFY = False
-
 # Model folder names this pack registers with ComfyUI (besides the existing "checkpoints" and "diffusers").
-ARM_FOLDER = "acdc_arm"        # models/acdc_arm/<Janus folder>
+ARM_FOLDER = "acdc_arm"        # models/acdc_arm/<ARM folder>
 LLM_FOLDER = "LLM"             # models/LLM/<instruct LLM folder>, a name many packs share
-BUILTIN_FOLDER = "acdc"        # models/acdc/builtin: the built-in default models, built on first use
+BUILTIN_FOLDER = "acdc"        # models/acdc/builtin: tiny fallback models, built on first use
 PREVIEW_SIZE = 512             # longest side of live previews, as ComfyUI's default --preview-size
 
-
-# -- the reduced host (outside ComfyUI) ----------------------------------------------------------------------
-
-@dataclass
-class _Standalone:
-    models_dir: Optional[Path] = None
-    input_dir: Optional[Path] = None
-    temp_dir: Optional[Path] = None
-    output_dir: Optional[Path] = None
-    interrupted: bool = False
-
-    def models(self) -> Path:
-        return Path(self.models_dir or os.environ.get("ACDC_MODELS_DIR") or Path.cwd() / "models")
-
-
-_standalone = _Standalone()
-
-
-def configure_standalone(*, models_dir=None, input_dir=None, temp_dir=None, output_dir=None) -> None:
-    """Outside ComfyUI: where model folders, input files (painted masks) and previews live."""
-    for name, value in (("models_dir", models_dir), ("input_dir", input_dir), ("temp_dir", temp_dir),
-                        ("output_dir", output_dir)):
-        setattr(_standalone, name, Path(value) if value is not None else None)
-    _standalone.interrupted = False
-
-
-def interrupt(value: bool = True) -> None:
-    """Outside ComfyUI: press (or release) Cancel; the next progress report raises ``Interrupted``."""
-    _standalone.interrupted = value
+# The native resolution of ComfyUI model classes (comfy.supported_models) that were not trained at 1024 px.
+_NATIVE_SIDE = {"SD15": 512, "SD15_instructpix2pix": 512, "SD20": 768, "SD21UnclipL": 768, "SD21UnclipH": 768}
 
 
 class Interrupted(Exception):
     """Raised outside ComfyUI when ``interrupt()`` was called (ComfyUI raises its own exception)."""
 
 
+class _Container(torch.nn.Module):
+    """A plain module holding an engine model's torch modules, so ComfyUI's ModelPatcher can move them.
+
+    ModelPatcher assigns ``model.device``; transformers/diffusers models make that a read-only property,
+    so they are wrapped here instead of being handed over directly.
+    """
+
+    def __init__(self, modules: dict[str, torch.nn.Module], device: torch.device) -> None:
+        super().__init__()
+        for name, module in modules.items():
+            self.add_module(name, module)
+        self.device = device
+
+
+class _Blocked:
+    """Outside ComfyUI: what ``blocker()`` returns (inside, ComfyUI's own ExecutionBlocker)."""
+
+    message = None
+
+    def __repr__(self) -> str:
+        return "Blocked"
+
+
+class Host:
+    """What the pack needs from the program it runs in. Both hosts implement every method."""
+
+    in_comfy = False
+
+    def model_dirs(self, kind: str) -> list[Path]: ...
+    def model_file_names(self, kind: str) -> list[str]: ...
+    def folder(self, which: str) -> Path: ...           # "input", "output", "temp"
+    def register_model_folders(self) -> None: ...
+    def compute_device(self) -> torch.device: ...
+    def offload_device(self) -> torch.device: ...
+    def manage(self, modules: dict[str, torch.nn.Module]) -> Any: ...   # a handle for ``load``, or None
+    def load(self, handle: Any) -> torch.device: ...    # weights onto the compute device; returns it
+    def check_interrupt(self) -> None: ...
+    def bar(self, total: int, node_id: Optional[str]) -> Callable[[float, float, Any], None]: ...
+    def send(self, event: str, data: dict) -> None: ...
+    def blocker(self) -> Any: ...
+    # ComfyUI's own models, for the corrector made from them (nodes/comfy_corrector.py)
+    def sampler_names(self) -> list[str]: ...
+    def scheduler_names(self) -> list[str]: ...
+    def encode_text(self, clip: Any, text: str) -> Any: ...
+    def vae_encode(self, vae: Any, image: torch.Tensor) -> torch.Tensor: ...
+    def vae_decode(self, vae: Any, latent: torch.Tensor) -> torch.Tensor: ...
+    def vae_scale(self, vae: Any) -> int: ...
+    def native_side(self, model: Any) -> int: ...
+    def sample(self, model: Any, latent: torch.Tensor, *, seed: int, steps: int, cfg: float, sampler_name: str,
+               scheduler: str, positive: Any, negative: Any, denoise: float, noise_mask: Optional[torch.Tensor],
+               callback: Callable[[int, int], None]) -> torch.Tensor: ...
+
+
+class StandaloneHost(Host):
+    """Plain Python: folders under one models directory, a cancel flag, ``.to(device)``, no ComfyUI sampling."""
+
+    def __init__(self) -> None:
+        self.models_dir: Optional[Path] = None
+        self.dirs: dict[str, Optional[Path]] = {"input": None, "output": None, "temp": None}
+        self.interrupted = False
+
+    def models(self) -> Path:
+        return Path(self.models_dir or os.environ.get("ACDC_MODELS_DIR") or Path.cwd() / "models")
+
+    def model_dirs(self, kind: str) -> list[Path]:
+        return [self.models() / kind]
+
+    def model_file_names(self, kind: str) -> list[str]:
+        root = self.models() / kind
+        if not root.is_dir():
+            return []
+        return [str(p.relative_to(root)).replace(os.sep, "/") for p in root.rglob("*") if p.is_file()]
+
+    def folder(self, which: str) -> Path:
+        value = self.dirs[which]
+        return Path(value) if value is not None else Path.cwd() / which
+
+    def register_model_folders(self) -> None:
+        """Nothing to register: ``model_dirs`` derives every folder from the models directory."""
+
+    def compute_device(self) -> torch.device:
+        from acdc_core.devices import pick_device
+        return pick_device(None)
+
+    def offload_device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def manage(self, modules: dict[str, torch.nn.Module]) -> Any:
+        return None
+
+    def load(self, handle: Any) -> torch.device:
+        return self.compute_device()
+
+    def check_interrupt(self) -> None:
+        if self.interrupted:
+            self.interrupted = False
+            raise Interrupted("processing interrupted")
+
+    def bar(self, total: int, node_id: Optional[str]) -> Callable[[float, float, Any], None]:
+        return lambda value, total, preview=None: None
+
+    def send(self, event: str, data: dict) -> None:
+        """Messages go nowhere outside ComfyUI."""
+
+    def blocker(self) -> Any:
+        return _Blocked()
+
+    def sampler_names(self) -> list[str]:
+        from acdc_core.correct import SCHEDULERS
+        return list(SCHEDULERS)
+
+    def scheduler_names(self) -> list[str]:
+        return ["ddim_uniform"]
+
+    def _no_comfy(self, *args, **kwargs):
+        raise RuntimeError("ComfyUI's own models (MODEL, CLIP, VAE) can only be sampled inside ComfyUI.")
+
+    encode_text = vae_encode = vae_decode = vae_scale = native_side = sample = _no_comfy
+
+
+class ComfyHost(Host):
+    """Inside ComfyUI: its path registry, progress bars, interrupt, model management and sampling."""
+
+    in_comfy = True
+
+    def __init__(self) -> None:
+        import comfy.model_management as mm  # type: ignore
+        import comfy.model_patcher as patcher  # type: ignore
+        import comfy.utils as utils  # type: ignore
+        import folder_paths  # type: ignore
+
+        self.folder_paths, self.mm, self.patcher, self.utils = folder_paths, mm, patcher, utils
+
+    def model_dirs(self, kind: str) -> list[Path]:
+        try:
+            return [Path(p) for p in self.folder_paths.get_folder_paths(kind)]
+        except KeyError:
+            return []
+
+    def model_file_names(self, kind: str) -> list[str]:
+        try:
+            return list(self.folder_paths.get_filename_list(kind))
+        except KeyError:
+            return []
+
+    def folder(self, which: str) -> Path:
+        fp = self.folder_paths
+        return Path({"input": fp.get_input_directory, "output": fp.get_output_directory,
+                     "temp": fp.get_temp_directory}[which]())
+
+    def register_model_folders(self) -> None:
+        for name in (ARM_FOLDER, LLM_FOLDER, BUILTIN_FOLDER):
+            self.folder_paths.add_model_folder_path(name, os.path.join(self.folder_paths.models_dir, name))
+
+    def compute_device(self) -> torch.device:
+        return self.mm.get_torch_device()
+
+    def offload_device(self) -> torch.device:
+        return self.mm.unet_offload_device()
+
+    def manage(self, modules: dict[str, torch.nn.Module]) -> Any:
+        if not modules:
+            return None
+        container = _Container(modules, self.offload_device())
+        return self.patcher.ModelPatcher(container, load_device=self.compute_device(),
+                                         offload_device=self.offload_device())
+
+    def load(self, handle: Any) -> torch.device:
+        if handle is None:
+            return self.compute_device()
+        # Not built from ComfyUI's ops, so these modules cannot be partially loaded: load them whole.
+        self.mm.load_models_gpu([handle], force_full_load=True)
+        return handle.load_device
+
+    def check_interrupt(self) -> None:
+        self.mm.throw_exception_if_processing_interrupted()
+
+    def bar(self, total: int, node_id: Optional[str]) -> Callable[[float, float, Any], None]:
+        bar = self.utils.ProgressBar(total, node_id=node_id)
+        return lambda value, total, preview=None: bar.update_absolute(value, total, preview)
+
+    def send(self, event: str, data: dict) -> None:
+        try:
+            from server import PromptServer  # type: ignore
+            PromptServer.instance.send_sync(event, data)
+        except Exception:  # a message is never worth failing a run for
+            logger.debug("could not send %s", event, exc_info=True)
+
+    def blocker(self) -> Any:
+        from comfy_execution.graph import ExecutionBlocker  # type: ignore
+        return ExecutionBlocker(None)
+
+    # -- ComfyUI's own models --------------------------------------------------------------------------------
+    def sampler_names(self) -> list[str]:
+        import comfy.samplers  # type: ignore
+        return list(comfy.samplers.KSampler.SAMPLERS)
+
+    def scheduler_names(self) -> list[str]:
+        import comfy.samplers  # type: ignore
+        return list(comfy.samplers.KSampler.SCHEDULERS)
+
+    def encode_text(self, clip: Any, text: str) -> Any:
+        """CONDITIONING for ``text``, as CLIP Text Encode makes it."""
+        return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+    def vae_encode(self, vae: Any, image: torch.Tensor) -> torch.Tensor:
+        """IMAGE [B, H, W, 3] in [0, 1] -> latent, as VAE Encode makes it."""
+        return vae.encode(image[..., :3])
+
+    def vae_decode(self, vae: Any, latent: torch.Tensor) -> torch.Tensor:
+        """Latent -> IMAGE [B, H, W, 3] in [0, 1], as VAE Decode makes it."""
+        images = vae.decode(latent)
+        return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
+
+    def vae_scale(self, vae: Any) -> int:
+        return int(vae.spacial_compression_encode())
+
+    def native_side(self, model: Any) -> int:
+        return _NATIVE_SIDE.get(type(model.model.model_config).__name__, 1024)
+
+    def sample(self, model: Any, latent: torch.Tensor, *, seed: int, steps: int, cfg: float, sampler_name: str,
+               scheduler: str, positive: Any, negative: Any, denoise: float, noise_mask: Optional[torch.Tensor],
+               callback: Callable[[int, int], None]) -> torch.Tensor:
+        """ComfyUI's KSampler: ``steps`` steps at ``denoise`` from ``latent`` with the noise of ``seed``."""
+        import comfy.sample  # type: ignore
+
+        latent = comfy.sample.fix_empty_latent_channels(model, latent)
+        noise = comfy.sample.prepare_noise(latent, seed)
+        return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                                   denoise=denoise, noise_mask=noise_mask, disable_pbar=True, seed=seed,
+                                   callback=lambda step, x0, x, total: callback(step + 1, total))
+
+
+def _comfy_present() -> bool:
+    try:  # ComfyUI's modules exist only inside a running ComfyUI.
+        import comfy.model_management  # type: ignore  # noqa: F401
+        import folder_paths  # type: ignore  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+HOST: Host = ComfyHost() if _comfy_present() else StandaloneHost()
+IN_COMFY = HOST.in_comfy
+
+
+def configure_standalone(*, models_dir=None, input_dir=None, temp_dir=None, output_dir=None) -> None:
+    """Outside ComfyUI: where model folders, input files (painted masks) and previews live."""
+    if isinstance(HOST, StandaloneHost):
+        HOST.models_dir = Path(models_dir) if models_dir is not None else None
+        HOST.dirs = {"input": input_dir, "output": output_dir, "temp": temp_dir}
+        HOST.interrupted = False
+
+
+def interrupt(value: bool = True) -> None:
+    """Outside ComfyUI: press (or release) Cancel; the next progress report raises ``Interrupted``."""
+    if isinstance(HOST, StandaloneHost):
+        HOST.interrupted = value
+
+
 # -- model folders -------------------------------------------------------------------------------------------
 
 def register_model_folders() -> None:
     """Register the pack's model folders with ComfyUI's path registry (extra_model_paths.yaml adds to them)."""
-    if not IN_COMFY:
-        return
-    for name in (ARM_FOLDER, LLM_FOLDER, BUILTIN_FOLDER):
-        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+    HOST.register_model_folders()
 
 
 def model_dirs(kind: str) -> list[Path]:
     """Every folder registered for a model kind ("acdc_arm", "LLM", "checkpoints", "diffusers", "acdc")."""
-    if IN_COMFY:
-        try:
-            return [Path(p) for p in folder_paths.get_folder_paths(kind)]
-        except KeyError:
-            return []
-    return [_standalone.models() / kind]
+    return HOST.model_dirs(kind)
 
 
 def list_model_folders(kind: str, markers: str | tuple[str, ...]) -> list[str]:
@@ -109,18 +325,8 @@ def list_model_folders(kind: str, markers: str | tuple[str, ...]) -> list[str]:
 
 def list_model_files(kind: str, suffixes: tuple[str, ...]) -> list[str]:
     """Relative names of the model files with one of ``suffixes`` in every folder of ``kind``."""
-    if IN_COMFY:
-        try:
-            names = folder_paths.get_filename_list(kind)
-        except KeyError:
-            names = []
-        return sorted((n for n in names if n.lower().endswith(suffixes)), key=str.lower)
-    found = set()
-    for root in model_dirs(kind):
-        if root.is_dir():
-            found.update(str(p.relative_to(root)).replace(os.sep, "/") for p in root.rglob("*")
-                         if p.is_file() and p.name.lower().endswith(suffixes))
-    return sorted(found, key=str.lower)
+    names = {n for n in HOST.model_file_names(kind) if n.lower().endswith(suffixes)}
+    return sorted(names, key=str.lower)
 
 
 def find_model(kind: str, name: str) -> Optional[Path]:
@@ -137,7 +343,7 @@ def find_model(kind: str, name: str) -> Optional[Path]:
 
 
 def builtin_models_dir() -> Path:
-    """Where the built-in default models are built (the first folder registered as "acdc")."""
+    """Where tiny fallback models are built (the first folder registered as "acdc")."""
     return model_dirs(BUILTIN_FOLDER)[0] / "builtin"
 
 
@@ -146,19 +352,11 @@ def builtin_models_dir() -> Path:
 _ANNOTATION = re.compile(r"^(?P<name>.*?)\s*\[(?P<type>input|output|temp)\]$")
 
 
-def _dir(kind: str) -> Path:
-    if IN_COMFY:
-        return Path({"input": folder_paths.get_input_directory, "output": folder_paths.get_output_directory,
-                     "temp": folder_paths.get_temp_directory}[kind]())
-    value = {"input": _standalone.input_dir, "output": _standalone.output_dir, "temp": _standalone.temp_dir}[kind]
-    return Path(value) if value is not None else Path.cwd() / kind
-
-
 def annotated_path(name: str) -> Path:
     """The file of an annotated name as ComfyUI's widgets hold them: "sub/file.png [input]" (input by default)."""
     match = _ANNOTATION.match(name.strip())
     kind, rel = (match["type"], match["name"]) if match else ("input", name.strip())
-    base = _dir(kind).resolve()
+    base = HOST.folder(kind).resolve()
     path = (base / rel).resolve()
     try:
         path.relative_to(base)
@@ -179,7 +377,7 @@ def save_picture(picture, prefix: str = "acdc") -> dict:
     The file name is a hash of the pixels, so the same picture is written once and keeps its name.
     """
     digest = hashlib.sha1(picture.tobytes() + repr(picture.size).encode()).hexdigest()[:16]
-    folder = _dir("temp") / "acdc"
+    folder = HOST.folder("temp") / "acdc"
     folder.mkdir(parents=True, exist_ok=True)
     filename = f"{prefix}_{digest}.png"
     if not (folder / filename).exists():
@@ -195,100 +393,56 @@ def save_preview(image: torch.Tensor, prefix: str = "acdc") -> dict:
 
 # -- devices and model management ----------------------------------------------------------------------------
 
-def torch_device() -> torch.device:
-    """The device ComfyUI computes on (outside ComfyUI: CUDA, then MPS, then CPU)."""
-    if IN_COMFY:
-        return _mm.get_torch_device()
-    from acdc_core.devices import pick_device
-    return pick_device(None)
-
-
 def offload_device() -> torch.device:
     """Where models wait while another model has the GPU (ComfyUI's offload device; else the CPU)."""
-    return _mm.unet_offload_device() if IN_COMFY else torch.device("cpu")
+    return HOST.offload_device()
 
 
-def pick_dtype(name: str) -> torch.dtype:
-    """"auto" (float32 on the CPU, bfloat16/float16 on accelerators) or an explicit dtype name."""
-    from acdc_core.devices import pick_dtype as engine_pick
-    return engine_pick(torch_device(), name)
-
-
-class _Container(torch.nn.Module):
-    """A plain module holding an engine model's torch modules, so ComfyUI's ModelPatcher can move them.
-
-    ModelPatcher assigns ``model.device``; transformers/diffusers models make that a read-only property,
-    so they are wrapped here instead of being handed over directly.
-    """
-
-    def __init__(self, modules: dict[str, torch.nn.Module], device: torch.device) -> None:
-        super().__init__()
-        for name, module in modules.items():
-            self.add_module(name, module)
-        self.device = device
+def dtype_for(name: str) -> torch.dtype:
+    """A loader's dtype widget: "auto" (the engine's choice for ComfyUI's compute device) or a dtype name."""
+    from acdc_core.devices import pick_dtype
+    return pick_dtype(HOST.compute_device(), name)
 
 
 class ManagedModel:
-    """An engine model (ARM backend, diffusion corrector, memory LLM) known to ComfyUI's model management.
+    """An engine model (ARM backend, corrector, memory module) known to the host's model management.
 
-    ``use()`` asks ComfyUI to load the weights onto its compute device (offloading other models if the
-    memory is needed) and returns the engine object ready there. Outside ComfyUI it moves the object with
-    ``.to(device)``. Moving weights does not change what a model computes, so this is not the kind of
-    mutation ComfyUI's output cache cares about.
+    ``use()`` asks ComfyUI to load its weights (``engine.modules()``) onto the compute device, offloading
+    other models if the memory is needed, and returns the engine object ready there. Outside ComfyUI it moves
+    the object with ``.to(device)``. Moving weights does not change what a model computes, so this is not the
+    kind of mutation ComfyUI's output cache cares about.
     """
 
-    def __init__(self, engine: Any, modules: dict[str, torch.nn.Module], name: str) -> None:
+    def __init__(self, engine: Any, name: str) -> None:
         self.engine = engine
         self.name = name
-        self.patcher = None
-        if IN_COMFY and modules:
-            container = _Container(modules, offload_device())
-            self.patcher = _patcher.ModelPatcher(container, load_device=_mm.get_torch_device(),
-                                                 offload_device=offload_device())
+        self.handle = HOST.manage(engine.modules())
 
     def use(self) -> Any:
-        if self.patcher is not None:
-            # Not built from ComfyUI's ops, so these modules cannot be partially loaded: load them whole.
-            _mm.load_models_gpu([self.patcher], force_full_load=True)
-            device = self.patcher.load_device
-        else:
-            device = torch_device()
-        if hasattr(self.engine, "to"):
-            self.engine.to(device)  # weights are already there; this updates the engine's own device fields
-        return self.engine
+        # Inside ComfyUI the weights are already there; this updates the engine's own device fields.
+        return self.engine.to(HOST.load(self.handle))
 
     def __repr__(self) -> str:
         return f"ManagedModel({self.name})"
 
 
-class Placement:
-    """What ``acdc_core.story.run_story`` calls before each stage: ``use(model)`` loads that model's weights."""
+class ComfyModels:
+    """The ``acdc_core.devices.Placement`` of a run inside a node: ``use(model)`` loads that model's weights
+    through ``ManagedModel`` (ComfyUI's model management inside ComfyUI)."""
 
     def __init__(self, managed: list[ManagedModel]) -> None:
         self._by_id = {id(m.engine): m for m in managed if m is not None}
 
     def use(self, model: Any) -> Any:
         managed = self._by_id.get(id(model))
-        if managed is not None:
-            return managed.use()
-        return model
-
-
-def free_memory() -> None:
-    """Give cached accelerator memory back (between large stages)."""
-    if IN_COMFY:
-        _mm.soft_empty_cache()
+        return managed.use() if managed is not None else model
 
 
 # -- progress, previews, Cancel ------------------------------------------------------------------------------
 
 def check_interrupt() -> None:
     """Raise if the user pressed Cancel (ComfyUI's interrupt; outside ComfyUI, ``interrupt()``)."""
-    if IN_COMFY:
-        _mm.throw_exception_if_processing_interrupted()
-    elif _standalone.interrupted:
-        _standalone.interrupted = False
-        raise Interrupted("processing interrupted")
+    HOST.check_interrupt()
 
 
 def _preview(image: Optional[torch.Tensor]):
@@ -298,15 +452,6 @@ def _preview(image: Optional[torch.Tensor]):
     return ("JPEG", to_pil(image), PREVIEW_SIZE)
 
 
-class _Bar:
-    def __init__(self, total: int, node_id: Optional[str] = None) -> None:
-        self.bar = _utils.ProgressBar(total, node_id=node_id) if IN_COMFY else None
-
-    def update(self, value: float, total: float, preview=None) -> None:
-        if self.bar is not None:
-            self.bar.update_absolute(value, total, preview)
-
-
 def progress(frames: Optional[int] = None, node_id: Optional[str] = None) -> Callable:
     """A ``ProgressFn`` for the engine: checks Cancel on every call and drives this node's progress bar.
 
@@ -314,7 +459,7 @@ def progress(frames: Optional[int] = None, node_id: Optional[str] = None) -> Cal
     fill that frame's share of one bar; otherwise the bar follows whichever stage reports. Previews
     ([3, H, W] in [0, 1], e.g. the ARM's frame as its tokens arrive) are shown on the node.
     """
-    bar = _Bar(max(1, frames or 1), node_id)
+    update = HOST.bar(max(1, frames or 1), node_id)
     current = {"frame": 0}
 
     def report(stage: str, step: int, total: int, preview: Optional[torch.Tensor] = None) -> None:
@@ -322,19 +467,19 @@ def progress(frames: Optional[int] = None, node_id: Optional[str] = None) -> Cal
         if frames:
             if stage == "frame":
                 current["frame"] = step
-                bar.update(step * 1000, frames * 1000)
+                update(step * 1000, frames * 1000)
                 return
             within = step / total if total else 1.0
-            bar.update(int(current["frame"] * 1000 + within * 999), frames * 1000, _preview(preview))
+            update(int(current["frame"] * 1000 + within * 999), frames * 1000, _preview(preview))
         else:
-            bar.update(step, total, _preview(preview))
+            update(step, total, _preview(preview))
 
     return report
 
 
 def frame_progress(done: int, total: int, node_id: Optional[str]) -> None:
     """Show "frames done / frames" on a node (the loop's close node) and tell the web extension."""
-    _Bar(total, node_id).update(done, total)
+    HOST.bar(total, node_id)(done, total)
     send("acdc.frame", {"node": node_id, "done": done, "total": total})
 
 
@@ -342,30 +487,12 @@ def frame_progress(done: int, total: int, node_id: Optional[str]) -> None:
 
 def send(event: str, data: dict) -> None:
     """A custom websocket event for the web extension (nothing outside ComfyUI)."""
-    if not IN_COMFY:
-        return
-    try:
-        from server import PromptServer  # type: ignore
-        PromptServer.instance.send_sync(event, data)
-    except Exception:  # a message is never worth failing a run for
-        logger.debug("could not send %s", event, exc_info=True)
-
-
-class _Blocked:
-    """Outside ComfyUI: what ``blocker()`` returns (inside, ComfyUI's own ExecutionBlocker)."""
-
-    message = None
-
-    def __repr__(self) -> str:
-        return "Blocked"
+    HOST.send(event, data)
 
 
 def blocker() -> Any:
     """An output that silently keeps the nodes it feeds from running (ComfyUI's ``ExecutionBlocker(None)``)."""
-    if IN_COMFY:
-        from comfy_execution.graph import ExecutionBlocker  # type: ignore
-        return ExecutionBlocker(None)
-    return _Blocked()
+    return HOST.blocker()
 
 
 def is_blocked(value: Any) -> bool:

@@ -1,28 +1,31 @@
 """VQ Detokenize (ACDC step 2): the ARM's VQ decoder turns a frame's tokens into pixels, x_i = D(v_i)."""
 from __future__ import annotations
 
-from acdc_core.images import nchw_to_bhwc
-from .values import ARM, CATEGORY, TOKENS, tooltip
+from acdc_core.story import decode
+from .frames import to_image
+from .widgets import tooltip
+from .wires import ARM, CATEGORY, FRAME
 
 
 class VQDetokenize:
     DESCRIPTION = "ACDC step 2: decodes a frame's VQ tokens into an image with the ARM's own VQ decoder."
     CATEGORY = f"{CATEGORY}/stages"
     FUNCTION = "decode"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
-    OUTPUT_TOOLTIPS = ("The ARM's frame, at the ARM's resolution (Janus: 384x384).",)
+    RETURN_TYPES = ("IMAGE", FRAME)
+    RETURN_NAMES = ("image", "frame")
+    OUTPUT_TOOLTIPS = ("The ARM's frame, at the ARM's resolution (Janus: 384x384).",
+                       "The frame, now with its decoded pixels (for SDEdit Correct, or straight to Re-Tokenize).")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "arm": (ARM, tooltip("The ARM that made the tokens.")),
-            "tokens": (TOKENS, tooltip("From ARM Token Generator.")),
+            "frame": (FRAME, tooltip("From ARM Token Generator.")),
         }}
 
-    def decode(self, arm, tokens):
-        images = arm.use().decode(tokens.tokens)  # [1, 3, H, W] in [0, 1]
-        return (nchw_to_bhwc(images),)            # -> IMAGE [1, H, W, 3]
+    def decode(self, arm, frame):
+        frame = decode(frame, arm.use())
+        return (to_image(frame.arm_image), frame)       # [1, 3, H, W] -> IMAGE [1, H, W, 3]
 
 
 NODES = {"ACDC_VQDetokenize": (VQDetokenize, "VQ Detokenize (ACDC)")}

@@ -1,14 +1,12 @@
 """ARM Token Generator (ACDC step 1): the ARM samples the next frame's VQ tokens with the story so far in context."""
 from __future__ import annotations
 
-import time
-
-import torch
-
 from acdc_core.arm.base import SamplingSettings
-from acdc_core.errors import InvalidInputError
+from acdc_core.state import StorySettings
+from acdc_core.story import generate
 from . import bridge
-from .values import ARM, CATEGORY, STORY, TOKENS, FrameTokens, seed_input, tooltip
+from .widgets import seed_input, tooltip
+from .wires import ARM, CATEGORY, FRAME, STORY
 
 
 class ARMTokenGenerator:
@@ -17,9 +15,10 @@ class ARMTokenGenerator:
                    "arrive; Cancel stops it between tokens.")
     CATEGORY = f"{CATEGORY}/stages"
     FUNCTION = "generate"
-    RETURN_TYPES = (TOKENS,)
-    RETURN_NAMES = ("tokens",)
-    OUTPUT_TOOLTIPS = ("The new frame's tokens, with its number and the story they were sampled after.",)
+    RETURN_TYPES = (FRAME,)
+    RETURN_NAMES = ("frame",)
+    OUTPUT_TOOLTIPS = ("The new frame: its tokens, its number, its ARM seed and the story it was sampled after. "
+                       "Carry it along the chain (VQ Detokenize, SDEdit Correct, Inpaint Physical Fix, Re-Tokenize).",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -38,16 +37,9 @@ class ARMTokenGenerator:
         }}
 
     def generate(self, arm, story, seed, cfg, temperature, top_k, top_p):
-        index = story.next_index
-        if story.done:
-            raise InvalidInputError(f"the story's {len(story.prompts)} frame(s) are all made.")
-        settings = SamplingSettings(guidance_scale=cfg, temperature=temperature, top_k=top_k, top_p=top_p).validate()
-        backend = arm.use()
-        arm_seed = int(seed) + index
-        start = time.perf_counter()
-        tokens = backend.sample_chunk(story.context, story.prompts[index], settings=settings,
-                                      generator=torch.Generator().manual_seed(arm_seed), progress=bridge.progress())
-        return (FrameTokens(story, index, tokens, arm_seed, {"arm": time.perf_counter() - start}),)
+        settings = StorySettings(sampling=SamplingSettings(guidance_scale=cfg, temperature=temperature, top_k=top_k,
+                                                           top_p=top_p), seed=int(seed))
+        return (generate(story, arm.use(), settings, progress=bridge.progress()),)
 
 
 NODES = {"ACDC_ARMTokenGenerator": (ARMTokenGenerator, "ARM Token Generator (ACDC)")}

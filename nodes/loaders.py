@@ -5,20 +5,20 @@ Folders: ARMs in ``models/acdc_arm/<folder>``; diffusion models as single-file c
 ``models/checkpoints`` or diffusers folders in ``models/diffusers``; memory LLMs in ``models/LLM/<folder>``.
 All of them can be added to in ``extra_model_paths.yaml`` (keys ``acdc_arm``, ``checkpoints``,
 ``diffusers``, ``LLM``). The built-in models are the toy world's, shipped in ``acdc_core/toy/models``.
+**ComfyUI Model as Corrector** turns ComfyUI's own MODEL + CLIP + VAE (Load Checkpoint, LoRAs, ...) into the
+corrector instead (``comfy_corrector.py``).
 """
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from acdc_core.errors import ACDCError
+from acdc_core.weights import is_pickle
 from . import bridge
-from .values import ARM, BUILTIN, CATEGORY, DM, MEMORY, ModelHandle, seed_input, tooltip
-
-DTYPES = ["auto", "float32", "bfloat16", "float16"]
-_PICKLE = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+from .comfy_corrector import DEFAULT_SCHEDULER, ComfyCorrector
+from .widgets import dtype_input, seed_input, tooltip
+from .wires import ARM, BUILTIN, CATEGORY, DM, MEMORY, ModelHandle
 
 
 def builtin_model_paths() -> dict[str, Path]:
@@ -36,12 +36,9 @@ def builtin_model_paths() -> dict[str, Path]:
     return build_default_models(bridge.builtin_models_dir())
 
 
-def _dtype_input() -> tuple:
-    return (DTYPES, tooltip("Weight precision. auto: float32 on the CPU, bfloat16 (or float16) on a GPU."))
-
-
-def _modules(**candidates) -> dict[str, torch.nn.Module]:
-    return {name: m for name, m in candidates.items() if isinstance(m, torch.nn.Module)}
+def managed(engine, name: str) -> ModelHandle:
+    """A loaded engine model handed to the host's model management (its ``modules()``)."""
+    return ModelHandle(engine, bridge.ManagedModel(engine, name), name)
 
 
 # -- ARM ----------------------------------------------------------------------------------------------------
@@ -83,7 +80,7 @@ class LoadARM:
             "arm": (arm_choices(), tooltip("A model folder in models/acdc_arm (Janus-1.3B, Janus-Pro-1B/7B in "
                                            "transformers format, e.g. deepseek-community/Janus-Pro-7B, or a "
                                            "unified-vocabulary ARM with acdc_arm.json).")),
-            "dtype": _dtype_input(),
+            "dtype": dtype_input(),
             "live_preview": ("BOOLEAN", tooltip("Show the frame on the generating node as its tokens arrive "
                                                 "(a VQ decode at each quarter of the image).", default=True)),
             "trust_remote_code": ("BOOLEAN", tooltip("Let the model folder run its own Python code. Off unless "
@@ -109,13 +106,9 @@ class LoadARM:
     def load(self, arm, dtype, live_preview, trust_remote_code):
         from acdc_core.arm import load_arm
 
-        path = arm_path(arm)
-        backend = load_arm(path, device=bridge.offload_device(), dtype=bridge.pick_dtype(dtype),
-                           trust_remote_code=trust_remote_code)
-        if hasattr(backend, "previews"):
-            backend.previews = bool(live_preview)  # our own fresh object, not an input
-        managed = bridge.ManagedModel(backend, _modules(arm=getattr(backend, "model", None)), arm)
-        return (ModelHandle(backend, managed, arm),)
+        backend = load_arm(arm_path(arm), device=bridge.offload_device(), dtype=bridge.dtype_for(dtype),
+                           trust_remote_code=trust_remote_code, previews=bool(live_preview))
+        return (managed(backend, arm),)
 
 
 # -- diffusion model ----------------------------------------------------------------------------------------
@@ -158,7 +151,7 @@ class LoadDiffusionModel:
         return {"required": {
             "model": (dm_choices(), tooltip("checkpoints/...: a single-file SD1.5 or SDXL checkpoint "
                                             "(.safetensors); diffusers/...: a diffusers folder.")),
-            "dtype": _dtype_input(),
+            "dtype": dtype_input(),
         }}
 
     @classmethod
@@ -169,7 +162,7 @@ class LoadDiffusionModel:
             path = dm_path(model)
         except FileNotFoundError as error:
             return str(error)
-        if path.is_file() and path.suffix.lower() in _PICKLE:
+        if path.is_file() and is_pickle(path):
             return f"{path.name} is a pickle checkpoint; only .safetensors files are loaded (pickle can run code)."
         if path.is_dir() and not (path / "model_index.json").is_file():
             return f"the diffusers folder {path} has no model_index.json; is the download complete?"
@@ -178,11 +171,8 @@ class LoadDiffusionModel:
     def load(self, model, dtype):
         from acdc_core.correct import load_corrector
 
-        corrector = load_corrector(dm_path(model), device=bridge.offload_device(), dtype=bridge.pick_dtype(dtype))
-        modules = _modules(unet=corrector.unet, vae=corrector.vae,
-                           **{f"text_encoder_{i}": m for i, m in enumerate(corrector.text_encoders)})
-        managed = bridge.ManagedModel(corrector, modules, model)
-        return (ModelHandle(corrector, managed, model),)
+        corrector = load_corrector(dm_path(model), device=bridge.offload_device(), dtype=bridge.dtype_for(dtype))
+        return (managed(corrector, model),)
 
 
 # -- memory LLM ---------------------------------------------------------------------------------------------
@@ -235,7 +225,7 @@ class LoadMemoryLLM:
         return {"required": {
             "llm": (llm_choices(), tooltip("A local chat/instruct model folder in models/LLM (safetensors).")),
             **_memory_options(),
-            "dtype": _dtype_input(),
+            "dtype": dtype_input(),
             "trust_remote_code": ("BOOLEAN", tooltip("Let the model folder run its own Python code.", default=False)),
         }}
 
@@ -267,10 +257,9 @@ class LoadMemoryLLM:
             path = bridge.find_model(bridge.LLM_FOLDER, llm)
             if path is None:
                 raise FileNotFoundError(_not_found("LLM folder", llm, bridge.LLM_FOLDER))
-        backend = load_local_llm(path, device=bridge.offload_device(), dtype=bridge.pick_dtype(dtype),
+        backend = load_local_llm(path, device=bridge.offload_device(), dtype=bridge.dtype_for(dtype),
                                  trust_remote_code=trust_remote_code)
-        managed = bridge.ManagedModel(backend, _modules(llm=backend.model), llm)
-        return (ModelHandle(MemoryModule(backend, settings), managed, llm),)
+        return (managed(MemoryModule(backend, settings), llm),)
 
 
 class MemoryEndpoint:
@@ -313,9 +302,40 @@ class MemoryEndpoint:
         return (ModelHandle(MemoryModule(backend, settings), None, f"{model} at {base_url}"),)
 
 
+# -- ComfyUI's own models ----------------------------------------------------------------------------------
+
+class ComfyModelCorrector:
+    DESCRIPTION = ("Uses ComfyUI's own model as the ACDC corrector: the MODEL, CLIP and VAE of Load Checkpoint (with "
+                   "LoRAs or any patches; SD1.5, SDXL, SD3.5, Flux, ... whatever ComfyUI loads). SDEdit Correct and "
+                   "Inpaint Physical Fix then sample with ComfyUI's KSampler at denoise = t', the sampler named on "
+                   "them (ddim by default) on this node's schedule; ddim + ddim_uniform is DDIM, the paper's.")
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "make"
+    RETURN_TYPES = (DM,)
+    RETURN_NAMES = ("dm",)
+    OUTPUT_TOOLTIPS = ("The corrector, for SDEdit Correct, Inpaint Physical Fix, LLM Memory Prompt and ACDC Story.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        schedulers = bridge.HOST.scheduler_names()
+        return {"required": {
+            "model": ("MODEL", tooltip("The diffusion model (from Load Checkpoint, after any LoRA).")),
+            "clip": ("CLIP", tooltip("Its text encoder (from Load Checkpoint, after any LoRA).")),
+            "vae": ("VAE", tooltip("Its VAE (from Load Checkpoint or Load VAE).")),
+            "scheduler": (schedulers, tooltip("ComfyUI's noise schedule for the correction; ddim_uniform with the "
+                                              "ddim sampler is DDIM.", default=DEFAULT_SCHEDULER
+                                              if DEFAULT_SCHEDULER in schedulers else schedulers[0])),
+        }}
+
+    def make(self, model, clip, vae, scheduler):
+        return (ModelHandle(ComfyCorrector(model, clip, vae, scheduler=scheduler), None,
+                            f"ComfyUI {type(model).__name__}"),)
+
+
 NODES = {
     "ACDC_LoadARM": (LoadARM, "Load ARM (ACDC)"),
     "ACDC_LoadDiffusionModel": (LoadDiffusionModel, "Load Diffusion Model (ACDC)"),
     "ACDC_LoadMemoryLLM": (LoadMemoryLLM, "Load Memory LLM (ACDC)"),
     "ACDC_MemoryEndpoint": (MemoryEndpoint, "Memory LLM Endpoint (ACDC)"),
+    "ACDC_ComfyModelCorrector": (ComfyModelCorrector, "ComfyUI Model as Corrector (ACDC)"),
 }

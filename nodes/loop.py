@@ -30,170 +30,36 @@ How it runs (ComfyUI node expansion, as in the open/close loop of ComfyUI's own 
   Preview/Save nodes of the wired chain from being ready before the close node. When the prompts come
   from elsewhere, the close node waits for the open node instead (correct, but it may recompute more).
 
-``expand_story_loop`` is a pure function over the prompt graph (``{id: {"class_type", "inputs"}}``),
-testable without ComfyUI.
+The graph algebra (``expand_story_loop``, ``plan_from_graph``, ...) is pure and lives in ``graph.py``; each
+frame's copy of a node class may adapt its inputs to its frame (``FRAME_ADAPTERS``: the fix node keeps only its
+own frame's painted mask).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from dataclasses import replace
+from typing import Optional
 
 from acdc_core.errors import InvalidInputError
-from acdc_core.state import StoryState, new_story
+from acdc_core.state import StoryState, new_story, story_lines
 from . import bridge
-from .values import (CATEGORY, LOOP, STORY, LoopHandle, parse_prompts, story_results, tooltip)
+from .frames import story_results
+from .graph import CLOSE, FRAME_INPUT, OPEN, expand_story_loop, plan_from_graph, prompt_graph
+from .masks import FIX, frame_inputs
+from .widgets import tooltip
+from .wires import CATEGORY, LOOP, STORY, STORY_OUTPUT_NAMES, STORY_OUTPUT_TOOLTIPS, STORY_OUTPUTS, LoopHandle
 
-OPEN = "ACDC_LoopOpen"
-CLOSE = "ACDC_LoopClose"
-PROMPTS = "ACDC_StoryPrompts"
-FRAME_INPUT = "acdc_frame"  # hidden input that marks the copies the close node makes (their frame, 1-based)
-
-Graph = dict  # {node_id: {"class_type": str, "inputs": {name: literal | [node_id, output_index]}}}
-
-
-def is_link(value) -> bool:
-    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
-            and isinstance(value[1], (int, float)) and not isinstance(value[1], bool))
-
-
-def _consumers(graph: Graph) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {node_id: [] for node_id in graph}
-    for node_id, node in graph.items():
-        for value in node.get("inputs", {}).values():
-            if is_link(value) and value[0] in out and node_id not in out[value[0]]:
-                out[value[0]].append(node_id)
-    return out
-
-
-def _reachable(consumers: dict[str, list[str]], start: str) -> set[str]:
-    seen, stack = set(), list(consumers.get(start, []))
-    while stack:
-        node_id = stack.pop()
-        if node_id not in seen:
-            seen.add(node_id)
-            stack.extend(consumers.get(node_id, []))
-    return seen
-
-
-def _topological(graph: Graph, nodes: set[str]) -> list[str]:
-    """``nodes`` in dependency order; ties keep the graph's order (so the result is deterministic)."""
-    order, placed = [], set()
-    pending = [n for n in graph if n in nodes]
-    while pending:
-        progressed = False
-        for node_id in list(pending):
-            parents = {v[0] for v in graph[node_id].get("inputs", {}).values() if is_link(v)}
-            if not (parents & nodes) - placed:
-                order.append(node_id)
-                placed.add(node_id)
-                pending.remove(node_id)
-                progressed = True
-        if not progressed:
-            raise InvalidInputError(f"the loop body has a cycle through nodes {sorted(pending)}.")
-    return order
-
-
-def loop_body(graph: Graph, open_id: str, close_id: str) -> list[str]:
-    """The nodes between the open and the close node: downstream of open, not downstream of close."""
-    consumers = _consumers(graph)
-    after_close = _reachable(consumers, close_id) | {close_id}
-    body = _reachable(consumers, open_id) - after_close
-    return _topological(graph, body)
-
-
-def clone_id(close_id: str, frame: int, node_id: str) -> str:
-    """The id of ``node_id``'s copy for ``frame`` (1-based): unique in the prompt and the same every run."""
-    return f"{close_id}.{frame}.{node_id}"
-
-
-def expand_story_loop(graph: Graph, *, open_id: str, close_id: str, first: int, total: int, outputs: int,
-                      rewrite: Optional[Callable[[str, dict, int], dict]] = None) -> tuple[Graph, tuple]:
-    """The expansion that makes frames ``first+1 .. total`` (1-based), and the close node's result links.
-
-    ``rewrite(class_type, inputs, frame)`` may adapt a copy's literal inputs to its frame (the fix node
-    keeps only its own frame's painted mask). ``graph`` is not changed.
-    """
-    if close_id not in graph or open_id not in graph:
-        raise InvalidInputError("the loop's open or close node is not in the prompt.")
-    if not 0 <= first < total:
-        raise InvalidInputError(f"nothing to expand: frames {first + 1}..{total}.")
-    close_inputs = graph[close_id].get("inputs", {})
-    if close_inputs.get("loop") != [open_id, 0] and close_inputs.get("loop") != [open_id, 0.0]:
-        raise InvalidInputError("Loop Frame (close)'s loop input must come straight from Loop Frame (open).")
-    story = close_inputs.get("story")
-    body = loop_body(graph, open_id, close_id)
-    if not is_link(story) or story[0] not in body:
-        raise InvalidInputError(
-            "Loop Frame (close)'s story input must come from the chain inside the loop (the Re-Tokenize after "
-            "the frame is made), not from Loop Frame (open) itself or from outside the loop.")
-    inside = set(body) | {open_id}
-
-    expansion: Graph = {}
-    for index in range(first, total):
-        frame = index + 1
-
-        def remap(value, frame=frame):
-            if is_link(value) and value[0] in inside:
-                return [clone_id(close_id, frame, value[0]), int(value[1])]
-            return value  # a literal, or a link to a node outside the loop (a loader, the story prompts)
-
-        for node_id in [open_id] + body:
-            node = graph[node_id]
-            inputs = {name: remap(value) for name, value in node.get("inputs", {}).items()}
-            if node_id == open_id:
-                inputs[FRAME_INPUT] = frame  # marks the copy (hidden input); its cache key stays the same
-                if index > first:  # frame k starts from the story as frame k-1 left it
-                    inputs["resume"] = [clone_id(close_id, frame - 1, story[0]), int(story[1])]
-            if rewrite is not None:
-                inputs = rewrite(node["class_type"], inputs, frame)
-            expansion[clone_id(close_id, frame, node_id)] = {
-                "class_type": node["class_type"], "inputs": inputs, "override_display_id": node_id}
-
-    end = clone_id(close_id, total, close_id)
-    inputs = dict(close_inputs)
-    inputs["loop"] = [clone_id(close_id, total, open_id), 0]
-    inputs["story"] = [clone_id(close_id, total, story[0]), int(story[1])]
-    inputs[FRAME_INPUT] = total
-    expansion[end] = {"class_type": graph[close_id]["class_type"], "inputs": inputs,
-                      "override_display_id": close_id}
-    return expansion, tuple([end, k] for k in range(outputs))
-
-
-def plan_from_graph(graph: Graph, close_id: str) -> Optional[tuple[str, int, int]]:
-    """(open id, frames already made, frames in the story) read from the prompt alone, without running a node.
-
-    Possible when Loop Frame (open) takes its prompts straight from a Story Prompts node's text and resumes
-    nothing; otherwise None (the close node then waits for Loop Frame (open) to run).
-    """
-    link = graph.get(close_id, {}).get("inputs", {}).get("loop")
-    if not is_link(link) or graph.get(link[0], {}).get("class_type") != OPEN:
-        return None
-    opened = graph[link[0]].get("inputs", {})
-    source = opened.get("prompts")
-    if "resume" in opened or not is_link(source) or graph.get(source[0], {}).get("class_type") != PROMPTS:
-        return None
-    text = graph[source[0]].get("inputs", {}).get("text")
-    lines = parse_prompts(text) if isinstance(text, str) else ()
-    return (link[0], 0, len(lines)) if lines else None
+# Node classes whose copy for a frame adapts its literal inputs to that frame: class_type -> (inputs, frame) -> inputs.
+FRAME_ADAPTERS = {FIX: frame_inputs}
 
 
 def rewrite_for_frame(class_type: str, inputs: dict, frame: int) -> dict:
-    """Let a node class adapt its copy's inputs to ``frame`` (its ``acdc_frame_inputs`` classmethod)."""
-    from . import NODE_CLASS_MAPPINGS
-
-    cls = NODE_CLASS_MAPPINGS.get(class_type)
-    adapt = getattr(cls, "acdc_frame_inputs", None)
+    adapt = FRAME_ADAPTERS.get(class_type)
     return adapt(inputs, frame) if adapt is not None else inputs
-
-
-def prompt_graph(dynprompt) -> Graph:
-    """The prompt as the executor holds it now (the user's nodes plus expansions so far)."""
-    ids = sorted(dynprompt.all_node_ids(), key=lambda s: (len(s), s))
-    return {node_id: dynprompt.get_node(node_id) for node_id in ids}
 
 
 def start_state(prompts: str, resume: Optional[StoryState]) -> StoryState:
     """The story to continue: ``resume`` if given (its frames must match the prompts), else a new one."""
-    lines = parse_prompts(prompts)
+    lines = story_lines(prompts)
     if resume is None:
         return new_story(lines)
     if not lines or tuple(lines) == resume.prompts:
@@ -203,7 +69,6 @@ def start_state(prompts: str, resume: Optional[StoryState]) -> StoryState:
         raise InvalidInputError(
             f"the story to resume has {len(done)} frame(s) made from other prompts than the first "
             f"{len(done)} line(s) given; resume with the same opening lines.")
-    from dataclasses import replace
     return replace(resume, prompts=tuple(lines), planned_memory=None)
 
 
@@ -271,14 +136,9 @@ class LoopClose:
     CATEGORY = f"{CATEGORY}/loop"
     FUNCTION = "close"
     OUTPUT_NODE = True
-    RETURN_TYPES = (STORY, "IMAGE", "IMAGE", "STRING")
-    RETURN_NAMES = ("story", "frames", "arm_frames", "dm_prompts")
-    OUTPUT_TOOLTIPS = (
-        "The finished story (for a later Loop Frame (open)'s resume, or ACDC Story).",
-        "Every frame as it went into the ARM's context (corrected and fixed), as one batch.",
-        "Every frame as the ARM first drew it, before correction, as one batch.",
-        "The prompt the diffusion model got for each frame, one line per frame.",
-    )
+    RETURN_TYPES = STORY_OUTPUTS
+    RETURN_NAMES = STORY_OUTPUT_NAMES
+    OUTPUT_TOOLTIPS = STORY_OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -323,44 +183,7 @@ class LoopClose:
         bridge.frame_progress(first, total, unique_id)
         return {"result": result, "expand": expansion}
 
-
-class StoryPrompts:
-    DESCRIPTION = ("The story: one line per frame. The first line should name the main character, its species "
-                   "and the place; later lines may say \"he\" or \"she\" (the memory LLM fills in who). Blank lines "
-                   "and lines starting with # are skipped.")
-    CATEGORY = CATEGORY
-    FUNCTION = "prompts"
-    RETURN_TYPES = ("STRING", "INT")
-    RETURN_NAMES = ("prompts", "frames")
-    OUTPUT_TOOLTIPS = ("The story lines, one per frame.", "How many frames the story has.")
-
-    DEFAULT = ("Benny, a golden retriever, plays in a sunny meadow with a red ball.\n"
-               "He jumps over a fallen log.\n"
-               "He chases a butterfly near the river.\n"
-               "He rests in the shade of an oak tree.\n"
-               "He watches the sun set behind the hills.\n"
-               "He falls asleep under the stars.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"text": ("STRING", tooltip("One line per frame.", default=cls.DEFAULT,
-                                                        multiline=True))}}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, text):
-        if text is not None and not parse_prompts(text):
-            return "the story is empty: write at least one line (one line per frame)."
-        return True
-
-    def prompts(self, text):
-        lines = parse_prompts(text)
-        if not lines:
-            raise InvalidInputError("the story is empty: write at least one line (one line per frame).")
-        return ("\n".join(lines), len(lines))
-
-
 NODES = {
-    "ACDC_StoryPrompts": (StoryPrompts, "Story Prompts (ACDC)"),
     OPEN: (LoopOpen, "Loop Frame (open)"),
     CLOSE: (LoopClose, "Loop Frame (close)"),
 }

@@ -1,7 +1,9 @@
 """LLM Memory Prompt (ACDC step 3): a self-contained prompt y_i for the diffusion model, from the story so far."""
 from __future__ import annotations
 
-from .values import CATEGORY, DM, MEMORY, STORY, tooltip
+from acdc_core.story import memory_prompt
+from .widgets import tooltip
+from .wires import CATEGORY, DM, MEMORY, STORY
 
 
 class LLMMemoryPrompt:
@@ -28,17 +30,10 @@ class LLMMemoryPrompt:
         }
 
     def prompt(self, memory, story, dm=None):
-        index = story.next_index
         module = memory.use()
-        if index == 0:
+        if story.next_index == 0:
             module.check()  # an unreachable endpoint fails here, on the first frame, with a clear message
-        if story.planned_memory is not None:
-            text = story.planned_memory[index]
-        else:
-            text = module.prompt_for(index, story.prompts, story.memory_prompts)
-        if dm is not None:
-            text = dm.engine.fit_prompt(text)
-        return (text,)
+        return (memory_prompt(story, module, dm.engine if dm is not None else None),)
 
 
 NODES = {"ACDC_LLMMemoryPrompt": (LLMMemoryPrompt, "LLM Memory Prompt (ACDC)")}

@@ -2,20 +2,20 @@
 and swap it into the story in place of v_i. The story then continues from the corrected frame."""
 from __future__ import annotations
 
-import time
+from dataclasses import replace
 
-import torch
-
-from acdc_core.images import nchw_to_bhwc, resize_to
-from acdc_core.state import FrameRecord
-from .values import ARM, CATEGORY, STORY, TOKENS, single_image, tooltip
+from acdc_core.story import reencode
+from .frames import frame_to_nchw, to_image
+from .widgets import tooltip
+from .wires import ARM, CATEGORY, FRAME, STORY
 
 
 class ReTokenize:
-    DESCRIPTION = ("ACDC step 5: re-encodes the corrected (and fixed) frame with the ARM's own VQ encoder and puts "
-                   "those tokens in the story instead of the ARM's, so the next frames are generated from the "
-                   "corrected frame and errors stop propagating. A frame that reaches it unchanged (ACDC #k) keeps "
-                   "the ARM's own tokens.")
+    DESCRIPTION = ("ACDC step 5: re-encodes the frame's final image with the ARM's own VQ encoder and puts those "
+                   "tokens in the story instead of the ARM's, so the next frames are generated from the corrected "
+                   "frame and errors stop propagating. A frame SDEdit Correct left alone (ACDC #k) keeps the ARM's "
+                   "own tokens. Any image chain may come before it (ComfyUI's own VAE Encode -> KSampler -> VAE "
+                   "Decode, an upscale, a colour fix): the image wired in is what is re-encoded.")
     CATEGORY = f"{CATEGORY}/stages"
     FUNCTION = "retokenize"
     RETURN_TYPES = (STORY, "IMAGE")
@@ -28,50 +28,33 @@ class ReTokenize:
         return {
             "required": {
                 "arm": (ARM, tooltip("The ARM that made the tokens.")),
-                "tokens": (TOKENS, tooltip("From ARM Token Generator: the frame's original tokens and its story.")),
-                "image": ("IMAGE", tooltip("The final frame (from Inpaint Physical Fix or SDEdit Correct).")),
+                "frame": (FRAME, tooltip("The frame (from Inpaint Physical Fix, SDEdit Correct or VQ Detokenize): "
+                                         "what happened to it, recorded in the story.")),
+                "image": ("IMAGE", tooltip("The final frame (from Inpaint Physical Fix, SDEdit Correct, or your own "
+                                           "image nodes).")),
             },
             "optional": {
-                "prompt": ("STRING", tooltip("The diffusion model's prompt for this frame (from LLM Memory Prompt): "
-                                             "kept in the story, where the memory of later frames reads it.",
-                                             forceInput=True, lazy=True)),
-                "fix_mask": ("MASK", tooltip("From Inpaint Physical Fix (its mask output): records whether this "
-                                             "frame was fixed (run.json, the story's records). Not needed for the "
-                                             "pixels or the tokens.")),
+                "prompt": ("STRING", tooltip("The diffusion prompt of this frame (from LLM Memory Prompt), kept in the "
+                                             "story where the memory of later frames reads it. Needed only when no "
+                                             "SDEdit Correct saw the frame (e.g. ComfyUI's own KSampler corrects "
+                                             "it).", forceInput=True, lazy=True)),
             },
         }
 
-    @staticmethod
-    def _compare(backend, tokens, image):
-        """(x_i = D(v_i) [1, 3, h, w], the final frame [1, 3, H, W], whether the frame reached here unchanged)."""
-        arm_image = backend.decode(tokens.tokens)
-        final = single_image(image, "image")                     # IMAGE [1, H, W, 3] -> [1, 3, H, W]
-        unchanged = tuple(final.shape) == tuple(arm_image.shape) and torch.equal(final, arm_image.to(final))
-        return arm_image, final, unchanged
+    def check_lazy_status(self, frame=None, prompt=None, **_):
+        # Only a frame corrected outside SDEdit Correct needs its prompt from here (a frame ACDC #k left alone
+        # keeps no prompt), so no memory query runs for nothing.
+        wanted = frame is not None and frame.corrected is not False and frame.memory_prompt is None
+        return ["prompt"] if wanted and prompt is None else []
 
-    def check_lazy_status(self, arm=None, tokens=None, image=None, prompt=None, fix_mask=None):
-        # An unchanged frame (ACDC #k) keeps no DM prompt, so its memory LLM query never has to run.
-        if prompt is not None or arm is None or tokens is None or image is None:
-            return []
-        return [] if self._compare(arm.use(), tokens, image)[2] else ["prompt"]
-
-    def retokenize(self, arm, tokens, image, prompt=None, fix_mask=None):
+    def retokenize(self, arm, frame, image, prompt=None):
         backend = arm.use()
-        seconds = dict(tokens.seconds)
-        arm_image, final, unchanged = self._compare(backend, tokens, image)   # x_i = D(v_i)
-        index, state = tokens.index, tokens.state
-        if unchanged:  # not corrected (ACDC #k): the ARM's own tokens stay, as in the headless engine
-            new_tokens, memory_prompt, corrected = tokens.tokens, None, arm_image
-        else:
-            start = time.perf_counter()
-            new_tokens = backend.encode(resize_to(final, backend.image_size))   # v~_i = E(x~_i)
-            seconds["encode"] = time.perf_counter() - start
-            memory_prompt, corrected = (prompt if prompt is not None else None), final
-        record = FrameRecord(index, state.prompts[index], memory_prompt, arm_image[0], corrected[0].float(),
-                             tokens.tokens, new_tokens, tokens.arm_seed, tokens.arm_seed, corrected=not unchanged,
-                             fixed=not unchanged and fix_mask is not None and bool(fix_mask.any()), seconds=seconds)
-        story = state.with_frame(record, new_tokens)             # a new state; the input state is untouched
-        return (story, nchw_to_bhwc(backend.decode(new_tokens)))
+        if frame.corrected is not False:     # the image wired in is the frame's final pixels
+            frame = replace(frame, image=frame_to_nchw(image))
+        story = reencode(frame, backend, memory_prompt=prompt)   # a new state; the frame's state is untouched
+        record = story.records[-1]
+        view = backend.decode(record.tokens_after) if record.corrected else record.arm_image[None]
+        return (story, to_image(view))
 
 
 NODES = {"ACDC_ReTokenize": (ReTokenize, "Re-Tokenize (ACDC)")}

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from acdc_core.arm.base import SamplingSettings
 from acdc_core.errors import InvalidInputError
+from acdc_core.memory import MemoryModule, MemorySettings
 from acdc_core.state import StorySettings, new_story
+from acdc_core.story import run_story
 from . import bridge
-from .values import ARM, CATEGORY, DM, MEMORY, parse_prompts, seed_input, story_results, tooltip
-from .loop import LoopClose, StoryPrompts
+from .frames import story_results
+from .widgets import (check_correct_frames, check_story_text, correct_frames_input, optional_seed,
+                      read_correct_frames, sampler_input, seed_input, tooltip)
+from .wires import (ARM, CATEGORY, DEFAULT_STORY, DM, MEMORY, STORY_OUTPUT_NAMES, STORY_OUTPUT_TOOLTIPS,
+                    STORY_OUTPUTS)
 
 
 class ACDCStory:
@@ -21,9 +26,9 @@ class ACDCStory:
     FUNCTION = "run"
     OUTPUT_NODE = True
     # The same outputs as Loop Frame (close): the wired chain and this node are interchangeable downstream.
-    RETURN_TYPES = LoopClose.RETURN_TYPES
-    RETURN_NAMES = LoopClose.RETURN_NAMES
-    OUTPUT_TOOLTIPS = LoopClose.OUTPUT_TOOLTIPS
+    RETURN_TYPES = STORY_OUTPUTS
+    RETURN_NAMES = STORY_OUTPUT_NAMES
+    OUTPUT_TOOLTIPS = STORY_OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -31,16 +36,16 @@ class ACDCStory:
             "required": {
                 "arm": (ARM, tooltip("From Load ARM.")),
                 "story": ("STRING", tooltip("One line per frame (blank lines and # lines are skipped).",
-                                            default=StoryPrompts.DEFAULT, multiline=True)),
-                "seed": seed_input("Seed of frame 1; frame k uses seed + k - 1 for the ARM and the diffusion model."),
+                                            default=DEFAULT_STORY, multiline=True)),
+                "seed": seed_input("Seed of frame 1; frame k uses seed + k - 1 for the ARM (and for the diffusion "
+                                   "model unless dm_seed is set)."),
                 "t_prime": ("FLOAT", tooltip("SDEdit t' (paper: 0.4-0.5 for images).", default=0.5, min=0.01,
                                              max=1.0, step=0.01)),
-                "steps": ("INT", tooltip("DDIM schedule length; the steps at or below t' run.", default=50, min=1,
-                                         max=1000)),
+                "steps": ("INT", tooltip("Length of the full schedule; the floor(t' x steps) steps at or below t' "
+                                         "run.", default=50, min=1, max=1000)),
                 "cfg": ("FLOAT", tooltip("Guidance of the diffusion model (paper: 7.5).", default=7.5, min=0.0,
                                          max=30.0, step=0.1)),
-                "correct_frames": ("INT", tooltip("ACDC #k: correct only the first k frames; 0 corrects every frame.",
-                                                  default=0, min=0, max=10000)),
+                "correct_frames": correct_frames_input("the diffusion model corrects"),
                 "arm_cfg": ("FLOAT", tooltip("The ARM's classifier-free guidance.", default=5.0, min=0.0, max=30.0,
                                              step=0.1)),
                 "temperature": ("FLOAT", tooltip("The ARM's sampling temperature.", default=1.0, min=0.0, max=5.0,
@@ -49,9 +54,15 @@ class ACDCStory:
                                              max=10000)),
                 "fix_t_prime": ("FLOAT", tooltip("t' of the masked fix.", default=0.8, min=0.01, max=1.0, step=0.01)),
                 "negative_prompt": ("STRING", tooltip("What the diffusion model should avoid.", default="")),
+                "dm_seed": seed_input("Seed of the diffusion model's correction of frame 1 (frame k: + k - 1); "
+                                      "-1: the same as seed.", allow_same=True),
+                "fix_seed": seed_input("Seed of the masked fix (frame k: + k - 1); -1: the frame's own diffusion "
+                                       "seed.", allow_same=True),
+                "sampler_name": sampler_input(),
             },
             "optional": {
-                "dm": (DM, tooltip("From Load Diffusion Model; without it the ARM alone makes the story.")),
+                "dm": (DM, tooltip("From Load Diffusion Model or ComfyUI Model as Corrector; without it the ARM "
+                                   "alone makes the story.")),
                 "memory": (MEMORY, tooltip("From Load Memory LLM; without it the diffusion model gets the raw "
                                            "story lines.")),
                 "mask": ("MASK", tooltip("Region of frame fix_frame to inpaint (1 = repaint), at the frame's "
@@ -60,31 +71,24 @@ class ACDCStory:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, story):
-        return StoryPrompts.VALIDATE_INPUTS(story)
+    def VALIDATE_INPUTS(cls, story=None, correct_frames=None):
+        return check_correct_frames(correct_frames) or check_story_text(story)
 
     def run(self, arm, story, seed, t_prime, steps, cfg, correct_frames, arm_cfg, temperature, fix_frame,
-            fix_t_prime, negative_prompt, dm=None, memory=None, mask=None):
-        from acdc_core.memory import MemoryModule, MemorySettings
-        from acdc_core.story import run_story
-
-        state = new_story(parse_prompts(story))
+            fix_t_prime, negative_prompt, dm_seed, fix_seed, sampler_name, dm=None, memory=None, mask=None):
+        state = new_story(story)
         settings = StorySettings(
             sampling=SamplingSettings(guidance_scale=arm_cfg, temperature=temperature),
-            strength=t_prime, steps=steps, guidance_scale=cfg, negative_prompt=negative_prompt,
-            correct_frames=(0 if dm is None else (correct_frames or None)), fix_strength=fix_t_prime,
-            seed=int(seed)).validate()
+            strength=t_prime, steps=steps, guidance_scale=cfg, negative_prompt=negative_prompt, scheduler=sampler_name,
+            correct_frames=(0 if dm is None else read_correct_frames(correct_frames)), fix_strength=fix_t_prime,
+            seed=int(seed), dm_seed=optional_seed(dm_seed), fix_seed=optional_seed(fix_seed)).validate()
         masks = {}
         if mask is not None and fix_frame:
             if fix_frame > len(state.prompts):
                 raise InvalidInputError(f"fix_frame is {fix_frame} but the story has {len(state.prompts)} frames.")
             masks[fix_frame - 1] = mask[0] if mask.ndim == 3 else mask
-        module = memory.engine if memory is not None else None
-        if module is None and dm is not None:
-            module = MemoryModule(None, MemorySettings(mode="off"))
-        if module is not None and dm is not None:
-            module = MemoryModule(module.backend, module.settings, fit=dm.engine.fit_prompt)  # fit to the DM's text
-        placement = bridge.Placement([h.managed for h in (arm, dm, memory) if h is not None])
+        module = memory.engine if memory is not None else MemoryModule(None, MemorySettings(mode="off"))
+        placement = bridge.ComfyModels([h.managed for h in (arm, dm, memory) if h is not None])
         final = run_story(state.prompts, arm.engine, dm.engine if dm is not None else None, module, settings,
                           fix_masks=masks, placement=placement, progress=bridge.progress(frames=len(state.prompts)))
         return story_results(final)

@@ -13,13 +13,15 @@ from acdc_core.progress import no_progress
 
 class FakeARM:
     family = "fake"
-    codebook = 16
+    codebook = codebook_size = 16
+    previews = False
 
     def __init__(self, size: int = 8, grid: int = 2):
         self.image_size = (size, size)
         self.grid = grid
         self.tokens_per_image = grid * grid
         self.device = torch.device("cpu")
+        self.weights = torch.nn.Linear(1, 1)
         self.contexts_seen: list[ARMContext] = []
         self.moves: list[str] = []
 
@@ -46,10 +48,15 @@ class FakeARM:
         self.moves.append(str(device))
         return self
 
+    def modules(self):
+        return {"weights": self.weights}
+
 
 class FakeCorrector:
     """'Corrects' by pulling the image towards a grey level set by the prompt's length, by ``strength``."""
 
+    kind = "fake"
+    schedulers = ("ddim", "euler")
     image_multiple = 1
     text_window = 77
 
@@ -64,9 +71,9 @@ class FakeCorrector:
         return (len(prompt) % 10) / 9
 
     def correct(self, images, prompts, *, strength, steps=50, guidance_scale=7.5, seed=0, negative_prompt="",
-                mask=None, mask_dilate=8, mask_feather=8, progress=no_progress):
+                scheduler=None, mask=None, mask_dilate=8, mask_feather=8, progress=no_progress):
         self.calls.append({"prompt": prompts, "strength": strength, "seed": seed, "mask": mask,
-                           "shape": tuple(images.shape)})
+                           "shape": tuple(images.shape), "scheduler": scheduler})
         out = images * (1 - strength) + self.target(prompts) * strength
         if mask is not None:
             out = torch.where(mask > 0.5, out, images)
@@ -75,15 +82,29 @@ class FakeCorrector:
     def to(self, device):
         return self
 
+    def modules(self):
+        return {}
+
 
 class FakeMemory:
     """Prefixes the first story prompt (the 'who and where') to every later one."""
 
-    class settings:
-        mode = "per-frame"
+    mode = "per-frame"
 
     def __init__(self):
         self.calls = 0
+
+    def check(self):
+        pass
+
+    def to(self, device):
+        return self
+
+    def modules(self):
+        return {}
+
+    def prompts_for_story(self, story_prompts):
+        return [self.prompt_for(i, story_prompts, ()) for i in range(len(story_prompts))]
 
     def prompt_for(self, i, story_prompts, earlier):
         self.calls += 1

@@ -179,7 +179,7 @@ def test_bad_requests_are_refused(arm):
         arm.encode(torch.rand(3, 32, 32))
     with pytest.raises(InvalidInputError, match="decode needs tokens"):
         arm.decode(torch.zeros(1, 5, dtype=torch.long))
-    with pytest.raises(InvalidInputError, match="codes in"):
+    with pytest.raises(InvalidInputError, match="outside the codebook"):
         arm.decode(torch.full((1, 64), arm.codebook_size))
     with pytest.raises(InvalidInputError, match="one image per chunk"):
         arm.sample_chunk(ARMContext(), "x", settings=CFG, generator=gen(0), images_per_chunk=2)

@@ -90,7 +90,7 @@ def test_sdxl_shaped_model_matches_diffusers_sdxl_img2img(tmp_path, images):
     from diffusers import DDIMScheduler, StableDiffusionXLImg2ImgPipeline
 
     sdxl = load_corrector(build_tiny_sdxl(tmp_path / "tiny_sdxl"))
-    assert sdxl.is_sdxl and len(sdxl.text_encoders) == 2
+    assert sdxl.architecture == "sdxl" and len(sdxl.text_encoders) == 2
     pipe = StableDiffusionXLImg2ImgPipeline(
         vae=sdxl.vae, text_encoder=sdxl.text_encoders[0], text_encoder_2=sdxl.text_encoders[1],
         tokenizer=sdxl.tokenizers[0], tokenizer_2=sdxl.tokenizers[1], unet=sdxl.unet,
@@ -189,7 +189,7 @@ def test_strength_out_of_range(sd, images, strength):
 
 
 def test_strength_too_small_for_the_steps(sd, images):
-    with pytest.raises(InvalidInputError, match="no DDIM step"):
+    with pytest.raises(InvalidInputError, match="no denoising step"):
         sd.correct(images, PROMPTS, strength=0.01, steps=10)
 
 

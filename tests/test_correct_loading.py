@@ -103,7 +103,7 @@ def test_sdxl_single_file_loads_and_matches_its_folder(tmp_path):
     checkpoint = write_single_file(folder, tmp_path / "sdxl.safetensors")
     single = load_corrector(checkpoint, config_dir=write_config_dir(folder, tmp_path / "config"))
     folder_model = load_corrector(folder)
-    assert single.is_sdxl and len(single.text_encoders) == 2 and single.tokenizers[1].pad_token == "!"
+    assert single.architecture == "sdxl" and len(single.text_encoders) == 2 and single.tokenizers[1].pad_token == "!"
     images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     settings = dict(strength=0.5, steps=4, seed=5)
     assert torch.equal(single.correct(images, "a red fox", **settings),

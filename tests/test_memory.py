@@ -18,6 +18,7 @@ from acdc_core.memory import (
     DEFAULT_SYSTEM_PROMPT,
     DEFAULT_WHOLE_STORY_SYSTEM_PROMPT,
     LocalLLM,
+    Weightless,
     MemoryModule,
     MemorySettings,
     OpenAICompatibleLLM,
@@ -34,7 +35,7 @@ STORY = [
 ]
 
 
-class RecordingBackend:
+class RecordingBackend(Weightless):
     """A fake ChatBackend: records every call and answers from a function of the messages."""
 
     def __init__(self, answer=None) -> None:

@@ -17,12 +17,13 @@ import nodes
 from acdc_core.errors import InvalidInputError
 from acdc_core.state import new_story
 from nodes import bridge, loaders
-from nodes.values import BUILTIN, FrameTokens
+from acdc_core.state import Frame
+from nodes.wires import BUILTIN
 
 SHIPPED_BUILTIN = loaders.builtin_model_paths   # before conftest's tiny_builtin patches it
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE_TYPES = {"IMAGE", "MASK", "STRING", "INT", "FLOAT", "BOOLEAN"}
+CORE_TYPES = {"IMAGE", "MASK", "STRING", "INT", "FLOAT", "BOOLEAN", "MODEL", "CLIP", "VAE"}   # ComfyUI's own
 HIDDEN_KINDS = {"UNIQUE_ID", "DYNPROMPT", "PROMPT", "EXTRA_PNGINFO"}
 NODES = sorted(nodes.NODE_CLASS_MAPPINGS.items())
 
@@ -206,13 +207,14 @@ def test_inside_comfyui_models_are_handed_to_model_management_in_a_plain_contain
             return self
 
     engine = Engine()
-    managed = bridge_in.ManagedModel(engine, {"unet": engine.unet}, "tiny")
-    container = managed.patcher.model
+    engine.modules = lambda: {"unet": engine.unet}
+    managed = bridge_in.ManagedModel(engine, "tiny")
+    container = managed.handle.model
     assert isinstance(container, torch.nn.Module) and container.device == torch.device("cpu")
     assert container.unet is engine.unet                                 # the same weights, not a copy
     assert managed.use() is engine
-    assert calls["load"] == [([managed.patcher], True)] and engine.moved == [torch.device("cpu")]
-    placement = bridge_in.Placement([managed])
+    assert calls["load"] == [([managed.handle], True)] and engine.moved == [torch.device("cpu")]
+    placement = bridge_in.ComfyModels([managed])
     placement.use(engine)
     assert len(calls["load"]) == 2 and placement.use("not managed") == "not managed"
 
@@ -220,7 +222,7 @@ def test_inside_comfyui_models_are_handed_to_model_management_in_a_plain_contain
 # -- loaders -------------------------------------------------------------------------------------------------
 
 def test_loaders_list_what_is_on_disk_and_the_built_in_models(host):
-    models = bridge._standalone.models()
+    models = bridge.HOST.models()
     (models / "acdc_arm" / "Janus-Pro-1B").mkdir(parents=True, exist_ok=True)
     (models / "acdc_arm" / "Janus-Pro-1B" / "config.json").write_text('{"model_type": "janus"}')
     (models / "acdc_arm" / "not-a-model").mkdir(exist_ok=True)
@@ -241,7 +243,7 @@ def test_loaders_list_what_is_on_disk_and_the_built_in_models(host):
 def test_a_unified_arm_folder_is_listed_validated_and_loaded(host):
     from acdc_core.tiny.unified import build_tiny_unified
 
-    folder = bridge._standalone.models() / "acdc_arm" / "toy-like"
+    folder = bridge.HOST.models() / "acdc_arm" / "toy-like"
     if not folder.exists():
         build_tiny_unified(folder, seed=0)
     cls = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadARM"]
@@ -262,7 +264,7 @@ def test_built_in_models_load_and_are_managed(monkeypatch):
     assert loaders.builtin_model_paths() == {"arm": defaults.ARM_DIR, "dm": defaults.DM_DIR, "llm": defaults.MEMORY_DIR}
     arm, dm, memory = load_builtin()
     assert arm.engine.family == "unified" and arm.engine.image_size == (32, 32) and dm.engine.native_size == (32, 32)
-    assert memory.engine.settings.mode == "per-frame" and memory.engine.backend is memory.managed.engine
+    assert memory.engine.settings.mode == "per-frame" and memory.managed.engine is memory.engine
     assert set(dict(dm.managed.engine.unet.named_children())) and arm.managed.engine is arm.engine
 
 
@@ -312,30 +314,55 @@ def test_story_prompts_are_one_per_line():
         run("ACDC_StoryPrompts", "\n")
 
 
+SDEDIT = dict(t_prime=0.5, steps=10, cfg=7.5, seed=3, negative_prompt="", correct_frames="all", correction_size=0,
+              sampler_name="ddim")
+FIX = dict(fix_prompt="", t_prime=0.8, steps=10, cfg=7.5, seed=-1, grow=2, feather=2, paint_frame=1, masks="",
+           image="", sampler_name="ddim")
+
+
 def frame_one(models, story=None):
     arm, _, _ = models
     state = story or new_story(["Benny the dog in a meadow.", "He jumps."])
-    tokens = run("ACDC_ARMTokenGenerator", arm, state, 3, 5.0, 1.0, 0, 1.0)[0]
-    return state, tokens
+    frame = run("ACDC_ARMTokenGenerator", arm, state, 3, 5.0, 1.0, 0, 1.0)[0]
+    return state, frame
+
+
+def sdedit(dm, image, frame, prompt=None, **changes):
+    return run("ACDC_SDEditCorrect", dm=dm, image=image, frame=frame, prompt=prompt, **{**SDEDIT, **changes})
+
+
+def inpaint(dm, pixels, frame, prompt=None, mask=None, **changes):
+    return run("ACDC_InpaintFix", dm=dm, pixels=pixels, frame=frame, prompt=prompt, mask=mask, **{**FIX, **changes})
+
+
+def decoded_frame(models, pixels):
+    """A frame of a story whose pixels are ``pixels`` (IMAGE [1, H, W, 3]), as if SDEdit Correct made them."""
+    from dataclasses import replace
+    arm, _, _ = models
+    _, frame = frame_one(models)
+    frame = run("ACDC_VQDetokenize", arm, frame)[1]
+    return replace(frame, image=pixels.permute(0, 3, 1, 2), corrected=True, dm_seed=3)
 
 
 def test_each_stage_returns_new_values_in_comfyui_layouts_and_changes_no_input(models):
     arm, dm, memory = models
-    state, tokens = frame_one(models)
-    assert isinstance(tokens, FrameTokens) and tokens.index == 0 and tokens.tokens.shape == (1, 16)
-    assert tokens.arm_seed == 3 and state.records == ()
-    image = run("ACDC_VQDetokenize", arm, tokens)[0]
+    state, frame = frame_one(models)
+    assert isinstance(frame, Frame) and frame.index == 0 and frame.tokens.shape == (1, 16)
+    assert frame.arm_seed == 3 and state.records == ()
+    image, decoded = run("ACDC_VQDetokenize", arm, frame)
     assert image.shape == (1, 32, 32, 3) and 0 <= float(image.min()) and float(image.max()) <= 1   # [B, H, W, C]
+    assert frame.arm_image is None and decoded.arm_image is not None          # a new frame; the input is untouched
     kept = image.clone()
     prompt = run("ACDC_LLMMemoryPrompt", memory, state, dm)[0]
     assert isinstance(prompt, str) and prompt
-    corrected = run("ACDC_SDEditCorrect", dm, image, 0.5, 10, 7.5, 3, "", 0, 0, prompt=prompt, tokens=tokens)[0]
+    corrected, corrected_frame = sdedit(dm, image, decoded, prompt)
     assert corrected.shape == (1, 64, 64, 3) and torch.equal(image, kept)                        # the DM's size
-    fixed = run("ACDC_InpaintFix", dm, corrected, "", 0.8, 10, 7.5, 3, 2, 2, 1, "", "", prompt=prompt,
-                tokens=tokens)
+    assert corrected_frame.corrected and corrected_frame.dm_seed == 3 and corrected_frame.memory_prompt == prompt
+    fixed = inpaint(dm, corrected, corrected_frame, prompt)
     assert fixed["result"][0] is corrected and not fixed["result"][1].any()  # no mask: passed through as is
+    assert not fixed["result"][2].fixed
     assert fixed["ui"]["acdc_frames"] == [1] and fixed["ui"]["images"][0]["type"] == "temp"
-    story, arm_view = run("ACDC_ReTokenize", arm, tokens, corrected, prompt=prompt)
+    story, arm_view = run("ACDC_ReTokenize", arm, fixed["result"][2], corrected, prompt=prompt)
     assert len(story.records) == 1 and story.records[0].memory_prompt == prompt and story.records[0].corrected
     assert arm_view.shape == (1, 32, 32, 3)
     assert state.records == () and len(state.context) == 0                 # the input story is untouched
@@ -345,74 +372,86 @@ def test_each_stage_returns_new_values_in_comfyui_layouts_and_changes_no_input(m
 def test_acdc_k_passes_later_frames_through_and_re_tokenize_keeps_their_tokens(models):
     arm, dm, _ = models
     first = new_story(["A cat.", "It sleeps."])
-    _, tokens = frame_one(models, first)
-    image = run("ACDC_VQDetokenize", arm, tokens)[0]
-    state = run("ACDC_ReTokenize", arm, tokens, run("ACDC_SDEditCorrect", dm, image, 0.5, 10, 7.5, 0, "", 1, 0,
-                                                       prompt="A cat.", tokens=tokens)[0], prompt="A cat.")[0]
+    _, frame = frame_one(models, first)
+    image, frame = run("ACDC_VQDetokenize", arm, frame)
+    corrected, frame = sdedit(dm, image, frame, "A cat.", correct_frames="1")
+    state = run("ACDC_ReTokenize", arm, frame, corrected)[0]
     second = run("ACDC_ARMTokenGenerator", arm, state, 3, 5.0, 1.0, 0, 1.0)[0]
-    image2 = run("ACDC_VQDetokenize", arm, second)[0]
-    sdedit = nodes.NODE_CLASS_MAPPINGS["ACDC_SDEditCorrect"]()
-    assert sdedit.check_lazy_status(correct_frames=1, tokens=second) == []   # no prompt needed: no LLM query
-    assert run("ACDC_SDEditCorrect", dm, image2, 0.5, 10, 7.5, 0, "", 1, 0, tokens=second)[0] is image2
+    image2, second = run("ACDC_VQDetokenize", arm, second)
+    node = nodes.NODE_CLASS_MAPPINGS["ACDC_SDEditCorrect"]()
+    assert node.check_lazy_status(correct_frames="1", frame=second) == []   # no prompt needed: no LLM query
+    passed, left = sdedit(dm, image2, second, correct_frames="1")
+    assert passed is image2 and left.corrected is False
     retok = nodes.NODE_CLASS_MAPPINGS["ACDC_ReTokenize"]()
-    assert retok.check_lazy_status(arm=arm, tokens=second, image=image2) == []
-    done = run("ACDC_ReTokenize", arm, second, image2)[0]
+    assert retok.check_lazy_status(frame=left) == []
+    done = run("ACDC_ReTokenize", arm, left, image2)[0]
     assert not done.records[1].corrected and torch.equal(done.records[1].tokens_after, second.tokens)
 
 
 def test_the_fix_repaints_only_the_masked_region(models, host):
     _, dm, _ = models
-    frame = torch.rand(1, 64, 64, 3)
+    pixels = torch.rand(1, 64, 64, 3)
+    frame = decoded_frame(models, pixels)
     mask = torch.zeros(1, 64, 64)
     mask[:, 40:56, 40:56] = 1
-    out, applied = run("ACDC_InpaintFix", dm, frame, "a full moon", 0.9, 10, 7.5, 0, 0, 0, 1, "", "", mask=mask)[
-        "result"]
-    changed = (out - frame).abs().amax(-1)[0] > 0
-    assert changed[40:56, 40:56].any() and not changed[:32].any() and torch.equal(applied, mask)
+    out, applied, fixed = inpaint(dm, pixels, frame, fix_prompt="a full moon", t_prime=0.9, grow=0, feather=0,
+                                  mask=mask)["result"]
+    changed = (out - pixels).abs().amax(-1)[0] > 0
+    assert changed[40:56, 40:56].any() and not changed[:32].any() and torch.equal(applied, mask) and fixed.fixed
     # The same through a painted file: alpha 0 where the user painted, as ComfyUI's mask editor saves it.
     picture = np.full((64, 64, 4), 255, np.uint8)
     picture[40:56, 40:56, 3] = 0
     Image.fromarray(picture, "RGBA").save(host / "input" / "clipspace-painted-masked-5.png")
-    painted = run("ACDC_InpaintFix", dm, frame, "a full moon", 0.9, 10, 7.5, 0, 0, 0, 1, "",
-                  "clipspace-painted-masked-5.png [input]")["result"]
+    painted = inpaint(dm, pixels, frame, fix_prompt="a full moon", t_prime=0.9, grow=0, feather=0,
+                      image="clipspace-painted-masked-5.png [input]")["result"]
     assert torch.equal(painted[1], mask) and torch.equal(painted[0], out)
     # Painted for frame 2 only: frame 1 passes through.
-    elsewhere = run("ACDC_InpaintFix", dm, frame, "x", 0.9, 10, 7.5, 0, 0, 0, 2, "",
-                    "clipspace-painted-masked-5.png [input]")["result"]
-    assert elsewhere[0] is frame
+    elsewhere = inpaint(dm, pixels, frame, fix_prompt="x", t_prime=0.9, paint_frame=2,
+                        image="clipspace-painted-masked-5.png [input]")["result"]
+    assert elsewhere[0] is pixels and not elsewhere[2].fixed
 
 
 @pytest.mark.parametrize("mask_shape", [(1, 32, 32), (2, 64, 64)])
 def test_a_mask_that_does_not_fit_the_frame_is_refused_naming_both_sizes(models, mask_shape):
     _, dm, _ = models
+    pixels = torch.rand(1, 64, 64, 3)
     with pytest.raises(InvalidInputError, match="64x64"):
-        run("ACDC_InpaintFix", dm, torch.rand(1, 64, 64, 3), "x", 0.8, 10, 7.5, 0, 0, 0, 1, "", "",
-            mask=torch.ones(mask_shape))
+        inpaint(dm, pixels, decoded_frame(models, pixels), fix_prompt="x", mask=torch.ones(mask_shape))
 
 
 def test_a_masked_fix_without_any_prompt_says_what_to_connect(models):
+    from dataclasses import replace
     _, dm, _ = models
-    with pytest.raises(InvalidInputError, match="fix_prompt"):
-        run("ACDC_InpaintFix", dm, torch.rand(1, 64, 64, 3), "", 0.8, 10, 7.5, 0, 0, 0, 1, "", "",
-            mask=torch.ones(1, 64, 64))
+    pixels = torch.rand(1, 64, 64, 3)
+    frame = replace(decoded_frame(models, pixels), memory_prompt=None)
+    with pytest.raises(InvalidInputError, match="fix prompt"):
+        inpaint(dm, pixels, frame, mask=torch.ones(1, 64, 64))
+
+
+def test_a_fix_mask_on_a_frame_acdc_k_leaves_alone_is_refused_as_the_engine_refuses_it(models):
+    arm, dm, _ = models
+    _, frame = frame_one(models)
+    image, frame = run("ACDC_VQDetokenize", arm, frame)
+    passed, left = sdedit(dm, image, frame, correct_frames="none")
+    with pytest.raises(InvalidInputError, match="frame 1 has a fix mask but is not corrected"):
+        inpaint(dm, passed, left, fix_prompt="x", mask=torch.ones(1, 32, 32))
 
 
 def test_the_fix_copy_for_a_frame_keeps_only_that_frames_mask():
-    fix = nodes.NODE_CLASS_MAPPINGS["ACDC_InpaintFix"]
+    from nodes.masks import frame_inputs
     inputs = {"masks": '{"2":"b.png [input]"}', "image": "c.png [input]", "paint_frame": 3, "seed": 1}
-    assert fix.acdc_frame_inputs(inputs, 3) == {"masks": '{"3":"c.png [input]"}', "image": "", "paint_frame": 3,
-                                                "seed": 1}
-    assert fix.acdc_frame_inputs(inputs, 1)["masks"] == ""
+    assert frame_inputs(inputs, 3) == {"masks": '{"3":"c.png [input]"}', "image": "", "paint_frame": 3, "seed": 1}
+    assert frame_inputs(inputs, 1)["masks"] == ""
     assert inputs["image"] == "c.png [input]"                                # not changed in place
     linked = dict(inputs, masks=["9", 0])
-    assert fix.acdc_frame_inputs(linked, 1) == linked                        # a linked widget is left alone
+    assert frame_inputs(linked, 1) == linked                                 # a linked widget is left alone
 
 
 def test_a_batch_reaching_re_tokenize_is_refused_clearly(models):
     arm, _, _ = models
-    _, tokens = frame_one(models)
+    _, frame = frame_one(models)
     with pytest.raises(InvalidInputError, match="one frame"):
-        run("ACDC_ReTokenize", arm, tokens, torch.rand(2, 32, 32, 3))
+        run("ACDC_ReTokenize", arm, frame, torch.rand(2, 32, 32, 3))
 
 
 def test_cancel_is_checked_between_tokens(models):
@@ -422,27 +461,35 @@ def test_cancel_is_checked_between_tokens(models):
     frame_one(models)  # the next run is not affected
 
 
+STORY_NODE = dict(seed=1, t_prime=0.5, steps=10, cfg=7.5, correct_frames="all", arm_cfg=5.0, temperature=1.0,
+                  fix_frame=0, fix_t_prime=0.8, negative_prompt="", dm_seed=-1, fix_seed=-1, sampler_name="ddim")
+
+
+def story_node(arm, story, **changes):
+    inputs = {**STORY_NODE, **changes}
+    return run("ACDC_Story", arm=arm, story=story, **inputs)
+
+
 def test_the_all_in_one_story_node_runs_the_engine_and_shows_arm_and_corrected_frames(models, host):
     arm, dm, memory = models
     mask = torch.zeros(1, 64, 64)
     mask[:, :16, :16] = 1
-    out = run("ACDC_Story", arm, "A red fox in the snow.\nShe naps.", 1, 0.5, 10, 7.5, 0, 5.0, 1.0, 2, 0.8, "",
-              dm=dm, memory=memory, mask=mask)
+    out = story_node(arm, "A red fox in the snow.\nShe naps.", fix_frame=2, dm=dm, memory=memory, mask=mask)
     story, frames, arm_frames, prompts = out["result"]
     assert [r.corrected for r in story.records] == [True, True] and story.records[1].fixed
     assert frames.shape == (2, 64, 64, 3) and arm_frames.shape == (2, 32, 32, 3)
     assert len(prompts.splitlines()) == 2
     strip = Image.open(host / "temp" / out["ui"]["images"][0]["subfolder"] / out["ui"]["images"][0]["filename"])
     assert strip.width > strip.height                                       # frames side by side, two rows
-    arm_only = run("ACDC_Story", arm, "A red fox in the snow.\nShe naps.", 1, 0.5, 10, 7.5, 0, 5.0, 1.0, 0, 0.8, "")
+    arm_only = story_node(arm, "A red fox in the snow.\nShe naps.")
     assert not any(r.corrected for r in arm_only["result"][0].records)     # no diffusion model: the ARM alone
     assert torch.equal(arm_only["result"][0].records[0].tokens_before, story.records[0].tokens_before)
     with pytest.raises(InvalidInputError, match="fix_frame is 3"):
-        run("ACDC_Story", arm, "One.\nTwo.", 1, 0.5, 10, 7.5, 0, 5.0, 1.0, 3, 0.8, "", dm=dm, mask=mask)
+        story_node(arm, "One.\nTwo.", fix_frame=3, dm=dm, mask=mask)
 
 
 def test_painted_mask_files_are_read_as_comfyui_does():
-    from nodes.fix import effective_masks, load_mask, parse_masks
+    from nodes.masks import effective_masks, load_mask, parse_masks
     assert effective_masks('{"1":"a.png [input]"}', "b.png [temp]", 2) == {1: "a.png [input]"}
     assert effective_masks("", "b.png", 2) == {2: "b.png"}
     assert parse_masks(json.dumps({"3": "c.png [input]", "4": ""})) == {3: "c.png [input]"}

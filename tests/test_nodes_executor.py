@@ -75,6 +75,7 @@ class MiniComfy:
     def __init__(self, classes: dict, cache: bool = True) -> None:
         self.classes = classes
         self.cache = {} if cache else None
+        self._interned: dict[tuple, int] = {}
 
     def run(self, prompt: dict) -> Run:
         run = Run()
@@ -86,6 +87,8 @@ class MiniComfy:
         return run
 
     # -- ComfyUI's cache key: class, IS_CHANGED, literal inputs, ancestors (and the id for UNIQUE_ID nodes) ---
+    # An ancestor enters a key as the number its own key was given (``_interned``, kept across runs), so a
+    # key stays flat: hashing nested keys would revisit every shared ancestor once per path to it.
     def signature(self, node_id):
         if node_id in self._signatures:
             return self._signatures[node_id]
@@ -101,7 +104,8 @@ class MiniComfy:
         for key in sorted(node["inputs"]):
             value = node["inputs"][key]
             parts.append((key, ("link", self.signature(value[0]), value[1])) if is_link(value) else (key, repr(value)))
-        self._signatures[node_id] = tuple(parts)
+        key = tuple(parts)
+        self._signatures[node_id] = self._interned.setdefault(key, len(self._interned))
         return self._signatures[node_id]
 
     def evaluate(self, node_id) -> tuple:

@@ -18,16 +18,16 @@ import nodes
 from acdc_core.arm.base import SamplingSettings
 from acdc_core.errors import InvalidInputError
 from acdc_core.images import resize_to
-from acdc_core.memory import MemoryModule
 from acdc_core.state import StorySettings
 from acdc_core.story import run_story
 from nodes import bridge
-from nodes.loop import CLOSE, OPEN, clone_id, expand_story_loop, loop_body
-from nodes.values import BUILTIN
+from nodes.graph import CLOSE, OPEN, clone_id, expand_story_loop, loop_body
+from nodes.loop import rewrite_for_frame
+from nodes.wires import BUILTIN
 from tests.test_nodes_executor import MiniComfy
 
 STORY = "Benny, a golden retriever, in a sunny meadow.\nHe jumps over a log.\nHe sleeps under the moon."
-SEED, STEPS = 7, 10
+SEED, DM_SEED, STEPS = 7, 11, 10     # different seeds per stage: a mix-up of the two shows
 
 
 class PreviewImage:
@@ -60,9 +60,9 @@ def host(tmp_path_factory, tiny_builtin):
     bridge.configure_standalone()
 
 
-def chain_prompt(story=STORY, correct_frames=0, mode="per-frame") -> dict:
+def chain_prompt(story=STORY, correct_frames="all", mode="per-frame") -> dict:
     """The ACDC story as an API-format prompt: loaders, Story Prompts, the per-frame chain, previews."""
-    arm, dm, mem, toks = ["1", 0], ["2", 0], ["3", 0], ["6", 0]
+    arm, dm, mem = ["1", 0], ["2", 0], ["3", 0]
     return {
         "1": {"class_type": "ACDC_LoadARM", "inputs": {"arm": BUILTIN, "dtype": "auto", "live_preview": False,
                                                        "trust_remote_code": False}},
@@ -74,18 +74,18 @@ def chain_prompt(story=STORY, correct_frames=0, mode="per-frame") -> dict:
         "5": {"class_type": OPEN, "inputs": {"prompts": ["4", 0]}},
         "6": {"class_type": "ACDC_ARMTokenGenerator", "inputs": {
             "arm": arm, "story": ["5", 1], "seed": SEED, "cfg": 5.0, "temperature": 1.0, "top_k": 0, "top_p": 1.0}},
-        "7": {"class_type": "ACDC_VQDetokenize", "inputs": {"arm": arm, "tokens": toks}},
+        "7": {"class_type": "ACDC_VQDetokenize", "inputs": {"arm": arm, "frame": ["6", 0]}},
         "8": {"class_type": "ACDC_LLMMemoryPrompt", "inputs": {"memory": mem, "story": ["5", 1], "dm": dm}},
         "9": {"class_type": "ACDC_SDEditCorrect", "inputs": {
             "dm": dm, "image": ["7", 0], "prompt": ["8", 0], "t_prime": 0.5, "steps": STEPS, "cfg": 7.5,
-            "seed": SEED, "negative_prompt": "", "correct_frames": correct_frames, "correction_size": 0,
-            "tokens": toks}},
+            "seed": DM_SEED, "negative_prompt": "", "correct_frames": correct_frames, "correction_size": 0,
+            "sampler_name": "ddim", "frame": ["7", 1]}},
         "10": {"class_type": "ACDC_InpaintFix", "inputs": {
             "dm": dm, "pixels": ["9", 0], "fix_prompt": "a clear night sky", "t_prime": 0.8, "steps": STEPS,
-            "cfg": 7.5, "seed": SEED, "grow": 2, "feather": 2, "paint_frame": 1, "masks": "", "image": "",
-            "prompt": ["8", 0], "tokens": toks}},
-        "11": {"class_type": "ACDC_ReTokenize", "inputs": {"arm": arm, "tokens": toks, "image": ["10", 0],
-                                                           "prompt": ["8", 0], "fix_mask": ["10", 1]}},
+            "cfg": 7.5, "seed": -1, "grow": 2, "feather": 2, "paint_frame": 1, "masks": "", "image": "",
+            "sampler_name": "ddim", "prompt": ["8", 0], "frame": ["9", 1]}},
+        "11": {"class_type": "ACDC_ReTokenize", "inputs": {"arm": arm, "frame": ["10", 2], "image": ["10", 0],
+                                                           "prompt": ["8", 0]}},
         "12": {"class_type": CLOSE, "inputs": {"loop": ["5", 0], "story": ["11", 0]}},
         "13": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},     # inside the loop
         "14": {"class_type": "PreviewImage", "inputs": {"images": ["12", 1]}},    # after it
@@ -136,7 +136,7 @@ def test_each_fix_copy_gets_only_its_own_frames_painted_mask():
     graph = chain_prompt()
     graph["10"]["inputs"].update(masks='{"1":"m1.png [input]"}', image="m3.png [input]", paint_frame=3)
     expansion, _ = expand_story_loop(graph, open_id="5", close_id="12", first=0, total=3, outputs=4,
-                                     rewrite=__import__("nodes.loop", fromlist=["x"]).rewrite_for_frame)
+                                     rewrite=rewrite_for_frame)
     fixes = {f: expansion[clone_id("12", f, "10")]["inputs"] for f in (1, 2, 3)}
     assert fixes[1]["masks"] == '{"1":"m1.png [input]"}' and fixes[2]["masks"] == ""
     assert fixes[3]["masks"] == '{"3":"m3.png [input]"}'
@@ -145,7 +145,7 @@ def test_each_fix_copy_gets_only_its_own_frames_painted_mask():
     graph["10"]["inputs"].update(masks='{"1":"m1.png [input]","3":"m3.png [input]"}',
                                  image="frame_abc.png [temp]", paint_frame=2)
     moved, _ = expand_story_loop(graph, open_id="5", close_id="12", first=0, total=3, outputs=4,
-                                 rewrite=__import__("nodes.loop", fromlist=["x"]).rewrite_for_frame)
+                                 rewrite=rewrite_for_frame)
     assert moved == expansion
 
 
@@ -169,9 +169,8 @@ def reference():
     run = comfy.run(chain_prompt())
     arm, dm, memory = (run.values[n][0] for n in ("1", "2", "3"))
     settings = StorySettings(sampling=SamplingSettings(guidance_scale=5.0, temperature=1.0), strength=0.5,
-                             steps=STEPS, guidance_scale=7.5, seed=SEED)
-    module = MemoryModule(memory.engine.backend, memory.engine.settings, fit=dm.engine.fit_prompt)
-    state = run_story(STORY.splitlines(), arm.engine, dm.engine, module, settings)
+                             steps=STEPS, guidance_scale=7.5, seed=SEED, dm_seed=DM_SEED)
+    state = run_story(STORY.splitlines(), arm.engine, dm.engine, memory.engine, settings)
     return comfy, run, state
 
 
@@ -179,10 +178,11 @@ def test_one_run_makes_the_whole_story_exactly_as_the_engine_does(reference):
     comfy, run, expected = reference
     story, frames, arm_frames, prompts = run.values["12"]
     assert story.done and len(story.records) == 3
-    for got, want in zip(story.records, expected.records):
+    for i, (got, want) in enumerate(zip(story.records, expected.records)):
         assert torch.equal(got.tokens_before, want.tokens_before)
         assert torch.equal(got.tokens_after, want.tokens_after)
         assert got.memory_prompt == want.memory_prompt and got.corrected and got.fixed == want.fixed is False
+        assert (got.arm_seed, got.dm_seed) == (want.arm_seed, want.dm_seed) == (SEED + i, DM_SEED + i)
         torch.testing.assert_close(got.corrected_image, want.corrected_image)
     assert frames.shape == (3, 64, 64, 3) and arm_frames.shape == (3, 32, 32, 3)   # IMAGE is [B, H, W, C]
     assert prompts.splitlines() == [r.memory_prompt for r in expected.records]
@@ -236,7 +236,7 @@ def test_a_mask_painted_on_frame_2_fixes_it_there_only_and_the_story_resumes_fro
     assert frames_ran(run, "ACDC_ReTokenize") == [2, 3]
     old, new = before.values["12"][0].records, run.values["12"][0].records
     assert torch.equal(old[0].tokens_after, new[0].tokens_after)
-    assert [r.fixed for r in new] == [False, True, False]              # Re-Tokenize read the fix node's mask
+    assert [r.fixed for r in new] == [False, True, False]              # the frame value said so
     changed = (old[1].corrected_image - new[1].corrected_image).abs().amax(0) > 0   # [H, W]
     assert changed.any()
     reach = 2 + 2  # grow + feather around the painted 16x16 square
@@ -265,7 +265,7 @@ def test_a_mask_of_the_wrong_size_is_refused_with_both_sizes(reference, host):
 
 def test_acdc_k_leaves_later_frames_to_the_arm_and_skips_their_memory(reference):
     comfy, _, _ = reference
-    run = comfy.run(chain_prompt(correct_frames=1))
+    run = comfy.run(chain_prompt(correct_frames="1"))
     records = run.values["12"][0].records
     assert [r.corrected for r in records] == [True, False, False]
     assert torch.equal(records[2].tokens_before, records[2].tokens_after)
@@ -328,8 +328,9 @@ def test_a_finished_story_can_be_resumed_with_more_lines(reference):
     prompt = chain_prompt()
     prompt["20"] = {"class_type": "ACDC_Story", "inputs": {
         "arm": ["1", 0], "story": "\n".join(STORY.splitlines()[:2]), "seed": SEED, "t_prime": 0.5, "steps": STEPS,
-        "cfg": 7.5, "correct_frames": 0, "arm_cfg": 5.0, "temperature": 1.0, "fix_frame": 0, "fix_t_prime": 0.8,
-        "negative_prompt": "", "dm": ["2", 0], "memory": ["3", 0]}}
+        "cfg": 7.5, "correct_frames": "all", "arm_cfg": 5.0, "temperature": 1.0, "fix_frame": 0,
+        "fix_t_prime": 0.8, "negative_prompt": "", "dm_seed": DM_SEED, "fix_seed": -1, "sampler_name": "ddim",
+        "dm": ["2", 0], "memory": ["3", 0]}}
     prompt["5"]["inputs"]["resume"] = ["20", 0]
     run = comfy.run(prompt)
     story = run.values["12"][0]

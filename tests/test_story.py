@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from acdc_core.devices import Placement
+from acdc_core.devices import Offloader
 from acdc_core.errors import InvalidInputError
 from acdc_core.state import StorySettings, new_story
 from acdc_core.story import run_story, step_frame
@@ -136,12 +136,13 @@ def test_cancel_from_progress_stops_the_loop_and_keeps_earlier_state():
 
 
 def test_resuming_after_a_fix_keeps_earlier_frames_and_regenerates_later_ones():
-    first, arm, dm, mem = run()
+    arm, dm, mem = FakeARM(), FakeCorrector(), FakeMemory()
+    one = step_frame(new_story(PROMPTS), arm, dm, mem, StorySettings(steps=10))   # a state is a value: keep it
+    first = run_story(PROMPTS, arm, dm, mem, StorySettings(steps=10), start=one)
     mask = torch.zeros(16, 16)
     mask[:, :8] = 1
-    resumed = run_story(PROMPTS, arm, dm, mem, StorySettings(steps=10), start=first.truncated(1),
-                        fix_masks={1: mask})
-    assert resumed.records[0] is first.records[0]
+    resumed = run_story(PROMPTS, arm, dm, mem, StorySettings(steps=10), start=one, fix_masks={1: mask})
+    assert resumed.records[0] is first.records[0] is one.records[0]
     assert resumed.records[1].fixed and not first.records[1].fixed
     assert torch.equal(resumed.records[1].tokens_before, first.records[1].tokens_before)
     assert not torch.equal(resumed.records[1].tokens_after, first.records[1].tokens_after)
@@ -156,12 +157,15 @@ def test_placement_offloads_the_idle_model():
             self.where = str(device)
             return self
 
-    place = Placement(device=torch.device("meta"), offload=True)
+        def modules(self):
+            return {"w": torch.nn.Linear(1, 1)}
+
+    place = Offloader(device=torch.device("meta"), offload=True)
     a, b = Model(), Model()
     place.use(a)
     assert a.where == "meta"
     place.use(b)
     assert (a.where, b.where) == ("cpu", "meta")
-    keep = Placement(device=torch.device("meta"), offload=False)
+    keep = Offloader(device=torch.device("meta"), offload=False)
     keep.use(a), keep.use(b)
     assert (a.where, b.where) == ("meta", "meta")

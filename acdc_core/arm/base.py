@@ -97,12 +97,14 @@ class ARMContext:
 
 @runtime_checkable
 class ARMBackend(Protocol):
-    """What the ACDC loop needs from an autoregressive multimodal model."""
+    """What the ACDC loop, and every host, needs from an autoregressive multimodal model."""
 
-    family: str
+    family: str                      # a key of ``registry.FAMILIES``
     image_size: tuple[int, int]      # (H, W) in pixels of one image the ARM makes
     tokens_per_image: int
+    codebook_size: int               # image tokens are ids in [0, codebook_size)
     device: torch.device
+    previews: bool                   # whether ``sample_chunk`` hands partial frames to ``progress``
 
     def sample_chunk(self, context: ARMContext, prompt: str, *, settings: SamplingSettings,
                      generator: torch.Generator, images_per_chunk: int = 1,
@@ -120,6 +122,10 @@ class ARMBackend(Protocol):
 
     def to(self, device: torch.device | str) -> "ARMBackend":
         """Move the weights (used to offload the ARM while another stage needs the memory)."""
+        ...
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Every torch module holding weights, by name, for a host's memory manager."""
         ...
 
 

@@ -6,10 +6,17 @@ A family subclasses ``CachedDecoder`` and says only what differs between familie
 - ``sequence_key(context, prompt, cfg)``: the ``[rows, L]`` ids of the conditioning sequence (``cache.py``);
 - ``_prefill_input(segment)``: what the LM takes for a slice of that key (ids, or embeddings);
 - ``_code_input(code, rows)``: what the LM takes for one just-sampled code, for every row;
-- ``_forward(inputs, cache)``: run the LM on new positions, return the codebook logits ``[rows, K]``;
-- ``code_key_offset``: where codes sit in the key (text ids below it);
-- ``_preview_geometry()``: (codes per image row, pixels per code row) for the live preview;
-- ``decode(tokens)`` and the attributes ``tokens_per_image``, ``previews``, ``device``, ``dtype``, ``_keeper``.
+- ``_forward(inputs, cache)``: run the LM on new positions (``cache=None``: a fresh one), return the codebook
+  logits ``[rows, K]``;
+- ``_decode_codes(tokens)`` -> pixels in [-1, 1]; ``_encode_pixels(pixels in [-1, 1])`` -> codes;
+- ``modules()``: every weight-holding module by name;
+- the attributes ``code_key_offset`` (where codes sit in the key; text ids below it), ``codebook_size``,
+  ``tokens_per_image``, ``image_size``, ``previews``, ``device``, ``dtype`` (the LM's), ``vq_dtype``, ``_keeper``,
+  and ``_preview_geometry()``: (codes per image row, pixels per code row) for the live preview.
+
+The base class owns what every family does the same way: checking a context's chunks, the unconditional CFG
+row (``unconditional_row``), moving weights and caches (``to``), and the pixel range and checks of ``decode``
+and ``encode``.
 """
 from __future__ import annotations
 
@@ -19,10 +26,18 @@ import torch
 
 from ..errors import InvalidInputError
 from ..progress import ProgressFn, no_progress
-from .base import ARMContext, CacheMemo, SamplingSettings
+from .base import ARMContext, CacheMemo, SamplingSettings, check_images
 from .sampling import next_tokens, uses_cfg
 
-__all__ = ["CachedDecoder"]
+__all__ = ["CachedDecoder", "unconditional_row"]
+
+
+def unconditional_row(cond: torch.Tensor, *, keep_ids: list[int], code_offset: int, pad: int) -> torch.Tensor:
+    """The CFG row of a ``[L]`` (or ``[rows, L]``) key: every text id replaced by ``pad``; image codes (ids at or
+    above ``code_offset``) and the structural ids in ``keep_ids`` (BOS, BOI, EOI, EOS) kept. Same length as
+    ``cond``, so positions line up; for a story of one frame this is Janus' own unconditional row."""
+    keep = (cond >= code_offset) | torch.isin(cond, torch.tensor(keep_ids, device=cond.device))
+    return torch.where(keep, cond, torch.full_like(cond, pad))
 
 
 class CachedDecoder:
@@ -46,6 +61,60 @@ class CachedDecoder:
 
     def _preview_geometry(self) -> tuple[int, int]:
         raise NotImplementedError
+
+    def _decode_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- shared by every family
+    def check_chunk_tokens(self, index: int, tokens: torch.Tensor) -> None:
+        """Raise a clear error unless chunk ``index``'s tokens are ``[n_images, tokens_per_image]`` codebook ids."""
+        if tokens.ndim != 2 or tokens.shape[1] != self.tokens_per_image or tokens.shape[0] < 1:
+            raise InvalidInputError(
+                f"chunk {index} holds tokens of shape {tuple(tokens.shape)}; the {self.family} ARM needs "
+                f"[n_images, {self.tokens_per_image}].")
+        self._check_codes(tokens, f"chunk {index}")
+
+    def _check_codes(self, tokens: torch.Tensor, what: str) -> None:
+        if tokens.dtype.is_floating_point or bool((tokens < 0).any()) or bool((tokens >= self.codebook_size).any()):
+            raise InvalidInputError(
+                f"{what} holds values outside the codebook [0, {self.codebook_size}) (dtype {tokens.dtype}); were "
+                f"these tokens made by this {self.family} ARM?")
+
+    def to(self, device: torch.device | str):
+        """Move the weights, and the key/value caches this backend left in contexts' memos, to ``device``.
+
+        Offloading the ARM to the CPU while the diffusion model runs thus frees the cache's memory too, and
+        moving back restores it without recomputing the story.
+        """
+        device = torch.device(device)
+        for module in self.modules().values():
+            module.to(device)
+        self.device = next(p.device for m in self.modules().values() for p in m.parameters())
+        self._keeper.move_to(self.device)
+        return self
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Codes ``[N, tokens_per_image]`` -> images ``[N, 3, H, W]`` float32 in [0, 1] on the CPU."""
+        if tokens.ndim != 2 or tokens.shape[1] != self.tokens_per_image:
+            raise InvalidInputError(
+                f"decode needs tokens [N, {self.tokens_per_image}]; got shape {tuple(tokens.shape)}.")
+        self._check_codes(tokens, "the tokens to decode")
+        pixels = self._decode_codes(tokens.to(self.device, torch.long))           # [-1, 1]
+        return ((pixels.float() + 1) / 2).clamp(0, 1).cpu()
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``[N, 3, H, W]`` in [0, 1] at ``image_size`` -> codes ``[N, tokens_per_image]`` (long, CPU)."""
+        check_images(images, self.image_size, "image to encode")
+        pixels = images.to(self.device, self.vq_dtype) * 2 - 1    # [0, 1] -> [-1, 1], as the VQ was trained
+        return self._encode_pixels(pixels).cpu()
 
     # ---------------------------------------------------------------- the cache
     def _take_cache(self, memo: CacheMemo, key: torch.Tensor, extra: int) -> tuple[Any, int]:

@@ -39,10 +39,11 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
+from ..devices import pick_dtype
 from ..errors import InvalidInputError, MissingModelFilesError
-from .base import ARMContext, check_images
+from .base import ARMContext
 from .cache import CacheKeeper
-from .decoding import CachedDecoder
+from .decoding import CachedDecoder, unconditional_row
 
 USER_TURN = "<|User|>: {prompt}\n\n<|Assistant|>:"
 
@@ -84,7 +85,7 @@ class JanusARM(CachedDecoder):
                 f"{self.grid}x{self.grid}={self.tokens_per_image} (vq num_patches={self.grid}).")
         self._ids = self._special_ids()
         self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
+        self.dtype = self.vq_dtype = next(model.parameters()).dtype
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -93,13 +94,12 @@ class JanusARM(CachedDecoder):
                         previews: bool = False) -> "JanusARM":
         """Load a transformers-format Janus folder (safetensors only, local files only).
 
-        ``dtype=None`` means float32 on CPU and bfloat16 elsewhere.
+        ``dtype=None``: ``devices.pick_dtype`` (float32 on the CPU, bfloat16 or float16 on accelerators).
         """
         from transformers import AutoTokenizer, JanusForConditionalGeneration
 
         device = torch.device(device)
-        if dtype is None:
-            dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+        dtype = pick_dtype(device) if dtype is None else dtype
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True,
                                                   trust_remote_code=trust_remote_code)
         model = JanusForConditionalGeneration.from_pretrained(
@@ -138,17 +138,9 @@ class JanusARM(CachedDecoder):
                 "<end_of_image> are all needed); is this a transformers-format Janus checkpoint?")
         return {k: int(v if not isinstance(v, (list, tuple)) else v[0]) for k, v in ids.items()}
 
-    def to(self, device: torch.device | str) -> "JanusARM":
-        """Move the weights, and the key/value caches this backend left in contexts' memos, to ``device``.
-
-        Offloading the ARM to the CPU while the diffusion model runs thus frees the cache's GPU memory too,
-        and moving back restores it without recomputing the story.
-        """
-        device = torch.device(device)
-        self.model.to(device)
-        self.device = next(self.model.parameters()).device
-        self._keeper.move_to(self.device)
-        return self
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Every weight: the whole ``JanusForConditionalGeneration`` (language model, heads and VQ)."""
+        return {"model": self.model}
 
     # ---------------------------------------------------------------- the sequence
     def _turn(self, prompt: str) -> list[int]:
@@ -165,16 +157,6 @@ class JanusARM(CachedDecoder):
             self._turn_ids[prompt] = ids
         return ids
 
-    def _check_chunk_tokens(self, index: int, tokens: torch.Tensor) -> None:
-        if tokens.ndim != 2 or tokens.shape[1] != self.tokens_per_image or tokens.shape[0] < 1:
-            raise InvalidInputError(
-                f"chunk {index} holds tokens of shape {tuple(tokens.shape)}; Janus needs "
-                f"[n_images, {self.tokens_per_image}].")
-        if tokens.dtype.is_floating_point or bool((tokens < 0).any()) or bool((tokens >= self.codebook_size).any()):
-            raise InvalidInputError(
-                f"chunk {index} holds values outside the codebook [0, {self.codebook_size}) "
-                f"(dtype {tokens.dtype}); were these tokens made by this Janus model?")
-
     def sequence_key(self, context: ARMContext, prompt: str, *, cfg: bool) -> torch.Tensor:
         """The ``[rows, L]`` key of the whole conditioning sequence (rows: cond, plus uncond under CFG).
 
@@ -184,7 +166,7 @@ class JanusARM(CachedDecoder):
         ids = self._ids
         parts: list[torch.Tensor] = [torch.tensor([ids["bos"]])]
         for index, chunk in enumerate(context.chunks):
-            self._check_chunk_tokens(index, chunk.tokens)
+            self.check_chunk_tokens(index, chunk.tokens)
             parts.append(torch.tensor(self._turn(chunk.prompt)))
             for image in chunk.tokens.to("cpu", torch.long):
                 parts += [torch.tensor([ids["boi"]]), image + self.text_vocab_size, torch.tensor([ids["eoi"]])]
@@ -193,9 +175,8 @@ class JanusARM(CachedDecoder):
         cond = torch.cat(parts).to(torch.long)
         if not cfg:
             return cond[None]
-        keep = (cond >= self.text_vocab_size) | torch.isin(
-            cond, torch.tensor([ids["bos"], ids["boi"], ids["eoi"], ids["eos"]]))
-        uncond = torch.where(keep, cond, torch.full_like(cond, ids["pad"]))
+        uncond = unconditional_row(cond, keep_ids=[ids["bos"], ids["boi"], ids["eoi"], ids["eos"]],
+                                   code_offset=self.text_vocab_size, pad=ids["pad"])
         return torch.stack([cond, uncond])
 
     def _embed(self, key: torch.Tensor) -> torch.Tensor:
@@ -210,7 +191,7 @@ class JanusARM(CachedDecoder):
 
     def _forward(self, embeds: torch.Tensor, cache: Any) -> torch.Tensor:
         """Run the language model on new positions and return the image-code logits of the last one."""
-        out = self.model.model.language_model(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
+        out = self.model.model.language_model(inputs_embeds=embeds, cache=cache, use_cache=True)
         return self.model.model.generation_head(out.last_hidden_state[:, -1, :])
 
     # ---------------------------------------------------------------- CachedDecoder's hooks
@@ -223,14 +204,8 @@ class JanusARM(CachedDecoder):
     def _preview_geometry(self) -> tuple[int, int]:
         return self.grid, self.downsample
 
-    @torch.no_grad()
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Codes ``[N, tokens_per_image]`` -> images ``[N, 3, H, W]`` float32 in [0, 1] on the CPU."""
-        if tokens.ndim != 2 or tokens.shape[1] != self.tokens_per_image:
-            raise InvalidInputError(
-                f"decode needs tokens [N, {self.tokens_per_image}]; got shape {tuple(tokens.shape)}.")
-        pixels = self.model.model.vqmodel.decode(tokens.to(self.device, torch.long))  # [-1, 1]
-        return ((pixels.float() + 1) / 2).clamp(0, 1).cpu()
+    def _decode_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.model.vqmodel.decode(tokens)
 
     def quantize(self, latent: torch.Tensor) -> torch.Tensor:
         """VQ latent ``[N, D, h, w]`` -> codes ``[N, h*w]`` (raster order) by the L2-normalised lookup.
@@ -244,11 +219,6 @@ class JanusARM(CachedDecoder):
         codebook = F.normalize(self.model.model.vqmodel.quantize.embedding.weight.float(), dim=-1)
         return (z @ codebook.T).argmax(dim=-1)
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images ``[N, 3, H, W]`` in [0, 1] at ``image_size`` -> codes ``[N, tokens_per_image]`` (long, CPU)."""
-        check_images(images, self.image_size, "image to encode")
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         vq = self.model.model.vqmodel
-        pixels = images.to(self.device, self.dtype) * 2 - 1       # [0, 1] -> [-1, 1], as the VQ was trained
-        latent = vq.quant_conv(vq.encoder(pixels))
-        return self.quantize(latent).cpu()
+        return self.quantize(vq.quant_conv(vq.encoder(pixels)))

@@ -24,6 +24,7 @@ from typing import Optional
 import torch
 
 from ..errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
+from ..weights import pickle_files
 from .base import ARMBackend
 
 
@@ -53,8 +54,6 @@ _KNOWN_UNSUPPORTED = {
                       "transformers-format conversion instead (deepseek-community/Janus-Pro-1B or -7B).",
     "chameleon": "Chameleon in transformers cannot generate images (its image-token logits are masked).",
 }
-
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def _supported() -> str:
@@ -97,7 +96,7 @@ def _check_weights(folder: Path) -> None:
         raise MissingModelFilesError(f"{folder} does not exist; the model's weights (*.safetensors) belong there.")
     if any(folder.glob("*.safetensors")):
         return
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    pickles = pickle_files(folder)
     if pickles:
         raise MissingModelFilesError(
             f"{folder} holds only pickle weights ({', '.join(pickles[:4])}); they can run code when loaded, so "
@@ -134,12 +133,14 @@ def detect_family(folder: str | Path) -> str:
 
 
 def load_arm(path: str | Path, *, family: str = "auto", device: torch.device | str = "cpu",
-             dtype: Optional[torch.dtype] = None, trust_remote_code: bool = False) -> ARMBackend:
+             dtype: Optional[torch.dtype] = None, trust_remote_code: bool = False,
+             previews: bool = False) -> ARMBackend:
     """Load the ARM in the local folder ``path``.
 
     ``family="auto"`` reads the acdc_arm.json manifest or else ``model_type`` from config.json; naming a
     family skips detection but the folder must still hold that family's manifest or config. ``dtype=None``
-    lets the backend choose (float32 on CPU, bfloat16 on GPU for Janus and the unified family's LM).
+    lets the backend choose (``devices.pick_dtype``: float32 on the CPU). ``previews``: hand partial frames
+    to the progress callback while sampling (see ``ARMBackend.previews``).
     """
     folder = Path(path).expanduser()
     if not folder.is_dir():
@@ -171,4 +172,5 @@ def load_arm(path: str | Path, *, family: str = "auto", device: torch.device | s
     _check_required(folder, getattr(module, "REQUIRED_FILES", ()), family)
     for sub in getattr(module, "WEIGHT_FOLDERS", (".",)):
         _check_weights(folder / sub if sub != "." else folder)
-    return backend.from_pretrained(folder, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    return backend.from_pretrained(folder, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                   previews=previews)

@@ -45,10 +45,11 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
+from ..devices import pick_dtype
 from ..errors import InvalidInputError, MissingModelFilesError
-from .base import ARMContext, SamplingSettings, check_images
+from .base import ARMContext, SamplingSettings
 from .cache import CacheKeeper
-from .decoding import CachedDecoder
+from .decoding import CachedDecoder, unconditional_row
 
 MANIFEST = "acdc_arm.json"
 FORMAT_VERSION = 1
@@ -201,10 +202,9 @@ def interleave(manifest: Manifest, texts: Sequence[Sequence[int]], images: Seque
 
 
 def unconditional(cond: torch.Tensor, ids: dict[str, int], offset: int) -> torch.Tensor:
-    """The CFG row of a sequence: every text id replaced by PAD; BOS/EOS/BOI/EOI and image codes kept.
-    Training pads dropped prompts the same way, so the two agree."""
-    keep = (cond >= offset) | torch.isin(cond, torch.tensor([ids[k] for k in STRUCTURAL], device=cond.device))
-    return torch.where(keep, cond, torch.full_like(cond, ids["pad"]))
+    """The CFG row of a sequence (``decoding.unconditional_row`` with this family's ids): every text id replaced
+    by PAD; BOS/EOS/BOI/EOI and image codes kept. Training pads dropped prompts the same way, so the two agree."""
+    return unconditional_row(cond, keep_ids=[ids[k] for k in STRUCTURAL], code_offset=offset, pad=ids["pad"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,7 +220,6 @@ class UnifiedARM(CachedDecoder):
     def __init__(self, lm: Any, tokenizer: Any, vq: Any, manifest: Manifest, *, previews: bool = False) -> None:
         self.lm = lm.eval()
         self.vq = vq.eval()
-        self.model = torch.nn.ModuleDict({"lm": self.lm, "vq": self.vq})   # every weight, for hosts' memory managers
         self.tokenizer = tokenizer
         self.manifest = manifest
         self.previews = previews
@@ -236,6 +235,7 @@ class UnifiedARM(CachedDecoder):
         self._check_consistency()
         self.device = next(lm.parameters()).device
         self.dtype = next(lm.parameters()).dtype
+        self.vq_dtype = torch.float32   # the VQ stays float32 so re-encoding picks the codes it was trained to
 
     def _check_consistency(self) -> None:
         """The manifest, the LM, the tokenizer and the VQ must describe the same layout."""
@@ -267,8 +267,8 @@ class UnifiedARM(CachedDecoder):
                         previews: bool = False) -> "UnifiedARM":
         """Load ``folder`` (manifest + lm/ + vq/, safetensors, local files only).
 
-        ``dtype`` is the LM's: ``None`` means float32 on CPU and bfloat16 elsewhere. The VQ stays float32 so
-        re-encoding picks the codes its quantizer was trained to pick.
+        ``dtype`` is the LM's: ``None`` is ``devices.pick_dtype`` (float32 on the CPU, bfloat16 or float16 on
+        accelerators). The VQ stays float32 so re-encoding picks the codes its quantizer was trained to pick.
         """
         from diffusers import VQModel
         from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -281,8 +281,7 @@ class UnifiedARM(CachedDecoder):
         if not (folder / "lm" / "tokenizer.json").is_file():
             raise MissingModelFilesError(f"{folder} lacks lm/tokenizer.json (the text tokenizer).")
         device = torch.device(device)
-        if dtype is None:
-            dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+        dtype = pick_dtype(device) if dtype is None else dtype
         tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "lm", local_files_only=True)
         lm = AutoModelForCausalLM.from_pretrained(
             folder / "lm", dtype=dtype, device_map={"": device}, local_files_only=True, use_safetensors=True,
@@ -290,12 +289,9 @@ class UnifiedARM(CachedDecoder):
         vq = VQModel.from_pretrained(folder / "vq", local_files_only=True, use_safetensors=True).to(device)
         return cls(lm, tokenizer, vq, manifest, previews=previews)
 
-    def to(self, device: torch.device | str) -> "UnifiedARM":
-        """Move the weights, and the key/value caches this backend left in contexts' memos, to ``device``."""
-        self.model.to(torch.device(device))
-        self.device = next(self.lm.parameters()).device
-        self._keeper.move_to(self.device)
-        return self
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Every weight: the language model and the VQ tokenizer."""
+        return {"lm": self.lm, "vq": self.vq}
 
     # ---------------------------------------------------------------- the sequence
     def text_ids(self, prompt: str) -> list[int]:
@@ -305,23 +301,13 @@ class UnifiedARM(CachedDecoder):
             ids = self._text_ids[prompt] = prompt_ids(self.tokenizer, self.manifest, prompt)
         return ids
 
-    def _check_chunk_tokens(self, index: int, tokens: torch.Tensor) -> None:
-        if tokens.ndim != 2 or tokens.shape[1] != self.tokens_per_image or tokens.shape[0] < 1:
-            raise InvalidInputError(
-                f"chunk {index} holds tokens of shape {tuple(tokens.shape)}; this ARM needs "
-                f"[n_images, {self.tokens_per_image}].")
-        if tokens.dtype.is_floating_point or bool((tokens < 0).any()) or bool((tokens >= self.codebook_size).any()):
-            raise InvalidInputError(
-                f"chunk {index} holds values outside the codebook [0, {self.codebook_size}) "
-                f"(dtype {tokens.dtype}); were these tokens made by this ARM?")
-
     def sequence_key(self, context: ARMContext, prompt: str, *, cfg: bool) -> torch.Tensor:
         """The LM ids ``[rows, L]`` of the whole conditioning sequence (rows: cond, plus uncond under CFG).
 
         The last position is the BOI after which the first code of the new image is sampled.
         """
         for index, chunk in enumerate(context.chunks):
-            self._check_chunk_tokens(index, chunk.tokens)
+            self.check_chunk_tokens(index, chunk.tokens)
         story = interleave(self.manifest, [self.text_ids(c.prompt) for c in context.chunks],
                            [c.tokens for c in context.chunks])
         cond = torch.cat([story, torch.tensor(self.text_ids(prompt) + [self._ids["boi"]], dtype=torch.long)])
@@ -331,7 +317,7 @@ class UnifiedARM(CachedDecoder):
 
     def _forward(self, ids: torch.Tensor, cache: Any) -> torch.Tensor:
         """Run the LM on new positions; the codebook slice of the last position's logits ``[rows, K]``."""
-        out = self.lm(input_ids=ids.to(self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = self.lm(input_ids=ids.to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, self.offset:self.offset + self.codebook_size]
 
     # ---------------------------------------------------------------- CachedDecoder's hooks
@@ -357,25 +343,10 @@ class UnifiedARM(CachedDecoder):
         _, _, (_, _, indices) = self.vq.quantize(latent)
         return indices.reshape(latent.shape[0], -1)
 
-    @torch.no_grad()
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Codes ``[N, tokens_per_image]`` -> images ``[N, 3, H, W]`` float32 in [0, 1] on the CPU."""
-        if tokens.ndim != 2 or tokens.shape[1] != self.tokens_per_image:
-            raise InvalidInputError(
-                f"decode needs tokens [N, {self.tokens_per_image}]; got shape {tuple(tokens.shape)}.")
-        if tokens.dtype.is_floating_point or bool((tokens < 0).any()) or bool((tokens >= self.codebook_size).any()):
-            raise InvalidInputError(f"decode needs codes in [0, {self.codebook_size}) (long); got {tokens.dtype} "
-                                    f"values in [{int(tokens.min())}, {int(tokens.max())}].")
+    def _decode_codes(self, tokens: torch.Tensor) -> torch.Tensor:
         quant = self.codes_to_latent(tokens)
         spatial = quant if self.vq.config.norm_type == "spatial" else None
-        pixels = self.vq.decoder(self.vq.post_quant_conv(quant), spatial)          # [-1, 1]
-        return ((pixels.float() + 1) / 2).clamp(0, 1).cpu()
+        return self.vq.decoder(self.vq.post_quant_conv(quant), spatial)
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images ``[N, 3, H, W]`` in [0, 1] at ``image_size`` -> codes ``[N, tokens_per_image]`` (long, CPU)."""
-        check_images(images, self.image_size, "image to encode")
-        pixels = images.to(self.device, torch.float32) * 2 - 1       # [0, 1] -> [-1, 1], as the VQ was trained
-        latent = self.vq.quant_conv(self.vq.encoder(pixels))
-        return self.latent_to_codes(latent).cpu()
-
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.latent_to_codes(self.vq.quant_conv(self.vq.encoder(pixels)))

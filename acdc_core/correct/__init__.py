@@ -1,9 +1,14 @@
-"""Diffusion correction (ACDC step 4): SDEdit and masked repair with a Stable Diffusion model.
+"""Diffusion correction (ACDC step 4): SDEdit and masked repair, behind one protocol (``base.Corrector``).
 
-    corrector = load_corrector("sd15.safetensors")          # or a diffusers folder; SD1.5 or SDXL
+    corrector = load_corrector("sd15.safetensors")          # or a diffusers folder; SD1.5, SDXL, pixel space
     fixed = corrector.correct(frames, prompt, strength=0.5)  # frames [N, 3, H, W] in [0, 1]
 """
-from .loading import detect_checkpoint_family, load_corrector
-from .sdedit import DiffusionCorrector, grow_mask, sdedit_timesteps
+from .base import Corrector, grow_mask, paste_outside
+from .loading import detect_checkpoint_family
+from .registry import CORRECTOR_KINDS, corrector_kind, load_corrector
+from .schedule import check_strength, steps_run
+from .sdedit import SCHEDULERS, DiffusionCorrector, sdedit_timesteps
 
-__all__ = ["DiffusionCorrector", "load_corrector", "detect_checkpoint_family", "grow_mask", "sdedit_timesteps"]
+__all__ = ["Corrector", "CORRECTOR_KINDS", "DiffusionCorrector", "SCHEDULERS", "load_corrector", "corrector_kind",
+           "detect_checkpoint_family", "grow_mask", "paste_outside", "sdedit_timesteps", "check_strength",
+           "steps_run"]

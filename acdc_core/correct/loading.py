@@ -22,18 +22,27 @@ from typing import Iterator, Optional
 import torch
 
 from ..errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
+from ..weights import is_pickle, pickle_files
 from .sdedit import DiffusionCorrector, PixelSpace
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 _TEXT_PARTS = ("text_encoder", "text_encoder_2")
 _TOKENIZER_PARTS = ("tokenizer", "tokenizer_2")
 _MODEL_PARTS = ("unet", "vae")
 
 
-def load_corrector(path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                   config_dir: Optional[str | Path] = None) -> DiffusionCorrector:
-    """Load a Stable Diffusion model (SD1.x-shaped or SDXL) as a ``DiffusionCorrector``.
+def is_diffusers_model(path: Path) -> bool:
+    """Whether ``path`` is for this loader: a folder with model_index.json, or a checkpoint file (safetensors,
+    or a pickle suffix, which ``load_diffusers_corrector`` refuses with a message saying why)."""
+    if path.is_dir():
+        return (path / "model_index.json").is_file() or (path / "unet").is_dir()
+    return path.suffix.lower() == ".safetensors" or is_pickle(path)
+
+
+def load_diffusers_corrector(path: str | Path, *, device: torch.device | str = "cpu",
+                             dtype: torch.dtype = torch.float32,
+                             config_dir: Optional[str | Path] = None) -> DiffusionCorrector:
+    """Load a Stable Diffusion model (SD1.x-shaped or SDXL) as a ``DiffusionCorrector`` (the kind "diffusers").
 
     ``path`` is a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/ and
     for SDXL text_encoder_2/, tokenizer_2/; no vae/ for a pixel-space model) or a single-file ``.safetensors``
@@ -86,7 +95,7 @@ def _missing_files(folder: Path, components: list[str], *, weights: bool) -> lis
             needed = [] if (part / "config.json").is_file() else ["config.json"]
             stem = "model" if name in _TEXT_PARTS else "diffusion_pytorch_model"
             if weights and not _find_weights(part, stem)[0]:
-                pickled = sorted(p.name for p in part.glob(f"{stem}*") if p.suffix in PICKLE_SUFFIXES)
+                pickled = pickle_files(part, f"{stem}*")
                 note = f" (found {', '.join(pickled)}: pickle files are not loaded; convert to safetensors)" \
                     if pickled else ""
                 needed.append(f"{stem}.safetensors{note}")
@@ -162,7 +171,7 @@ def detect_checkpoint_family(keys: set[str] | list[str]) -> str:
 def _load_single_file(path: Path, dtype: torch.dtype, config_dir: Optional[str | Path]) -> DiffusionCorrector:
     from safetensors import safe_open
 
-    if path.suffix.lower() in PICKLE_SUFFIXES:
+    if is_pickle(path):
         raise InvalidInputError(
             f"{path.name} is a pickle checkpoint ({path.suffix}); loading pickle can run arbitrary code, so this "
             f"engine loads .safetensors only. Convert it once, in an environment you trust, to .safetensors.")

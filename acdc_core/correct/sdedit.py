@@ -29,52 +29,37 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import InvalidInputError
 from ..progress import ProgressFn, no_progress
+from .base import check_mask, check_request, grow_mask, latent_mask, paste_outside
+from .schedule import check_strength, kept
+
+# The samplers (diffusers schedulers) a DiffusionCorrector takes, by the names ComfyUI gives the same
+# algorithms; the first is the default, the paper's DDIM (eta = 0). All run the trailing schedule of the
+# module docstring, so t' means the same for each.
+SCHEDULERS: dict[str, str] = {
+    "ddim": "DDIMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_ancestral": "EulerAncestralDiscreteScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",
+}
 
 
 def sdedit_timesteps(scheduler: Any, steps: int, strength: float) -> torch.Tensor:
-    """The DDIM timesteps SDEdit runs: of the ``steps``-step schedule, those with (t + 1) / T <= strength.
+    """The timesteps SDEdit runs: of the ``steps``-step schedule, those at or below t' (``schedule.kept``).
 
     ``scheduler`` must use trailing spacing (see the module docstring). Raises if no step qualifies.
     """
-    scheduler.set_timesteps(steps)
     train_steps = scheduler.config.num_train_timesteps
-    # (t + 1) <= strength * T, with a little slack so that e.g. 0.57 * 1000 = 569.999... still keeps t = 569.
-    kept = scheduler.timesteps[scheduler.timesteps + 1 <= strength * train_steps + 1e-6]
-    if len(kept) == 0:
-        needed = int(1 / strength) + 1
-        raise InvalidInputError(
-            f"strength {strength} with {steps} steps leaves no DDIM step to run (the finest step is "
-            f"{train_steps // steps} of {train_steps} timesteps); use at least {needed} steps or a higher strength.")
-    return kept
+    check_strength(strength, steps, "strength (t')", train_steps)
+    scheduler.set_timesteps(steps)
+    return scheduler.timesteps[kept(scheduler.timesteps, strength, train_steps)]
 
 
-def _dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Grow a [N, 1, H, W] mask by ``pixels`` in every direction (a square, i.e. Chebyshev-distance, grow)."""
-    if pixels <= 0:
-        return mask
-    return F.max_pool2d(mask, kernel_size=2 * pixels + 1, stride=1, padding=pixels)
-
-
-def grow_mask(mask: torch.Tensor, dilate: int, feather: int) -> torch.Tensor:
-    """Blend weights [N, 1, H, W] from a user mask: 1 on the mask grown by ``dilate`` px, then a linear ramp
-    down over ``feather`` more px. EXACTLY 0 farther than ``dilate + feather`` px from the mask."""
-    grown = _dilate(mask, dilate)
-    # Average the grown mask with its 1..feather px grown copies: at distance j (1..feather) outside it,
-    # feather - j + 1 of the feather + 1 terms are 1, a linear ramp that reaches 0 at distance feather + 1.
-    total, ring = grown.clone(), grown
-    for _ in range(feather):
-        ring = _dilate(ring, 1)
-        total = total + ring
-    return total / (feather + 1)
-
-
-def paste_outside(original: torch.Tensor, corrected: torch.Tensor, blend: torch.Tensor) -> torch.Tensor:
-    """``corrected`` where ``blend`` is 1, ``original`` where it is 0 (bit for bit), a mix on the ramp."""
-    return torch.where(blend > 0, original + (corrected - original) * blend, original)
+def _ddim():
+    from diffusers import DDIMScheduler
+    return DDIMScheduler
 
 
 class VAELatents:
@@ -123,11 +108,16 @@ class PixelSpace(torch.nn.Module):
 
 class DiffusionCorrector:
     """SDEdit correction (and masked repair) with a Stable Diffusion 1.x / 2.x-shaped or SDXL model, or a
-    pixel-space model of the SD1.x shape without a VAE (``vae`` is then a ``PixelSpace``).
+    pixel-space model of the SD1.x shape without a VAE (``vae`` is then a ``PixelSpace``): the corrector kind
+    "diffusers" (``registry.CORRECTOR_KINDS``), meeting ``base.Corrector``.
 
-    Holds the diffusers / transformers components; keeps no state between calls (a fresh DDIM scheduler is
-    built from ``scheduler_config`` every call). Build it with ``acdc_core.correct.load_corrector``.
+    ``architecture`` says which: "sd" (SD1.x/2.x-shaped), "sdxl" or "pixel". Holds the diffusers / transformers
+    components; keeps no state between calls (a fresh scheduler is built from ``scheduler_config`` every call).
+    Build it with ``acdc_core.correct.load_corrector``.
     """
+
+    kind = "diffusers"
+    schedulers: tuple[str, ...] = tuple(SCHEDULERS)
 
     def __init__(self, *, unet: torch.nn.Module, vae: torch.nn.Module, text_encoders: Sequence[torch.nn.Module],
                  tokenizers: Sequence[Any], scheduler_config: Mapping[str, Any],
@@ -139,10 +129,11 @@ class DiffusionCorrector:
         self.tokenizers = tuple(tokenizers)
         self.scheduler_config = dict(scheduler_config)
         # SDXL conditions on both text encoders plus pooled text and size ids ("text_time" added conditioning).
-        self.is_sdxl = unet.config.get("addition_embed_type") == "text_time"
+        self.architecture = ("sdxl" if unet.config.get("addition_embed_type") == "text_time"
+                             else "pixel" if isinstance(vae, PixelSpace) else "sd")
         # SDXL was trained with an all-zero embedding, not the encoded "", as its unconditional input.
-        self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt and self.is_sdxl
-        expected = 2 if self.is_sdxl else 1
+        self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt and self.architecture == "sdxl"
+        expected = 2 if self.architecture == "sdxl" else 1
         if len(self.text_encoders) != expected or len(self.tokenizers) != expected:
             raise InvalidInputError(
                 f"this UNet needs {expected} text encoder(s) and tokenizer(s); got {len(self.text_encoders)} "
@@ -178,9 +169,14 @@ class DiffusionCorrector:
         """True for a 9-channel inpainting UNet (latents + mask + masked-image latents)."""
         return self.unet.config.in_channels == 9
 
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The UNet, the VAE (a weightless ``PixelSpace`` for pixel-space models) and the text encoder(s)."""
+        return {"unet": self.unet, "vae": self.vae,
+                **{f"text_encoder_{i}": encoder for i, encoder in enumerate(self.text_encoders)}}
+
     def to(self, device: torch.device | str) -> "DiffusionCorrector":
         """Move every component (used to offload the diffusion model while the ARM runs)."""
-        for module in (self.unet, self.vae, *self.text_encoders):
+        for module in self.modules().values():
             module.to(device)
         return self
 
@@ -209,13 +205,13 @@ class DiffusionCorrector:
 
     def correct(self, images: torch.Tensor, prompts: str | Sequence[str], *, strength: float, steps: int = 50,
                 guidance_scale: float = 7.5, seed: int = 0, negative_prompt: str = "",
-                mask: Optional[torch.Tensor] = None, mask_dilate: int = 8, mask_feather: int = 8,
-                progress: ProgressFn = no_progress) -> torch.Tensor:
+                scheduler: Optional[str] = None, mask: Optional[torch.Tensor] = None, mask_dilate: int = 8,
+                mask_feather: int = 8, progress: ProgressFn = no_progress) -> torch.Tensor:
         """SDEdit ``images`` [N, 3, H, W] in [0, 1] at strength t' in (0, 1]; returns [N, 3, H, W] in [0, 1].
 
         ``prompts`` is one prompt for all images or one per image (longer prompts are truncated to
         ``text_window`` tokens; ``fit_prompt`` cuts them on a word boundary instead). Runs the DDIM steps at or
-        below t' (module docstring). The same ``seed`` gives the same output; the noise is drawn on the CPU,
+        below t' (module docstring), with ``scheduler`` (one of ``SCHEDULERS``; default DDIM). The same ``seed`` gives the same output; the noise is drawn on the CPU,
         so CPU and GPU runs agree up to floating-point differences. Guidance <= 1 turns guidance off.
 
         ``mask`` [N, 1, H, W] or [N, H, W] in [0, 1], 1 = repaint: only that region changes. It is grown by
@@ -224,31 +220,37 @@ class DiffusionCorrector:
         the images unchanged without running anything. ``progress("sdedit", step, total)`` is called after
         every step and may raise to cancel.
         """
-        images, prompts = self._check_inputs(images, prompts, strength, steps, guidance_scale,
-                                             mask_dilate, mask_feather)
+        images, prompts, scheduler = check_request(
+            images, prompts, strength, steps, guidance_scale, mask_dilate, mask_feather,
+            image_multiple=self.image_multiple, schedulers=self.schedulers, scheduler=scheduler,
+            train_steps=self.scheduler_config.get("num_train_timesteps", 1000))
         blend = None
         if mask is not None:
-            mask = self._check_mask(mask, images)
+            mask = check_mask(mask, images)
             if not bool((mask > 0).any()):
                 return images.clone()  # nothing to repaint
             blend = grow_mask(mask.float(), mask_dilate, mask_feather)  # [N, 1, H, W], 0 where pixels stay
 
         with torch.inference_mode():
             corrected = self._sdedit(images, prompts, strength, steps, guidance_scale, seed, negative_prompt,
-                                     blend, progress)
+                                     scheduler, blend, progress)
             if blend is not None:
                 corrected = paste_outside(images.float(), corrected.to(images.device).float(), blend)
         # A plain tensor (not an inference-mode one), on the caller's device and in the caller's dtype.
         return corrected.to(images.device, images.dtype).clone()
 
     def _sdedit(self, images: torch.Tensor, prompts: list[str], strength: float, steps: int,
-                guidance_scale: float, seed: int, negative_prompt: str, blend: Optional[torch.Tensor],
-                progress: ProgressFn) -> torch.Tensor:
-        from diffusers import DDIMScheduler
+                guidance_scale: float, seed: int, negative_prompt: str, scheduler_name: str,
+                blend: Optional[torch.Tensor], progress: ProgressFn) -> torch.Tensor:
+        import diffusers
 
-        # 1. The schedule: DDIM (eta = 0) from the model's own config, trailing spacing, steps at or below t'.
-        scheduler = DDIMScheduler.from_config(self.scheduler_config, timestep_spacing="trailing")
+        # 1. The schedule: the sampler (DDIM, eta = 0, by default) from the model's own config, trailing
+        #    spacing, the steps at or below t'. Multistep and sigma-based samplers start at the first kept step.
+        scheduler = getattr(diffusers, SCHEDULERS[scheduler_name]).from_config(
+            self.scheduler_config, timestep_spacing="trailing")
         timesteps = sdedit_timesteps(scheduler, steps, strength)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index((len(scheduler.timesteps) - len(timesteps)) * scheduler.order)
         generator = torch.Generator("cpu").manual_seed(seed)
 
         # 2. Clean latents of the frames, then forward diffusion to the first kept timestep.
@@ -258,31 +260,34 @@ class DiffusionCorrector:
         latents = scheduler.add_noise(clean, noise, timesteps[:1].repeat(len(clean)))
 
         # 3. Masked repair: the latent-size mask, and for a 9-channel UNet its extra inputs.
-        latent_mask, inpaint_inputs = None, None
+        cells, inpaint_inputs = None, None
         if blend is not None:
-            # A latent cell may change if any of its 8x8 pixels may: max-pool the blend weights down (1x1 pixel space).
-            latent_mask = F.max_pool2d(blend.to(self.device), self.latent_space.latent_scale).to(clean.dtype)
+            # A latent cell may change if any of its 8x8 pixels may (1x1 in pixel space).
+            cells = latent_mask(blend.to(self.device), self.latent_space.latent_scale).to(clean.dtype)
             if self.is_inpainting_unet:
                 # As SD inpainting was trained: a hard mask, and the image with the region greyed out (0).
-                hard = (latent_mask > 0).to(clean.dtype)
+                hard = (cells > 0).to(clean.dtype)
                 masked = pixels * (blend.to(self.device, pixels.dtype) == 0)
                 inpaint_inputs = torch.cat([hard, self._encode(masked, generator)], dim=1)  # [N, 1 + 4, h, w]
-                latent_mask = None  # the inpainting UNet sees the mask itself; nothing to re-impose
+                cells = None  # the inpainting UNet sees the mask itself; nothing to re-impose
 
         # 4. Denoise, then decode back to [0, 1] pixels.
         embeds, added = self._conditioning(prompts, negative_prompt, guidance_scale > 1, tuple(images.shape[-2:]))
         latents = self._denoise(latents, timesteps, scheduler, embeds, added, guidance_scale,
-                                clean=clean, noise=noise, latent_mask=latent_mask,
-                                inpaint_inputs=inpaint_inputs, progress=progress)
+                                clean=clean, noise=noise, cells=cells, inpaint_inputs=inpaint_inputs,
+                                generator=generator, progress=progress)
         return self._decode(latents)
 
     def _denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, scheduler: Any, embeds: torch.Tensor,
                  added: Optional[dict[str, torch.Tensor]], guidance_scale: float, *, clean: torch.Tensor,
-                 noise: torch.Tensor, latent_mask: Optional[torch.Tensor], inpaint_inputs: Optional[torch.Tensor],
-                 progress: ProgressFn) -> torch.Tensor:
-        """The DDIM loop. Latents are [B, C, ...]: images [B, C, h, w] now, video [B, C, F, h, w] later —
-        every operation here works along the batch (dim 0) and channel (dim 1) axes only."""
+                 noise: torch.Tensor, cells: Optional[torch.Tensor], inpaint_inputs: Optional[torch.Tensor],
+                 generator: torch.Generator, progress: ProgressFn) -> torch.Tensor:
+        """The denoising loop. Latents are [B, C, ...]: images [B, C, h, w] now, video [B, C, F, h, w] later —
+        every operation here works along the batch (dim 0) and channel (dim 1) axes only. ``cells``: where a
+        plain UNet may change the latents (the rest is re-imposed from ``clean`` after every step)."""
         guided = guidance_scale > 1
+        # DDIM with eta = 0 (the paper's); an ancestral sampler draws its fresh noise from ``generator``.
+        step_options = {"eta": 0.0} if isinstance(scheduler, _ddim()) else {"generator": generator}
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents  # [uncond; cond] in one UNet call
             model_input = scheduler.scale_model_input(model_input, t)
@@ -294,15 +299,15 @@ class DiffusionCorrector:
             if guided:
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)
-            latents = scheduler.step(noise_pred, t, latents, eta=0.0, return_dict=False)[0]
+            latents = scheduler.step(noise_pred, t, latents, return_dict=False, **step_options)[0]
 
-            if latent_mask is not None:
+            if cells is not None:
                 # Plain UNet: outside the mask, put back the known latents at the next step's noise level.
                 if i + 1 < len(timesteps):
                     known = scheduler.add_noise(clean, noise, timesteps[i + 1:i + 2].repeat(len(clean)))
                 else:
                     known = clean
-                latents = (1 - latent_mask) * known + latent_mask * latents
+                latents = (1 - cells) * known + cells * latents
             progress("sdedit", i + 1, len(timesteps), None)
         return latents
 
@@ -323,7 +328,7 @@ class DiffusionCorrector:
         for tokenizer, encoder in zip(self.tokenizers, self.text_encoders):
             ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                             return_tensors="pt").input_ids.to(self.device)
-            if not self.is_sdxl:
+            if self.architecture != "sdxl":
                 hidden.append(encoder(ids)[0])  # SD1.x: the last layer, after the final layer norm
             else:
                 output = encoder(ids, output_hidden_states=True)
@@ -344,55 +349,8 @@ class DiffusionCorrector:
                 negative, negative_pooled = self._encode_text([negative_prompt] * len(prompts))
             embeds = torch.cat([negative, embeds])
             pooled = None if pooled is None else torch.cat([negative_pooled, pooled])
-        if not self.is_sdxl:
+        if self.architecture != "sdxl":
             return embeds, None
         # SDXL's size conditioning: original size, crop top-left, target size -> (H, W, 0, 0, H, W).
         time_ids = torch.tensor([[*size, 0, 0, *size]], dtype=embeds.dtype, device=self.device)
         return embeds, {"text_embeds": pooled, "time_ids": time_ids.repeat(len(embeds), 1)}
-
-    # -- input checks (before any work) ------------------------------------------------------------------
-
-    def _check_inputs(self, images: Any, prompts: Any, strength: float, steps: int, guidance_scale: float,
-                      mask_dilate: int, mask_feather: int) -> tuple[torch.Tensor, list[str]]:
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 \
-                or not images.is_floating_point() or images.shape[0] == 0:
-            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise InvalidInputError(f"images must be a float tensor [N, 3, H, W] in [0, 1]; got {got}.")
-        height, width = images.shape[-2:]
-        multiple = self.image_multiple
-        if height % multiple or width % multiple:
-            raise InvalidInputError(
-                f"images are {height}x{width} (HxW) but the diffusion model needs sides that are multiples of "
-                f"{multiple}; resize to e.g. {height // multiple * multiple}x{width // multiple * multiple} "
-                f"(acdc_core.images.resize_to).")
-        if isinstance(prompts, str):
-            prompts = [prompts] * len(images)
-        prompts = list(prompts)
-        if len(prompts) != len(images) or not all(isinstance(p, str) for p in prompts):
-            raise InvalidInputError(f"give one prompt or a list of {len(images)} prompts (one per image); "
-                                    f"got {len(prompts)} item(s).")
-        if not 0.0 < strength <= 1.0:  # also rejects NaN
-            raise InvalidInputError(
-                f"strength (t') must be in (0, 1], the fraction of diffusion time to noise to; got {strength}. "
-                f"ACDC uses about 0.4-0.5 for images.")
-        if int(steps) != steps or steps < 1:
-            raise InvalidInputError(f"steps must be a whole number >= 1; got {steps}.")
-        if not guidance_scale >= 0:
-            raise InvalidInputError(f"guidance_scale must be >= 0 (<= 1 turns guidance off); got {guidance_scale}.")
-        if mask_dilate < 0 or mask_feather < 0:
-            raise InvalidInputError(f"mask_dilate and mask_feather must be >= 0 pixels; got {mask_dilate} "
-                                    f"and {mask_feather}.")
-        return images, prompts
-
-    @staticmethod
-    def _check_mask(mask: Any, images: torch.Tensor) -> torch.Tensor:
-        """The mask as [N, 1, H, W] on the images' device, or a clear error naming both shapes."""
-        if not isinstance(mask, torch.Tensor):
-            raise InvalidInputError(f"mask must be a tensor [N, 1, H, W] or [N, H, W]; got {type(mask).__name__}.")
-        shaped = mask.unsqueeze(1) if mask.ndim == 3 else mask  # [N, H, W] -> [N, 1, H, W]
-        n, _, height, width = images.shape
-        if shaped.ndim != 4 or tuple(shaped.shape) != (n, 1, height, width):
-            raise InvalidInputError(
-                f"mask has shape {tuple(mask.shape)} but the images have shape {tuple(images.shape)}; the mask "
-                f"must be [{n}, 1, {height}, {width}] or [{n}, {height}, {width}] (1 = repaint).")
-        return shaped.to(images.device, torch.float32)

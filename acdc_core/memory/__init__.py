@@ -1,7 +1,7 @@
 """The memory module (ACDC step 3): an LLM rewrites each story sentence into a self-contained DM prompt.
 
     from acdc_core.memory import MemoryModule, MemorySettings, load_local_llm
-    memory = MemoryModule(load_local_llm("models/llm/Qwen2.5-1.5B-Instruct"), MemorySettings(), fit=corrector.fit_prompt)
+    memory = MemoryModule(load_local_llm("models/LLM/Qwen2.5-1.5B-Instruct"), MemorySettings(), fit=corrector.fit_prompt)
     y_i = memory.prompt_for(i, story_prompts, earlier_memory_prompts)
 """
 from .backends import (
@@ -9,6 +9,7 @@ from .backends import (
     EndpointHTTPError,
     LocalLLM,
     OpenAICompatibleLLM,
+    Weightless,
     check_local_llm_folder,
     load_local_llm,
     merge_system_into_user,
@@ -18,6 +19,7 @@ from .module import (
     DEFAULT_SYSTEM_PROMPT,
     DEFAULT_WHOLE_STORY_SYSTEM_PROMPT,
     MEMORY_MODES,
+    Memory,
     MemoryMode,
     MemoryModule,
     MemorySettings,
@@ -28,9 +30,9 @@ from .module import (
 )
 
 __all__ = [
-    "ChatBackend", "EndpointHTTPError", "LocalLLM", "OpenAICompatibleLLM", "check_local_llm_folder",
+    "ChatBackend", "EndpointHTTPError", "LocalLLM", "OpenAICompatibleLLM", "Weightless", "check_local_llm_folder",
     "load_local_llm", "merge_system_into_user",
     "clean_or_fallback", "clean_prompt", "parse_numbered_list", "strip_reasoning",
-    "DEFAULT_SYSTEM_PROMPT", "DEFAULT_WHOLE_STORY_SYSTEM_PROMPT", "MEMORY_MODES", "MemoryMode", "MemoryModule",
+    "DEFAULT_SYSTEM_PROMPT", "DEFAULT_WHOLE_STORY_SYSTEM_PROMPT", "MEMORY_MODES", "Memory", "MemoryMode", "MemoryModule",
     "MemorySettings", "load_prompt_text", "per_frame_messages", "validate_story", "whole_story_messages",
 ]

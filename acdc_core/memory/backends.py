@@ -27,10 +27,11 @@ from typing import Any, Iterator, Optional, Protocol, Sequence, Union, runtime_c
 import torch
 
 from ..errors import EndpointUnreachableError, InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
+from ..weights import pickle_files
 
 logger = logging.getLogger("acdc_core.memory")
 
-__all__ = ["ChatBackend", "LocalLLM", "load_local_llm", "check_local_llm_folder", "OpenAICompatibleLLM",
+__all__ = ["ChatBackend", "Weightless", "LocalLLM", "load_local_llm", "check_local_llm_folder", "OpenAICompatibleLLM",
            "EndpointHTTPError", "merge_system_into_user"]
 
 Message = dict[str, str]
@@ -38,7 +39,37 @@ Message = dict[str, str]
 
 @runtime_checkable
 class ChatBackend(Protocol):
-    def chat(self, messages: list[Message], *, max_new_tokens: int, temperature: float, seed: int) -> str: ...
+    """An LLM the memory module talks to: a local model, an HTTP endpoint, or a rule-based stand-in."""
+
+    def chat(self, messages: list[Message], *, max_new_tokens: int, temperature: float, seed: int) -> str:
+        """The raw answer text to ``messages`` (``{"role", "content"}`` dicts)."""
+        ...
+
+    def check(self) -> None:
+        """Raise before any expensive work if the backend cannot answer (an endpoint that is down)."""
+        ...
+
+    def to(self, device: Union[str, torch.device]) -> "ChatBackend":
+        """Move the weights, if it has any (an endpoint has none here)."""
+        ...
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The torch modules holding its weights, for a host's memory manager (empty for an endpoint)."""
+        ...
+
+
+class Weightless:
+    """The ``ChatBackend`` methods of a backend that holds no weights here (an endpoint, a rule-based stand-in):
+    nothing to check, nothing to move. Subclasses add ``chat`` (and may override ``check``)."""
+
+    def check(self) -> None:
+        """Nothing to check."""
+
+    def to(self, device: Union[str, torch.device]) -> "Weightless":
+        return self
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {}
 
 
 def _check_messages(messages: Sequence[Message]) -> list[Message]:
@@ -132,6 +163,9 @@ class LocalLLM:
         self.model.to(device)
         return self
 
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"llm": self.model}
+
     def check(self) -> None:
         """Nothing to check for a model already in memory (here for symmetry with the endpoint)."""
 
@@ -175,7 +209,6 @@ class LocalLLM:
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def _has_chat_template_file(folder: Path) -> bool:
@@ -205,7 +238,7 @@ def check_local_llm_folder(folder: Union[str, os.PathLike]) -> Path:
     if not (path / "config.json").is_file():
         raise MissingModelFilesError(f"No config.json in the LLM folder {path}: it is not a transformers model folder.")
     if not any(path.glob("*.safetensors")):
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
+        pickles = pickle_files(path)
         if pickles:
             raise MissingModelFilesError(
                 f"The LLM folder {path} has only pickle weights ({', '.join(pickles[:4])}); they are refused "
@@ -310,7 +343,7 @@ def _is_loopback(host: Optional[str]) -> bool:
         return False
 
 
-class OpenAICompatibleLLM:
+class OpenAICompatibleLLM(Weightless):
     """POST {base_url}/chat/completions with the standard JSON body; the key comes from an env variable."""
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY",

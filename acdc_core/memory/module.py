@@ -24,7 +24,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import resources
-from typing import Callable, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Protocol, Sequence, runtime_checkable
 
 from ..errors import InvalidInputError
 from .backends import ChatBackend, Message
@@ -32,7 +32,7 @@ from .clean import clean_or_fallback, parse_numbered_list
 
 logger = logging.getLogger("acdc_core.memory")
 
-__all__ = ["MemoryMode", "MEMORY_MODES", "MemorySettings", "MemoryModule", "DEFAULT_SYSTEM_PROMPT",
+__all__ = ["Memory", "MemoryMode", "MEMORY_MODES", "MemorySettings", "MemoryModule", "DEFAULT_SYSTEM_PROMPT",
            "DEFAULT_WHOLE_STORY_SYSTEM_PROMPT", "load_prompt_text", "per_frame_messages", "whole_story_messages",
            "validate_story"]
 
@@ -114,6 +114,36 @@ def _identity(prompt: str) -> str:
     return prompt
 
 
+@runtime_checkable
+class Memory(Protocol):
+    """What the story loop needs from the memory module (``MemoryModule`` meets it)."""
+
+    @property
+    def mode(self) -> MemoryMode:
+        """off, per-frame or whole-story."""
+        ...
+
+    def check(self) -> None:
+        """Raise before any frame is made if the memory cannot answer (an endpoint that is down)."""
+        ...
+
+    def prompt_for(self, i: int, story_prompts: Sequence[str], earlier_memory_prompts: Sequence[str] = ()) -> str:
+        """The DM prompt y_i of frame ``i`` (0-based)."""
+        ...
+
+    def prompts_for_story(self, story_prompts: Sequence[str]) -> list[str]:
+        """Every frame's DM prompt (whole-story memory: from one query)."""
+        ...
+
+    def to(self, device: Any) -> "Memory":
+        """Move the LLM's weights, if any (the story loop offloads it while another stage runs)."""
+        ...
+
+    def modules(self) -> dict[str, Any]:
+        """The torch modules holding the LLM's weights, for a host's memory manager (empty: none here)."""
+        ...
+
+
 class MemoryModule:
     """Writes the DM prompt for each frame. Holds a backend, settings and ``fit``; no global state.
 
@@ -125,12 +155,15 @@ class MemoryModule:
 
     def __init__(self, backend: Optional[ChatBackend], settings: MemorySettings = MemorySettings(),
                  fit: Callable[[str], str] = _identity) -> None:
+        self.backend, self.settings = None, settings
         settings.validate()
         if backend is None and settings.mode != "off":
             raise InvalidInputError(f"Memory mode {settings.mode!r} needs an LLM backend (a local LLM or an "
                                     "OpenAI-compatible endpoint); use mode 'off' to pass story sentences through.")
-        if backend is not None and not callable(getattr(backend, "chat", None)):
-            raise InvalidInputError(f"The memory backend {type(backend).__name__} has no chat() method.")
+        if backend is not None and not isinstance(backend, ChatBackend):
+            missing = [m for m in ("chat", "check", "to", "modules") if not callable(getattr(backend, m, None))]
+            raise InvalidInputError(f"The memory backend {type(backend).__name__} lacks {', '.join(missing)}() "
+                                    "(see acdc_core.memory.ChatBackend).")
         self.backend = backend
         self.settings = settings
         self.fit = fit
@@ -141,10 +174,22 @@ class MemoryModule:
         return f"MemoryModule(mode={self.settings.mode!r}, backend={self.backend!r})"
 
     # -- public API ---------------------------------------------------------------------------------------
+    @property
+    def mode(self) -> MemoryMode:
+        return self.settings.mode
+
     def check(self) -> None:
         """Fail early (before expensive work) if the backend cannot answer, e.g. an endpoint that is down."""
-        if self.settings.mode != "off" and callable(getattr(self.backend, "check", None)):
-            self.backend.check()  # type: ignore[union-attr]
+        if self.settings.mode != "off" and self.backend is not None:
+            self.backend.check()
+
+    def to(self, device: Any) -> "MemoryModule":
+        if self.backend is not None:
+            self.backend.to(device)
+        return self
+
+    def modules(self) -> dict[str, Any]:
+        return {} if self.backend is None or self.settings.mode == "off" else self.backend.modules()
 
     def prompt_for(self, i: int, story_prompts: Sequence[str], earlier_memory_prompts: Sequence[str] = ()) -> str:
         """The DM prompt ``y_i`` for frame ``i`` (0-based).

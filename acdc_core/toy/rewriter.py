@@ -14,6 +14,7 @@ import re
 from typing import Optional, Sequence
 
 from ..errors import InvalidInputError
+from ..memory.backends import Weightless
 from .world import COLOURS, NAMES, PLACES, POSITIONS, SPECIES, Scene, full_prompt
 
 logger = logging.getLogger("acdc_core.toy")
@@ -67,7 +68,7 @@ def _numbered(block: str) -> list[str]:
     return [m.group(1) for m in map(_NUMBERED_LINE.match, block.splitlines()) if m]
 
 
-class RuleBasedChat:
+class RuleBasedChat(Weightless):
     """A memory ``ChatBackend`` that answers MemoryModule's chats with :func:`rewrite` (no model).
 
     Reads the last user message: a per-frame chat ("Earlier prompts: ... New sentence: ...") gets one
@@ -78,8 +79,6 @@ class RuleBasedChat:
     def __repr__(self) -> str:
         return "RuleBasedChat()"
 
-    def check(self) -> None:
-        """Nothing to check (here for symmetry with the endpoint backend)."""
 
     def chat(self, messages: list[dict[str, str]], *, max_new_tokens: int = 96, temperature: float = 0.0,
              seed: int = 0) -> str:

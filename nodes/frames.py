@@ -1,0 +1,55 @@
+"""Pixels between ComfyUI and the engine, and a finished story as node outputs.
+
+ComfyUI's IMAGE is ``[B, H, W, C]`` in [0, 1] (channels last); the engine's images are ``[N, 3, H, W]``
+(channels first). Every conversion is in ``acdc_core.images``; this module adds what a node needs around it.
+"""
+from __future__ import annotations
+
+import torch
+
+from acdc_core.errors import InvalidInputError
+from acdc_core.images import bhwc_to_nchw, nchw_to_bhwc, resize_to
+from acdc_core.report import strip_image
+from acdc_core.state import StoryState
+from . import bridge
+
+
+def image_to_nchw(image, what: str = "image") -> torch.Tensor:
+    """A ComfyUI IMAGE [B, H, W, 3] -> engine images [B, 3, H, W] float, or a clear error naming the shape."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] != 3:
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise InvalidInputError(f"{what} must be an IMAGE [B, H, W, 3]; got {got}.")
+    return bhwc_to_nchw(image.float())
+
+
+def frame_to_nchw(image, what: str = "image") -> torch.Tensor:
+    """A ComfyUI IMAGE holding one frame [1, H, W, 3] -> [1, 3, H, W], or a clear error."""
+    pixels = image_to_nchw(image, what)
+    if pixels.shape[0] != 1:
+        raise InvalidInputError(f"{what} must hold one frame; got a batch of {pixels.shape[0]}. In a story "
+                                f"each frame goes through the chain on its own (Loop Frame makes the frames).")
+    return pixels
+
+
+def to_image(images: torch.Tensor) -> torch.Tensor:
+    """Engine images [N, 3, H, W] -> ComfyUI IMAGE [N, H, W, 3]."""
+    return nchw_to_bhwc(images.float())
+
+
+def story_results(state: StoryState) -> dict:
+    """A finished story as node outputs (story, frames, ARM frames, DM prompts) plus a side-by-side preview."""
+    records = state.records
+    if not records:
+        raise InvalidInputError("the story has no frames yet.")
+    # One batch needs one size: frames corrected by the DM are larger than frames the ARM alone made
+    # (ACDC #k); bring every frame to the largest size.
+    size = max((tuple(r.corrected_image.shape[-2:]) for r in records), key=lambda hw: hw[0] * hw[1])
+    frames = torch.cat([resize_to(r.corrected_image[None].float(), size) for r in records])
+    arm_size = tuple(records[0].arm_image.shape[-2:])
+    arm_frames = torch.cat([resize_to(r.arm_image[None].float(), arm_size) for r in records])
+    dm_prompts = "\n".join(r.memory_prompt if r.memory_prompt is not None else r.story_prompt for r in records)
+    strip = strip_image([("ARM frame (before correction)", [r.arm_image for r in records]),
+                         ("ACDC (corrected, in context)", [r.corrected_image for r in records])],
+                        [r.story_prompt for r in records])
+    ui = {"images": [bridge.save_picture(strip, "story")], "acdc_frames": [len(records)]}
+    return {"ui": ui, "result": (state, to_image(frames), to_image(arm_frames), dm_prompts)}
