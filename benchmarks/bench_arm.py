@@ -106,9 +106,9 @@ def bench_swap(arm) -> list[dict]:
             best = interleaved_best({
                 # untimed setup: the memo covers the unswapped story; then swapped (sharing that memo)
                 # crops the cache and prefills from the swapped frame on
-                "cropped": (lambda: arm.next_token_logits(ctx, nxt), lambda: run(swapped)),
+                "cropped": (lambda: arm.next_token_logits(ctx, nxt), lambda run=run, c=swapped: run(c)),
                 # a context with a fresh (empty) memo prefills the whole story
-                "full": (lambda: forget(fresh.memo), lambda: run(fresh)),
+                "full": (lambda c=fresh: forget(c.memo), lambda run=run, c=fresh: run(c)),
             }, repeats=REPEATS if what == "prefill only" else 2)
             rows.append({"case": f"(b) swap frame {frame}/{FRAMES}, {what}", "baseline": "prefill whole story",
                          "ours_s": best["cropped"], "baseline_s": best["full"],

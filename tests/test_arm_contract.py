@@ -15,6 +15,8 @@ from acdc_core.tiny.janus import build_tiny_janus
 from acdc_core.tiny.unified import build_tiny_unified
 from tests.fakes import LMCalls, gen, other_tokens, sample_story
 
+pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
+
 
 @dataclass(frozen=True)
 class Family:

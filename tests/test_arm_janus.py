@@ -15,6 +15,8 @@ from acdc_core.tiny.janus import build_tiny_janus
 from tests import fakes
 from tests.fakes import gen, other_tokens, sample_story
 
+pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
+
 PROMPTS = ["A golden retriever named Benny in a sunlit meadow.", "He jumps over a log.",
            "He rolls in the grass.", "He sleeps under a tree."]
 CFG = SamplingSettings(guidance_scale=5.0, temperature=1.0)

@@ -17,6 +17,8 @@ from acdc_core.tiny.unified import build_tiny_unified
 from tests import fakes
 from tests.fakes import gen, other_tokens, sample_story
 
+pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
+
 PROMPTS = ["Mia is a red rabbit. She stands on the left of a meadow by day.", "She jumps.",
            "She hops to the right.", "She lies down."]
 CFG = SamplingSettings(guidance_scale=3.0, temperature=1.0)

@@ -10,6 +10,8 @@ from acdc_core.correct import DiffusionCorrector, grow_mask, load_corrector
 from acdc_core.errors import InvalidInputError
 from acdc_core.tiny.sd import build_tiny_sd, build_tiny_sdxl
 
+pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
+
 PROMPTS = ["a photo of a cat", "a dog in a meadow"]
 
 

@@ -13,6 +13,8 @@ from acdc_core.correct.loading import CONFIGS, _components, _missing_files
 from acdc_core.errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
 from acdc_core.tiny.sd import build_tiny_sd, build_tiny_sdxl, write_config_dir, write_single_file
 
+pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():

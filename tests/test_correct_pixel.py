@@ -13,6 +13,8 @@ from acdc_core.correct.sdedit import PixelSpace
 from acdc_core.errors import InvalidInputError, MissingModelFilesError
 from acdc_core.tiny.sd import build_tiny_sd
 
+pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
+
 PROMPTS = ["a red cat in a meadow", "a blue dog at night"]
 
 

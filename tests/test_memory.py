@@ -28,6 +28,8 @@ from acdc_core.memory import (
 )
 from acdc_core.tiny.llm import build_tiny_llm
 
+pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
+
 STORY = [
     "Benny, a golden retriever with a red collar, runs through a sunlit meadow.",
     "He jumps over a log.",

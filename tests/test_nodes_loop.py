@@ -26,6 +26,8 @@ from nodes.loop import rewrite_for_frame
 from nodes.wires import BUILTIN
 from tests.test_nodes_executor import MiniComfy
 
+pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
+
 STORY = "Benny, a golden retriever, in a sunny meadow.\nHe jumps over a log.\nHe sleeps under the moon."
 SEED, DM_SEED, STEPS = 7, 11, 10     # different seeds per stage: a mix-up of the two shows
 
@@ -336,3 +338,161 @@ def test_a_finished_story_can_be_resumed_with_more_lines(reference):
     story = run.values["12"][0]
     assert len(story.records) == 3 and frames_ran(run, "ACDC_ARMTokenGenerator") == [3]
     assert story.records[:2] == run.values["20"][0].records        # the first two frames are the resumed ones
+
+
+# -- what the frame value carries, whatever sits between the stages --------------------------------------------
+
+class Brighten:
+    """An image node a user might put in the chain (a colour fix): it changes every pixel a little."""
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",)}}
+
+    def apply(self, image):
+        return ((image * 0.9 + 0.05).clamp(0, 1),)
+
+
+def with_node_before_retokenize(prompt: dict, class_type: str = "Brighten") -> dict:
+    prompt = copy.deepcopy(prompt)
+    prompt["30"] = {"class_type": class_type, "inputs": {"image": prompt["11"]["inputs"]["image"]}}
+    prompt["11"]["inputs"]["image"] = ["30", 0]
+    return prompt
+
+
+@pytest.mark.parametrize("correct_frames", ["all", "1"])
+def test_an_image_node_before_re_tokenize_changes_nothing_that_is_recorded(reference, correct_frames):
+    classes = {**CLASSES, "Brighten": Brighten}
+    plain = MiniComfy(classes).run(chain_prompt(correct_frames=correct_frames)).values["12"][0].records
+    brightened = MiniComfy(classes).run(with_node_before_retokenize(chain_prompt(correct_frames=correct_frames)))
+    records = brightened.values["12"][0].records
+    fields = ("corrected", "fixed", "arm_seed", "dm_seed", "memory_prompt")
+    assert [[getattr(r, f) for f in fields] for r in records] == [[getattr(r, f) for f in fields] for r in plain]
+    # What the node did reaches the pixels re-encoded (of corrected frames only: frames ACDC #k leaves alone
+    # keep the ARM's own tokens, whatever image arrives).
+    arm = brightened.values["1"][0].engine
+    first = records[0]
+    assert torch.equal(first.tokens_after, arm.encode(resize_to(first.corrected_image[None], arm.image_size)))
+    for r in records[1:]:
+        assert r.corrected == (correct_frames == "all")
+        if not r.corrected:
+            assert torch.equal(r.tokens_after, r.tokens_before) and r.dm_seed is None
+
+
+def test_a_fix_mask_past_acdc_k_is_refused_in_the_wired_chain_as_in_the_engine(reference, host):
+    comfy, run, _ = reference
+    prompt = chain_prompt(correct_frames="1")
+    prompt["10"]["inputs"].update(image=write_mask(host, "past-k.png", 32, (0, 0, 8, 8)), paint_frame=2)
+    with pytest.raises(InvalidInputError, match="frame 2 has a fix mask but is not corrected"):
+        comfy.run(prompt)
+    arm, dm, memory = (run.values[n][0] for n in ("1", "2", "3"))
+    with pytest.raises(InvalidInputError, match="frame 2 has a fix mask but is not corrected"):
+        run_story(STORY.splitlines(), arm.engine, dm.engine, memory.engine,
+                  StorySettings(steps=STEPS, correct_frames=1), fix_masks={1: torch.ones(32, 32)})
+
+
+def test_a_fix_with_its_own_seed_equals_the_engine_with_fix_seed(reference, host):
+    comfy, run, _ = reference
+    mask_file = write_mask(host, "seeded.png", 64, (8, 8, 24, 24))
+    prompt = chain_prompt()
+    prompt["10"]["inputs"].update(image=mask_file, paint_frame=2, seed=5)
+    records = comfy.run(prompt).values["12"][0].records
+    arm, dm, memory = (run.values[n][0] for n in ("1", "2", "3"))
+    from nodes.masks import load_mask
+    settings = StorySettings(sampling=SamplingSettings(guidance_scale=5.0, temperature=1.0), steps=STEPS,
+                             seed=SEED, dm_seed=DM_SEED, fix_seed=5, fix_prompt="a clear night sky", mask_dilate=2,
+                             mask_feather=2)
+    expected = run_story(STORY.splitlines(), arm.engine, dm.engine, memory.engine, settings,
+                         fix_masks={1: load_mask(mask_file)}).records
+    assert [r.fixed for r in records] == [r.fixed for r in expected] == [False, True, False]
+    assert all(torch.equal(a.tokens_after, b.tokens_after) for a, b in zip(records, expected))
+
+
+def test_a_workflow_saved_when_correct_frames_0_meant_every_frame_is_refused_saying_what_changed(reference):
+    for name in ("ACDC_SDEditCorrect", "ACDC_Story"):
+        answer = nodes.NODE_CLASS_MAPPINGS[name].VALIDATE_INPUTS(correct_frames=0)
+        assert isinstance(answer, str) and "0 meant 'every frame'" in answer and "'all'" in answer
+        assert nodes.NODE_CLASS_MAPPINGS[name].VALIDATE_INPUTS(correct_frames=2) is True   # same meaning as before
+        assert nodes.NODE_CLASS_MAPPINGS[name].VALIDATE_INPUTS(correct_frames="none") is True
+    comfy, _, _ = reference
+    with pytest.raises(InvalidInputError, match="0 meant 'every frame'"):
+        comfy.run(chain_prompt(correct_frames=0))     # even past validation it never runs the opposite way
+
+
+# -- ComfyUI's own nodes inside the loop body ------------------------------------------------------------------
+
+class VAEEncode:
+    """Stand-ins of ComfyUI's VAE Encode / KSampler / VAE Decode with their sockets: a 'latent' is the image
+    at half size, and the 'sampler' pulls it towards grey by denoise. What matters here is the wiring."""
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"pixels": ("IMAGE",)}}
+
+    def encode(self, pixels):
+        return ({"samples": torch.nn.functional.avg_pool2d(pixels.permute(0, 3, 1, 2), 2)},)
+
+
+class KSampler:
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+    prompts: list = []
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"latent_image": ("LATENT",), "positive": ("STRING", {"forceInput": True}),
+                             "seed": ("INT", {}), "denoise": ("FLOAT", {})}}
+
+    def sample(self, latent_image, positive, seed, denoise):
+        KSampler.prompts.append(positive)
+        x = latent_image["samples"]
+        return ({"samples": x * (1 - denoise) + 0.5 * denoise},)
+
+
+class VAEDecode:
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",)}}
+
+    def decode(self, samples):
+        return (torch.nn.functional.interpolate(samples["samples"], scale_factor=2).permute(0, 2, 3, 1),)
+
+
+def native_chain_prompt() -> dict:
+    """VQ Detokenize -> VAE Encode -> KSampler (denoise 0.5, the memory's prompt) -> VAE Decode -> Re-Tokenize."""
+    prompt = chain_prompt()
+    for node_id in ("9", "10", "13"):
+        del prompt[node_id]
+    prompt.update({
+        "20": {"class_type": "VAEEncode", "inputs": {"pixels": ["7", 0]}},
+        "21": {"class_type": "KSampler", "inputs": {"latent_image": ["20", 0], "positive": ["8", 0], "seed": 0,
+                                                    "denoise": 0.5}},
+        "22": {"class_type": "VAEDecode", "inputs": {"samples": ["21", 0]}},
+    })
+    prompt["11"]["inputs"] = {"arm": ["1", 0], "frame": ["7", 1], "image": ["22", 0], "prompt": ["8", 0]}
+    return prompt
+
+
+def test_comfyuis_own_sampler_in_the_loop_body_corrects_every_frame_and_the_story_continues_from_it(reference):
+    KSampler.prompts.clear()
+    classes = {**CLASSES, "VAEEncode": VAEEncode, "KSampler": KSampler, "VAEDecode": VAEDecode}
+    run = MiniComfy(classes).run(native_chain_prompt())
+    story = run.values["12"][0]
+    assert len(story.records) == 3 and frames_ran(run, "KSampler") == [1, 2, 3]
+    arm = run.values["1"][0].engine
+    for i, record in enumerate(story.records):
+        assert record.corrected and not record.fixed and record.dm_seed is None     # no ACDC corrector saw it
+        assert record.memory_prompt == KSampler.prompts[i]                          # recorded from Re-Tokenize
+        sampled = torch.nn.functional.avg_pool2d(record.arm_image[None], 2) * 0.5 + 0.25
+        torch.testing.assert_close(record.corrected_image[None], torch.nn.functional.interpolate(sampled, scale_factor=2))
+        assert torch.equal(record.tokens_after, arm.encode(resize_to(record.corrected_image[None], arm.image_size)))
+        assert torch.equal(story.context.chunks[i].tokens, record.tokens_after)  # the next frame read these
+    # Per-frame memory read the earlier frames' recorded prompts: frame 2 and 3 are not frame 1's prompt again.
+    assert len(set(KSampler.prompts)) == 3

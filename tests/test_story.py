@@ -8,6 +8,8 @@ from acdc_core.state import StorySettings, new_story
 from acdc_core.story import run_story, step_frame
 from tests.fakes import FakeARM, FakeCorrector, FakeMemory
 
+pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
+
 PROMPTS = ["Benny the golden dog in a meadow", "He jumps over a log", "He sleeps under the moon"]
 
 
