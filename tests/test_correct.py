@@ -47,14 +47,17 @@ def unet_calls(corrector: DiffusionCorrector):
         handle.remove()
 
 
-def img2img_pipeline(corrector: DiffusionCorrector):
-    """diffusers' img2img pipeline on the same components, with the same DDIM schedule (trailing spacing)."""
-    from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
+def img2img_pipeline(corrector: DiffusionCorrector, scheduler: str = "ddim"):
+    """diffusers' img2img pipeline on the same components, with the same sampler and schedule (trailing spacing)."""
+    import diffusers
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    from acdc_core.correct import SCHEDULERS
 
     pipe = StableDiffusionImg2ImgPipeline(
         vae=corrector.vae, text_encoder=corrector.text_encoders[0], tokenizer=corrector.tokenizers[0],
-        unet=corrector.unet, scheduler=DDIMScheduler.from_config(corrector.scheduler_config,
-                                                                 timestep_spacing="trailing"),
+        unet=corrector.unet, scheduler=getattr(diffusers, SCHEDULERS[scheduler]).from_config(
+            corrector.scheduler_config, timestep_spacing="trailing"),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -86,6 +89,25 @@ def test_matches_diffusers_img2img_pipeline(sd, images, strength, steps):
                                      output_type="pt").images
     assert ours.shape == images.shape
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)  # bit-exact on this machine
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "euler_ancestral", "dpmpp_2m"])
+def test_every_sampler_matches_the_img2img_pipeline_with_that_scheduler(sd, images, scheduler):
+    """The sampler is a parameter (DDIM, the paper's, is the default): each one starts at the first step at or
+    below t' exactly as the pipeline does (its begin index), multistep and ancestral samplers included."""
+    with unet_calls(sd) as calls:
+        ours = sd.correct(images, PROMPTS, strength=0.6, steps=10, guidance_scale=7.5, seed=3, scheduler=scheduler)
+    reference = img2img_pipeline(sd, scheduler)(PROMPTS, image=images, strength=0.6, num_inference_steps=10,
+                                                guidance_scale=7.5, generator=torch.Generator().manual_seed(3),
+                                                output_type="pt").images
+    assert len(calls) == 6 and calls[0][0] == 599
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+    assert not torch.allclose(ours, sd.correct(images, PROMPTS, strength=0.6, steps=10, seed=3))   # not DDIM
+
+
+def test_an_unknown_sampler_is_refused_naming_those_it_takes(sd, images):
+    with pytest.raises(InvalidInputError, match="ddim, euler, euler_ancestral, dpmpp_2m"):
+        sd.correct(images, "a cat", strength=0.5, scheduler="heun")
 
 
 def test_sdxl_shaped_model_matches_diffusers_sdxl_img2img(tmp_path, images):

@@ -25,6 +25,8 @@ CORE = {
     "PreviewImage": {"input": {"required": {"images": ("IMAGE",)}}, "output": (), "output_node": True},
     "SaveImage": {"input": {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}},
                   "output": (), "output_node": True},
+    "CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": (["v1-5-pruned-emaonly.safetensors"], {})}},
+                               "output": ("MODEL", "CLIP", "VAE")},
 }
 VIRTUAL = {"Note", "MarkdownNote"}
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -81,9 +83,10 @@ def host(tmp_path_factory):
     bridge.configure_standalone()
 
 
-def test_the_four_example_workflows_ship_with_thumbnails():
+def test_the_example_workflows_ship_with_thumbnails():
     names = {p.stem for p in WORKFLOWS}
-    assert names == {"acdc_story", "acdc_story_no_memory", "acdc_2_first_two_frames", "physical_fix_painted_mask"}
+    assert names == {"acdc_story", "acdc_story_no_memory", "acdc_2_first_two_frames", "physical_fix_painted_mask",
+                     "bring_your_own_checkpoint"}
     for path in WORKFLOWS:
         # PNG as the pack's convention; JPEG because ComfyUI's template browser (frontend 1.49) asks for
         # /workflow_templates/<pack>/<name>.jpg.
@@ -163,18 +166,36 @@ class SaveImage(PreviewImage):
         return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {})}}
 
 
+class CheckpointLoaderSimple:
+    """Stand-in of ComfyUI's Load Checkpoint: opaque MODEL, CLIP and VAE that only the host samples with."""
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load_checkpoint"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"ckpt_name": (["v1-5-pruned-emaonly.safetensors"],)}}
+
+    def load_checkpoint(self, ckpt_name):
+        return (f"MODEL of {ckpt_name}", "CLIP", "VAE")
+
+
 @pytest.fixture(scope="module")
 def comfy():
-    return MiniComfy({**nodes.NODE_CLASS_MAPPINGS, "PreviewImage": PreviewImage, "SaveImage": SaveImage})
+    return MiniComfy({**nodes.NODE_CLASS_MAPPINGS, "PreviewImage": PreviewImage, "SaveImage": SaveImage,
+                      "CheckpointLoaderSimple": CheckpointLoaderSimple})
 
 
 FAST = {"steps": 8, "max_new_tokens": 16}  # CI only: fewer denoising steps and LLM tokens, same wiring
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_workflow_runs_on_the_built_in_models(path, comfy):
+def test_workflow_runs_on_the_built_in_models(path, comfy, monkeypatch):
     """Each workflow as shipped (wiring, models, widgets), with FAST's knobs turned down to keep CI quick; a real
-    ComfyUI ran them exactly as shipped."""
+    ComfyUI ran them exactly as shipped (the checkpoint one with a small SD1.5-layout checkpoint)."""
+    from tests.test_comfy_corrector import StandInComfy
+    sampling = StandInComfy()                       # ComfyUI's own sampling, for the checkpoint workflow
+    sampling.models_dir, sampling.dirs = bridge.HOST.models_dir, dict(bridge.HOST.dirs)   # the same folders
+    monkeypatch.setattr(bridge, "HOST", sampling)
     workflow = json.loads(path.read_text())
     prompt = to_api(workflow)
     for node in prompt.values():
@@ -190,6 +211,10 @@ def test_workflow_runs_on_the_built_in_models(path, comfy):
         assert corrected == [True, True] + [False] * (frames - 2)
     else:
         assert all(corrected)
+    if path.stem == "bring_your_own_checkpoint":           # ComfyUI's KSampler corrected every frame
+        assert [c["steps"] for c in sampling.samples] == [FAST["steps"] // 2] * frames
+    else:
+        assert sampling.samples == []
     if path.stem == "acdc_story_no_memory":                 # the ablation: the DM got the raw story lines
         assert dm_prompts.splitlines() == [r.story_prompt for r in story.records]
     # Preview and Save nodes inside the loop saw every frame.
