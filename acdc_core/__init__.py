@@ -1,3 +1,3 @@
 """ACDC engine: autoregressive multimodal generation with diffusion correction. Never imports ComfyUI."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -226,7 +226,7 @@ def toy_defaults() -> dict:
             "baseline": True}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acdc", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -246,6 +246,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dem.add_argument("--story", type=int, default=0, help="which held-out toy story (default 0)")
     dem.add_argument("--models", default="outputs/models", help="where tiny fallback models are built")
     dem.set_defaults(**toy_defaults())
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         arm_only = parse_correct_frames(args.correct_frames) == 0

@@ -35,12 +35,6 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array.astype(np.uint8), "RGB")
 
 
-def from_pil(image: Image.Image) -> torch.Tensor:
-    """PIL image -> [3, H, W] float in [0, 1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
 def load_mask(path) -> torch.Tensor:
     """A mask file -> [H, W] float in {0, 1}, 1 = repaint. A picture with transparency (as ComfyUI's mask
     editor saves it) is masked where it is transparent (1 - alpha); one without counts its light pixels

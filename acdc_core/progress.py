@@ -6,7 +6,7 @@ exception through untouched. ``preview`` is an optional image tensor [3, H, W] i
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol
+from typing import Optional, Protocol
 
 import torch
 
@@ -32,5 +32,3 @@ def print_progress(stream=None) -> ProgressFn:
 
     return report
 
-
-ProgressCallable = Callable[..., None]

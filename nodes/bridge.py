@@ -281,7 +281,6 @@ def _comfy_present() -> bool:
 
 
 HOST: Host = ComfyHost() if _comfy_present() else StandaloneHost()
-IN_COMFY = HOST.in_comfy
 
 
 def configure_standalone(*, models_dir=None, input_dir=None, temp_dir=None, output_dir=None) -> None:

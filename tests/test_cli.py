@@ -118,3 +118,22 @@ def test_demo_runs_the_toy_world_judged(tmp_path, capsys):
     assert all(f["arm_seed"] == first[0]["arm_seed"] for f in first)            # same seeds in every row,
     assert all(f["tokens_before"] == first[0]["tokens_before"] for f in first)  # so the same ARM frame 1
     assert Image.open(tmp_path / "strip.png").width >= 6 * 128
+
+
+def test_every_acdc_command_in_the_readme_parses_as_written():
+    """Commands a reader pastes: each `acdc ...` line in the README's code blocks is one valid command line."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from acdc_core.cli import build_parser
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    commands = [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("acdc ")]
+    commands += [m.split("&& ")[-1] for m in re.findall(r"\.venv/bin/acdc [^\n`]*", readme)]
+    assert any(c.startswith("acdc story") for c in commands)
+    for command in commands:
+        argv = shlex.split(command.replace(".venv/bin/acdc", "acdc"))[1:]
+        args = build_parser().parse_args(argv)
+        assert args.command in ("story", "demo"), command

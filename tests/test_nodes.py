@@ -168,7 +168,7 @@ def comfy_bridge(monkeypatch, tmp_path):
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
-    assert module.IN_COMFY
+    assert module.HOST.in_comfy and isinstance(module.HOST, module.ComfyHost)
     return module, calls
 
 
