@@ -36,3 +36,18 @@ def tiny_builtin(tiny_models):
     patch.setattr(loaders, "builtin_model_paths", lambda: dict(tiny_models))
     yield tiny_models
     patch.undo()
+
+
+@pytest.fixture(scope="module")
+def standalone_host(tmp_path_factory):
+    """The node pack's standalone host for one test module: its own input, temp and output folders, model folders
+    shared by the session (tiny fallback models are built there once)."""
+    from nodes import bridge
+
+    base = tmp_path_factory.mktemp("host")
+    for name in ("input", "temp", "output"):
+        (base / name).mkdir()
+    bridge.configure_standalone(models_dir=tmp_path_factory.getbasetemp() / "acdc-models", input_dir=base / "input",
+                                temp_dir=base / "temp", output_dir=base / "output")
+    yield base
+    bridge.configure_standalone()

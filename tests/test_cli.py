@@ -30,8 +30,8 @@ def test_story_runs_end_to_end_and_writes_frames_strip_and_record(models, tmp_pa
     assert all("\n" not in f["memory_prompt"] for f in frames)
     assert {"arm", "decode", "memory", "correct", "encode"} <= set(frames[0]["seconds"])
     assert len(list((tmp_path / "out" / "frames").glob("*.png"))) == 6
-    strip = Image.open(tmp_path / "out" / "strip.png")
-    assert strip.width > strip.height  # three rows of three frames plus labels and prompts
+    with Image.open(tmp_path / "out" / "strip.png") as strip:
+        assert strip.width > strip.height  # three rows of three frames plus labels and prompts
 
 
 def test_same_seed_gives_the_same_story(models, tmp_path):
@@ -117,7 +117,8 @@ def test_demo_runs_the_toy_world_judged(tmp_path, capsys):
     first = [v["frames"][0] for v in run["variants"].values()]
     assert all(f["arm_seed"] == first[0]["arm_seed"] for f in first)            # same seeds in every row,
     assert all(f["tokens_before"] == first[0]["tokens_before"] for f in first)  # so the same ARM frame 1
-    assert Image.open(tmp_path / "strip.png").width >= 6 * 128
+    with Image.open(tmp_path / "strip.png") as strip:
+        assert strip.width >= 6 * 128
 
 
 def test_every_acdc_command_in_the_readme_parses_as_written():

@@ -9,7 +9,6 @@ import pytest
 
 import nodes
 from acdc_core.cli import main
-from nodes import bridge
 from nodes.wires import BUILTIN
 from tests.test_nodes_executor import MiniComfy
 from tests.test_nodes_loop import CLASSES, DM_SEED, SEED, STEPS, STORY, chain_prompt
@@ -18,14 +17,8 @@ pytestmark = pytest.mark.floors
 
 
 @pytest.fixture(scope="module", autouse=True)
-def host(tmp_path_factory, tiny_builtin):
-    base = tmp_path_factory.mktemp("agree")
-    for name in ("input", "temp", "output"):
-        (base / name).mkdir()
-    bridge.configure_standalone(models_dir=tmp_path_factory.getbasetemp() / "acdc-models", input_dir=base / "input",
-                                temp_dir=base / "temp", output_dir=base / "output")
-    yield base
-    bridge.configure_standalone()
+def host(standalone_host, tiny_builtin):
+    return standalone_host
 
 
 def records_of(state) -> list[dict]:

@@ -29,15 +29,8 @@ NODES = sorted(nodes.NODE_CLASS_MAPPINGS.items())
 
 
 @pytest.fixture(scope="module", autouse=True)
-def host(tmp_path_factory, tiny_builtin):
-    base = tmp_path_factory.mktemp("nodes-host")
-    for name in ("input", "temp", "output"):
-        (base / name).mkdir()
-    models = tmp_path_factory.getbasetemp() / "acdc-models"
-    bridge.configure_standalone(models_dir=models, input_dir=base / "input", temp_dir=base / "temp",
-                                output_dir=base / "output")
-    yield base
-    bridge.configure_standalone()
+def host(standalone_host, tiny_builtin):
+    return standalone_host
 
 
 def load_builtin():
@@ -479,8 +472,8 @@ def test_the_all_in_one_story_node_runs_the_engine_and_shows_arm_and_corrected_f
     assert [r.corrected for r in story.records] == [True, True] and story.records[1].fixed
     assert frames.shape == (2, 64, 64, 3) and arm_frames.shape == (2, 32, 32, 3)
     assert len(prompts.splitlines()) == 2
-    strip = Image.open(host / "temp" / out["ui"]["images"][0]["subfolder"] / out["ui"]["images"][0]["filename"])
-    assert strip.width > strip.height                                       # frames side by side, two rows
+    with Image.open(host / "temp" / out["ui"]["images"][0]["subfolder"] / out["ui"]["images"][0]["filename"]) as strip:
+        assert strip.width > strip.height                                   # frames side by side, two rows
     arm_only = story_node(arm, "A red fox in the snow.\nShe naps.")
     assert not any(r.corrected for r in arm_only["result"][0].records)     # no diffusion model: the ARM alone
     assert torch.equal(arm_only["result"][0].records[0].tokens_before, story.records[0].tokens_before)

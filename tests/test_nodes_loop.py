@@ -52,14 +52,9 @@ CLASSES = {**nodes.NODE_CLASS_MAPPINGS, "PreviewImage": PreviewImage}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def host(tmp_path_factory, tiny_builtin):
+def host(standalone_host, tiny_builtin):
     """The reduced host: models built once per session, input and temp folders per module."""
-    base = tmp_path_factory.mktemp("host")
-    bridge.configure_standalone(models_dir=tmp_path_factory.getbasetemp() / "acdc-models",
-                                input_dir=base / "input", temp_dir=base / "temp", output_dir=base / "output")
-    (base / "input").mkdir()
-    yield base
-    bridge.configure_standalone()
+    return standalone_host
 
 
 def chain_prompt(story=STORY, correct_frames="all", mode="per-frame") -> dict:

@@ -95,5 +95,6 @@ def test_demo_writes_the_strip_and_the_judge_table(models, tmp_path):
     assert len(table) == 2 + 3 * 3                              # header + 3 variants x 3 checks
     assert table[2].startswith("| ARM only | physical valid |")
     assert len(list((tmp_path / "frames").glob("*.png"))) == 18
-    assert Image.open(tmp_path / "strip.png").width > 6 * 128
+    with Image.open(tmp_path / "strip.png") as strip:
+        assert strip.width > 6 * 128
     assert list(result["states"]["ACDC"].memory_prompts) == [dm.fit_prompt(full_prompt(s)) for s in story.scenes]

@@ -73,14 +73,8 @@ def to_api(workflow) -> dict:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def host(tmp_path_factory):
-    base = tmp_path_factory.mktemp("workflow-host")
-    for name in ("input", "temp", "output"):
-        (base / name).mkdir()
-    bridge.configure_standalone(models_dir=tmp_path_factory.getbasetemp() / "acdc-models", input_dir=base / "input",
-                                temp_dir=base / "temp", output_dir=base / "output")
-    yield base
-    bridge.configure_standalone()
+def host(standalone_host):
+    return standalone_host
 
 
 def test_the_example_workflows_ship_with_thumbnails():

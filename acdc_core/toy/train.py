@@ -46,8 +46,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def launch(name: str) -> subprocess.Popen:
         print(f"[{time.perf_counter() - start:6.0f} s] training {name}: {shlex.join(cmds[name])}", flush=True)
-        log = open(args.out / f"{name}.log", "w", encoding="utf-8")
-        return subprocess.Popen(cmds[name], stdout=log, stderr=subprocess.STDOUT)
+        with open(args.out / f"{name}.log", "w", encoding="utf-8") as log:   # the child keeps its own copy
+            return subprocess.Popen(cmds[name], stdout=log, stderr=subprocess.STDOUT)
 
     running = {i: (lane[0], launch(lane[0])) for i, lane in enumerate(lanes)}
     queued = {i: list(lane[1:]) for i, lane in enumerate(lanes)}
