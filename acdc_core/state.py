@@ -12,10 +12,11 @@ from typing import Optional
 import torch
 
 from .arm.base import ARMContext, SamplingSettings
-from .correct.schedule import check_strength
+from .correct.schedule import check_range
 from .errors import InvalidInputError
 
 
+FIX_STRENGTH = "fix_strength (the fix's t')"
 CORRECT_ALL = "all"
 CORRECT_NONE = "none"
 
@@ -86,8 +87,9 @@ class StorySettings:
 
     def validate(self) -> "StorySettings":
         self.sampling.validate()
-        check_strength(self.strength, self.steps, "strength (t')")
-        check_strength(self.fix_strength, self.steps, "fix_strength (the fix's t')")
+        # Ranges only: whether a t' leaves a step to run matters only where it is used (``story.validate_inputs``).
+        check_range(self.strength, self.steps, "strength (t')")
+        check_range(self.fix_strength, self.steps, FIX_STRENGTH)
         if self.guidance_scale < 0:
             raise InvalidInputError(f"guidance_scale must be >= 0, got {self.guidance_scale}.")
         if self.correct_frames is not None and (isinstance(self.correct_frames, bool)
@@ -170,7 +172,7 @@ class StoryState:
                        records=self.records + (record,))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Frame:
     """One frame on its way through the five steps: what every step knows about it so far.
 

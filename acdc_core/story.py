@@ -27,13 +27,14 @@ import torch
 
 from .arm.base import ARMBackend
 from .correct.base import Corrector
+from .correct.schedule import check_strength
 from .devices import Placement
 from .errors import InvalidInputError
 from .images import resize_to
 from .memory.module import Memory
 from .progress import ProgressFn, no_progress
-from .state import (Frame, FrameRecord, StorySettings, StoryState, describe_correct_frames, frame_seed,
-                    new_story)
+from .state import (FIX_STRENGTH, Frame, FrameRecord, StorySettings, StoryState, describe_correct_frames,
+                    frame_seed, new_story)
 
 
 class _Stay:
@@ -217,6 +218,10 @@ def validate_inputs(state: StoryState, arm: ARMBackend, corrector: Optional[Corr
     if needs_dm and memory is None:
         raise InvalidInputError("no memory module given; pass MemoryModule(None, MemorySettings(mode='off')) "
                                 "to use the raw story prompts.")
+    if needs_dm:
+        check_strength(settings.strength, settings.steps, "strength (t')")
+    if fix_masks:
+        check_strength(settings.fix_strength, settings.steps, FIX_STRENGTH)
     if needs_dm and settings.scheduler not in corrector.schedulers:
         raise InvalidInputError(f"scheduler {settings.scheduler!r} is not one this diffusion model samples with; "
                                 f"use one of {', '.join(corrector.schedulers)}.")

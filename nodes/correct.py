@@ -65,9 +65,10 @@ class SDEditCorrect:
     def settings(t_prime, steps, cfg, seed, negative_prompt, correct_frames, correction_size,
                  sampler_name) -> StorySettings:
         size = (int(correction_size), int(correction_size)) if correction_size else None
+        # The corrector checks t', steps, CFG and the sampler before it runs (a frame ACDC #k leaves alone needs none).
         return StorySettings(strength=t_prime, steps=int(steps), guidance_scale=cfg, negative_prompt=negative_prompt,
                              scheduler=sampler_name, correct_frames=read_correct_frames(correct_frames),
-                             correction_size=size, dm_seed=int(seed)).validate()
+                             correction_size=size, dm_seed=int(seed))
 
     def check_lazy_status(self, correct_frames="all", frame=None, prompt=None, **_):
         # A frame ACDC #k leaves alone needs no prompt, so its memory LLM query never runs.

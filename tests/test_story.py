@@ -171,3 +171,18 @@ def test_placement_offloads_the_idle_model():
     keep = Offloader(device=torch.device("meta"), offload=False)
     keep.use(a), keep.use(b)
     assert (a.where, b.where) == ("meta", "meta")
+
+
+def test_a_t_prime_is_checked_against_the_steps_only_where_it_is_used():
+    # The ARM alone runs no denoising step, so a schedule too short for t' is no error there ...
+    arm_only = run_story(PROMPTS, FakeARM(), None, None, StorySettings(steps=1, correct_frames=0))
+    assert len(arm_only.records) == len(PROMPTS)
+    # ... and the fix's t' matters only when a frame has a mask; both fail before the ARM runs.
+    run_story(PROMPTS, FakeARM(), FakeCorrector(), FakeMemory(), StorySettings(steps=2, strength=1.0, fix_strength=0.4))
+    arm = FakeARM()
+    with pytest.raises(InvalidInputError, match="fix_strength"):
+        run_story(PROMPTS, arm, FakeCorrector(), FakeMemory(), StorySettings(steps=2, strength=1.0, fix_strength=0.4),
+                  fix_masks={0: torch.ones(16, 16)})
+    with pytest.raises(InvalidInputError, match="strength \\(t'\\) 0.4 with 2 steps"):
+        run_story(PROMPTS, arm, FakeCorrector(), FakeMemory(), StorySettings(steps=2, strength=0.4))
+    assert arm.contexts_seen == []

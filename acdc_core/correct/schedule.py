@@ -33,14 +33,19 @@ def steps_run(strength: float, steps: int, train_steps: int = TRAIN_TIMESTEPS) -
     return int(kept(trailing_timesteps(steps, train_steps), strength, train_steps).sum())
 
 
-def check_strength(strength: float, steps: int, name: str = "t'", train_steps: int = TRAIN_TIMESTEPS) -> int:
-    """Raise a clear error unless t' is in (0, 1] and leaves at least one step to run; return the step count."""
+def check_range(strength: float, steps: int, name: str = "t'") -> None:
+    """Raise a clear error unless t' is in (0, 1] and steps a whole number >= 1 (what a setting alone can say)."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise InvalidInputError(f"steps must be a whole number >= 1, got {steps!r}.")
-    if not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:  # also rejects NaN
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:  # and NaN
         raise InvalidInputError(
             f"{name} must be in (0, 1]: it is the fraction of diffusion time the frame is noised to; got "
             f"{strength!r}. The paper uses 0.4-0.5 for images.")
+
+
+def check_strength(strength: float, steps: int, name: str = "t'", train_steps: int = TRAIN_TIMESTEPS) -> int:
+    """Raise a clear error unless t' is in (0, 1] and leaves at least one step to run; return the step count."""
+    check_range(strength, steps, name)
     count = steps_run(strength, steps, train_steps)
     if count == 0:
         needed = max(steps + 1, math.ceil(1 / strength - 1e-9))
