@@ -192,7 +192,8 @@ def add_story_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", choices=["off", "per-frame", "whole-story"], default="per-frame")
     p.add_argument("--system-prompt", help="file with your own memory system prompt (for the chosen mode)")
     p.add_argument("--strength", type=float, default=0.5, help="SDEdit t' in (0, 1] (default 0.5)")
-    p.add_argument("--steps", type=int, default=50, help="DDIM schedule length; steps at or below t' run")
+    p.add_argument("--steps", type=int, default=50,
+                   help="length of the schedule (default 50); the floor(t' x steps) steps at or below t' run")
     p.add_argument("--cfg", type=float, default=7.5, help="DM classifier-free guidance (default 7.5)")
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--correct-frames", default="all",
