@@ -150,7 +150,7 @@ class StandaloneHost(Host):
         return list(SCHEDULERS)
 
     def scheduler_names(self) -> list[str]:
-        return ["ddim_uniform"]
+        return ["simple"]
 
     def _no_comfy(self, *args, **kwargs):
         raise RuntimeError("ComfyUI's own models (MODEL, CLIP, VAE) can only be sampled inside ComfyUI.")

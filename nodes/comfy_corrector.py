@@ -5,12 +5,14 @@ ComfyUI's own machinery, reached only through the bridge's host: the frame is VA
 CLIP-encoded, and ComfyUI's KSampler runs at denoise = t' from the frame's latent; a fix mask becomes the
 latent's noise mask, and the untouched pixels are put back after decoding, as the engine's own corrector does.
 
-Steps: the engine's ``steps`` is the length of the full schedule, of which the ``floor(t' x steps)`` steps at or
-below t' run (``acdc_core.correct.schedule``). ComfyUI's KSampler counts the steps it *runs*: with
-``steps = S`` and ``denoise = d`` it builds a schedule of ``int(S / d)`` and runs its last S. So this corrector
-asks ComfyUI for ``S = steps_run(t', steps)`` at ``denoise = t'``: the same number of model calls as the
-engine's corrector for the same settings (25 at t' = 0.5 with 50 steps), cond and uncond batched in each.
-The default sampler, ComfyUI's ``ddim`` on the ``ddim_uniform`` schedule, is its DDIM (eta 0).
+Steps: the engine's ``steps`` is the length N of the full schedule, of which the ``S = floor(t' x N)`` steps at
+or below t' run (``acdc_core.correct.schedule``). ComfyUI's KSampler counts the steps it *runs*: with ``steps = S``
+and ``denoise = d`` it builds a schedule of ``int(S / d)`` and runs its last S. So this corrector asks ComfyUI for
+S steps at the denoise that makes that schedule exactly N long (``schedule_denoise``: S / (N + 1/2), which is t'
+up to the half step): the same number of model calls as the engine's corrector for the same settings (25 at
+t' = 0.5 with 50 steps), cond and uncond batched in each. On ComfyUI's ``simple`` schedule (the default here) the
+N-step schedule is the engine's trailing one (999, 979, ... 19 for N = 50; exactly whenever N divides 1000), so
+with the ``ddim`` sampler (eta 0) both correctors run the very same timesteps: 499 ... 19 at t' = 0.5.
 """
 from __future__ import annotations
 
@@ -24,11 +26,17 @@ from acdc_core.correct.schedule import steps_run
 from acdc_core.progress import ProgressFn, no_progress
 from . import bridge
 
-DEFAULT_SCHEDULER = "ddim_uniform"
+DEFAULT_SCHEDULER = "simple"
+
+
+def schedule_denoise(run: int, steps: int) -> float:
+    """ComfyUI's denoise for running the last ``run`` steps of a ``steps``-long schedule: its KSampler builds
+    ``int(run / denoise)`` steps, which this makes exactly ``steps`` (the half step keeps rounding off it)."""
+    return 1.0 if run >= steps else run / (steps + 0.5)
 
 
 class ComfyCorrector:
-    """The corrector kind "comfyui". ``scheduler`` is ComfyUI's sigma schedule (karras, normal, ddim_uniform, ...);
+    """The corrector kind "comfyui". ``scheduler`` is ComfyUI's sigma schedule (simple, karras, normal, ...);
     the sampler is chosen per call (``correct(scheduler=...)``, ComfyUI's sampler names, ddim first)."""
 
     kind = "comfyui"
@@ -82,7 +90,7 @@ class ComfyCorrector:
             samples = self.host.sample(
                 self.model, latent, seed=seed, steps=run, cfg=guidance_scale if guidance_scale > 1 else 1.0,
                 sampler_name=sampler, scheduler=self.scheduler, positive=self.host.encode_text(self.clip, prompt),
-                negative=negative, denoise=strength, noise_mask=noise_mask,
+                negative=negative, denoise=schedule_denoise(run, steps), noise_mask=noise_mask,
                 callback=lambda step, total: progress("sdedit", step, total, None))
             pixels = self.host.vae_decode(self.vae, samples).float().permute(0, 3, 1, 2).cpu()   # IMAGE -> [1, 3, H, W]
             if blend is not None:

@@ -13,8 +13,8 @@ from .widgets import (check_correct_frames, correct_frames_input, read_correct_f
 from .wires import CATEGORY, DM, FRAME
 
 STEPS_TOOLTIP = ("Length of the full schedule; only the floor(t' x steps) steps at or below t' run (50 at t'=0.5 "
-                 "runs 25, as in the paper). With a ComfyUI model the same number runs: KSampler steps = "
-                 "floor(t' x steps) at denoise = t'.")
+                 "runs 25, as in the paper). With a ComfyUI model the same number runs: its KSampler is asked for "
+                 "steps = floor(t' x steps) from a schedule of this length (denoise ~ t').")
 
 
 class SDEditCorrect:

@@ -307,8 +307,9 @@ class MemoryEndpoint:
 class ComfyModelCorrector:
     DESCRIPTION = ("Uses ComfyUI's own model as the ACDC corrector: the MODEL, CLIP and VAE of Load Checkpoint (with "
                    "LoRAs or any patches; SD1.5, SDXL, SD3.5, Flux, ... whatever ComfyUI loads). SDEdit Correct and "
-                   "Inpaint Physical Fix then sample with ComfyUI's KSampler at denoise = t', the sampler named on "
-                   "them (ddim by default) on this node's schedule; ddim + ddim_uniform is DDIM, the paper's.")
+                   "Inpaint Physical Fix then sample with ComfyUI's KSampler from t' (the same steps as the pack's own "
+                   "corrector runs), with the sampler named on them (ddim by default) on this node's schedule: ddim "
+                   "on simple is the paper's DDIM on the very timesteps the pack's own corrector uses.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "make"
     RETURN_TYPES = (DM,)
@@ -322,8 +323,10 @@ class ComfyModelCorrector:
             "model": ("MODEL", tooltip("The diffusion model (from Load Checkpoint, after any LoRA).")),
             "clip": ("CLIP", tooltip("Its text encoder (from Load Checkpoint, after any LoRA).")),
             "vae": ("VAE", tooltip("Its VAE (from Load Checkpoint or Load VAE).")),
-            "scheduler": (schedulers, tooltip("ComfyUI's noise schedule for the correction; ddim_uniform with the "
-                                              "ddim sampler is DDIM.", default=DEFAULT_SCHEDULER
+            "scheduler": (schedulers, tooltip("ComfyUI's noise schedule for the correction. simple (the default) "
+                                              "gives the timesteps the pack's own corrector runs (trailing "
+                                              "spacing); ddim_uniform is ComfyUI's leading DDIM spacing.",
+                                              default=DEFAULT_SCHEDULER
                                               if DEFAULT_SCHEDULER in schedulers else schedulers[0])),
         }}
 

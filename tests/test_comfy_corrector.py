@@ -29,7 +29,7 @@ class StandInComfy(bridge.StandaloneHost):
         return ["euler", "ddim", "dpmpp_2m", "uni_pc"]
 
     def scheduler_names(self):
-        return ["normal", "karras", "ddim_uniform"]
+        return ["normal", "karras", "simple", "ddim_uniform"]
 
     def native_side(self, model):
         return 512
@@ -48,10 +48,17 @@ class StandInComfy(bridge.StandaloneHost):
         up = torch.nn.functional.interpolate(latent[:, :3], scale_factor=8, mode="nearest")
         return up.permute(0, 2, 3, 1).clamp(0, 1)
 
+    @staticmethod
+    def simple_timesteps(length):
+        """The timesteps of ComfyUI's "simple" schedule of ``length`` steps over 1000 training steps (as its
+        simple_scheduler picks sigmas: index -(1 + int(x * 1000 / length)))."""
+        return [999 - int(x * 1000 / length) for x in range(length)]
+
     def sample(self, model, latent, *, seed, steps, cfg, sampler_name, scheduler, positive, negative, denoise,
                noise_mask, callback):
-        schedule = int(steps / denoise) if denoise < 0.9999 else steps    # ComfyUI's KSampler.set_steps
+        schedule = int(steps / denoise) if denoise <= 0.9999 else steps    # ComfyUI's KSampler.set_steps
         self.samples.append(dict(seed=seed, steps=steps, schedule=schedule, cfg=cfg, sampler=sampler_name,
+                                 timesteps=self.simple_timesteps(schedule)[-steps:],
                                  scheduler=scheduler, positive=positive, negative=negative, denoise=denoise,
                                  mask=None if noise_mask is None else noise_mask.clone(), shape=tuple(latent.shape)))
         out = latent
@@ -81,8 +88,9 @@ def test_it_asks_comfyui_for_the_steps_below_t_prime_at_denoise_t_prime(comfy):
                      negative_prompt="blurry")
     assert out.shape == (1, 3, 64, 64) and 0 <= float(out.min()) and float(out.max()) <= 1
     (call,) = comfy.samples
-    assert (call["steps"], call["schedule"], call["denoise"]) == (25, 50, 0.5)   # 25 run of a 50-step schedule
-    assert (call["sampler"], call["scheduler"], call["seed"], call["cfg"]) == ("ddim", "ddim_uniform", 9, 7.5)
+    assert (call["steps"], call["schedule"]) == (25, 50)          # the last 25 of a 50-step schedule
+    assert abs(call["denoise"] - 0.5) < 0.01                       # t', up to half a step
+    assert (call["sampler"], call["scheduler"], call["seed"], call["cfg"]) == ("ddim", "simple", 9, 7.5)
     assert call["positive"] == [("cond", "a red fox")] and call["negative"] == [("cond", "blurry")]
 
 
@@ -98,6 +106,20 @@ def test_both_correctors_make_the_same_number_of_model_calls(comfy, tmp_path_fac
         handle.remove()
     corrector(comfy).correct(torch.rand(1, 3, 64, 64), "a fox", strength=strength, steps=steps, guidance_scale=7.5)
     assert len(calls) == comfy.model_calls and set(calls) == {2}      # one call per step, cond + uncond batched
+    assert comfy.samples[0]["schedule"] == steps                      # ComfyUI builds the engine's schedule
+
+
+@pytest.mark.parametrize("strength, steps", [(0.5, 50), (0.3, 20), (0.57, 100), (1.0, 10), (0.25, 8)])
+def test_on_the_simple_schedule_comfyui_runs_the_engines_timesteps(comfy, strength, steps):
+    """Where steps divides 1000, ComfyUI's simple schedule is the engine's trailing one, so the last S of it are
+    the engine's steps at or below t' (the real ComfyUI run confirmed 499 ... 19 at t' = 0.5, 50 steps)."""
+    import diffusers
+
+    from acdc_core.correct import sdedit_timesteps
+    scheduler = diffusers.DDIMScheduler(timestep_spacing="trailing")
+    engine = sdedit_timesteps(scheduler, steps, strength).tolist()
+    corrector(comfy).correct(torch.rand(1, 3, 64, 64), "a fox", strength=strength, steps=steps)
+    assert comfy.samples[0]["timesteps"] == engine
 
 
 def test_a_fix_mask_becomes_the_latent_noise_mask_and_pixels_outside_stay_exact(comfy):
