@@ -125,7 +125,7 @@ class FrameRecord:
     tokens_before: torch.Tensor          # v_i
     tokens_after: torch.Tensor           # v~_i = E(x~_i) (== v_i when not corrected)
     arm_seed: int
-    dm_seed: int
+    dm_seed: Optional[int]               # None where no ACDC corrector ran on the frame
     corrected: bool
     fixed: bool
     seconds: dict = field(default_factory=dict)   # per-stage wall time
