@@ -31,9 +31,9 @@ def frame_seed(base: int, index: int) -> int:
 
 def parse_correct_frames(value) -> Optional[int]:
     """ACDC #k as the engine holds it, from what a user typed: the number of frames corrected, counted from
-    frame 1. ``None`` / ``"all"`` / ``-1``: every frame (ACDC); ``0`` / ``"none"``: no frame (the ARM alone);
+    frame 1. ``None`` / ``"all"``: every frame (ACDC); ``0`` / ``"none"``: no frame (the ARM alone);
     ``k`` (int or digits): the first k frames (the paper's ACDC #k)."""
-    if value is None or value == -1 or (isinstance(value, str) and value.strip().lower() == CORRECT_ALL):
+    if value is None or (isinstance(value, str) and value.strip().lower() == CORRECT_ALL):
         return None
     if isinstance(value, str):
         text = value.strip().lower()

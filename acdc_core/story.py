@@ -26,7 +26,7 @@ from typing import Iterator, Mapping, Optional
 import torch
 
 from .arm.base import ARMBackend
-from .correct.base import Corrector
+from .correct.base import Corrector, check_scheduler
 from .correct.schedule import check_strength
 from .devices import Placement
 from .errors import InvalidInputError
@@ -222,9 +222,8 @@ def validate_inputs(state: StoryState, arm: ARMBackend, corrector: Optional[Corr
         check_strength(settings.strength, settings.steps, "strength (t')")
     if fix_masks:
         check_strength(settings.fix_strength, settings.steps, FIX_STRENGTH)
-    if needs_dm and settings.scheduler not in corrector.schedulers:
-        raise InvalidInputError(f"scheduler {settings.scheduler!r} is not one this diffusion model samples with; "
-                                f"use one of {', '.join(corrector.schedulers)}.")
+    if needs_dm:
+        check_scheduler(settings.scheduler, corrector.schedulers)
     masks: dict[int, torch.Tensor] = {}
     for index, mask in (fix_masks or {}).items():
         if not 0 <= index < len(state.prompts):

@@ -34,10 +34,11 @@ def dtype_input() -> tuple:
 
 
 def sampler_input() -> tuple:
+    from acdc_core.correct import SCHEDULERS
     return (bridge.HOST.sampler_names(), tooltip(
         "The denoising algorithm (diffusers calls it the scheduler). ddim (eta 0) is the paper's. A diffusion "
-        "model loaded by this pack takes ddim, euler, euler_ancestral or dpmpp_2m; a ComfyUI model (ComfyUI Model "
-        "as Corrector) takes any of ComfyUI's samplers.", default="ddim"))
+        f"model loaded by this pack takes {', '.join(SCHEDULERS)}; a ComfyUI model (ComfyUI Model as Corrector) "
+        "takes any of ComfyUI's samplers.", default="ddim"))
 
 
 def correct_frames_input(what: str) -> tuple:

@@ -78,11 +78,16 @@ def check_request(images: Any, prompts: Any, strength: float, steps: int, guidan
     if mask_dilate < 0 or mask_feather < 0:
         raise InvalidInputError(f"mask_dilate and mask_feather must be >= 0 pixels; got {mask_dilate} "
                                 f"and {mask_feather}.")
+    return images, prompts, check_scheduler(scheduler, schedulers)
+
+
+def check_scheduler(scheduler: Optional[str], schedulers: Sequence[str]) -> str:
+    """The sampler to use (None: the corrector's default, the first of ``schedulers``), or a clear error."""
     scheduler = schedulers[0] if scheduler is None else scheduler
     if scheduler not in schedulers:
         raise InvalidInputError(f"scheduler {scheduler!r} is not one this diffusion model samples with; use one of "
                                 f"{', '.join(schedulers)}.")
-    return images, prompts, scheduler
+    return scheduler
 
 
 def check_mask(mask: Any, images: torch.Tensor) -> torch.Tensor:

@@ -57,11 +57,6 @@ def sdedit_timesteps(scheduler: Any, steps: int, strength: float) -> torch.Tenso
     return scheduler.timesteps[kept(scheduler.timesteps, strength, train_steps)]
 
 
-def _ddim():
-    from diffusers import DDIMScheduler
-    return DDIMScheduler
-
-
 class VAELatents:
     """SD's latent space: an ``AutoencoderKL`` (8x downsampling, latents multiplied by its ``scaling_factor``)."""
 
@@ -275,19 +270,19 @@ class DiffusionCorrector:
         embeds, added = self._conditioning(prompts, negative_prompt, guidance_scale > 1, tuple(images.shape[-2:]))
         latents = self._denoise(latents, timesteps, scheduler, embeds, added, guidance_scale,
                                 clean=clean, noise=noise, cells=cells, inpaint_inputs=inpaint_inputs,
-                                generator=generator, progress=progress)
+                                # DDIM with eta = 0 (the paper's); an ancestral sampler draws from ``generator``.
+                                step_options={"eta": 0.0} if scheduler_name == "ddim" else {"generator": generator},
+                                progress=progress)
         return self._decode(latents)
 
     def _denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, scheduler: Any, embeds: torch.Tensor,
                  added: Optional[dict[str, torch.Tensor]], guidance_scale: float, *, clean: torch.Tensor,
                  noise: torch.Tensor, cells: Optional[torch.Tensor], inpaint_inputs: Optional[torch.Tensor],
-                 generator: torch.Generator, progress: ProgressFn) -> torch.Tensor:
+                 step_options: dict[str, Any], progress: ProgressFn) -> torch.Tensor:
         """The denoising loop. Latents are [B, C, ...]: images [B, C, h, w] now, video [B, C, F, h, w] later —
         every operation here works along the batch (dim 0) and channel (dim 1) axes only. ``cells``: where a
         plain UNet may change the latents (the rest is re-imposed from ``clean`` after every step)."""
         guided = guidance_scale > 1
-        # DDIM with eta = 0 (the paper's); an ancestral sampler draws its fresh noise from ``generator``.
-        step_options = {"eta": 0.0} if isinstance(scheduler, _ddim()) else {"generator": generator}
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents  # [uncond; cond] in one UNet call
             model_input = scheduler.scale_model_input(model_input, t)
