@@ -3,7 +3,7 @@
 Backends are imported lazily by ``load_arm`` so importing this package stays cheap.
 """
 from .base import ARMBackend, ARMContext, CacheMemo, Chunk, SamplingSettings, check_images
-from .registry import FAMILIES, detect_family, load_arm
+from .registry import FAMILIES, check_arm_folder, detect_family, load_arm
 
 __all__ = ["ARMBackend", "ARMContext", "CacheMemo", "Chunk", "SamplingSettings", "check_images",
-           "FAMILIES", "detect_family", "load_arm"]
+           "FAMILIES", "check_arm_folder", "detect_family", "load_arm"]

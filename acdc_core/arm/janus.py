@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from ..devices import pick_dtype
-from ..errors import InvalidInputError, MissingModelFilesError
+from ..errors import InvalidInputError, MissingModelFilesError, quote_head
+from ..weights import check_loading_info, check_remote_code, check_state_matches, on_meta, weight_shapes, weights_name
 from .base import ARMContext
 from .cache import CacheKeeper
 from .decoding import CachedDecoder, unconditional_row
@@ -49,6 +50,7 @@ USER_TURN = "<|User|>: {prompt}\n\n<|Assistant|>:"
 
 # Files a Janus folder needs besides config.json and the *.safetensors weights: each group needs one of.
 REQUIRED_FILES: tuple[tuple[str, ...], ...] = (("tokenizer_config.json",), ("tokenizer.json", "tokenizer.model"))
+CODE_FOLDERS: dict[str, str] = {".": "Janus ARM"}   # its config.json is read by transformers (auto_map)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -84,6 +86,7 @@ class JanusARM(CachedDecoder):
                 f"inconsistent Janus config: vision_config.num_image_tokens={expected} but the VQ grid is "
                 f"{self.grid}x{self.grid}={self.tokens_per_image} (vq num_patches={self.grid}).")
         self._ids = self._special_ids()
+        self.context_window = getattr(config.text_config, "max_position_embeddings", None)
         self.device = next(model.parameters()).device
         self.dtype = self.vq_dtype = next(model.parameters()).dtype
 
@@ -96,15 +99,24 @@ class JanusARM(CachedDecoder):
 
         ``dtype=None``: ``devices.pick_dtype`` (float32 on the CPU, bfloat16 or float16 on accelerators).
         """
-        from transformers import AutoTokenizer, JanusForConditionalGeneration
+        from transformers import AutoTokenizer, JanusConfig, JanusForConditionalGeneration
 
+        folder = Path(folder)
+        check_remote_code(folder, trust_remote_code, CODE_FOLDERS["."])
+        # The weights' shapes against the model config.json describes (built on the meta device, headers only).
+        where = f"The weights in {weights_name(folder, 'model')}"
+        config = JanusConfig.from_pretrained(folder, local_files_only=True)
+        check_state_matches(on_meta(lambda: JanusForConditionalGeneration(config)), weight_shapes(folder, "model"),
+                            where, strict_keys=False)
         device = torch.device(device)
         dtype = pick_dtype(device) if dtype is None else dtype
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True,
                                                   trust_remote_code=trust_remote_code)
-        model = JanusForConditionalGeneration.from_pretrained(
+        # Key names can be renamed while loading, so missing / unexpected tensors come from transformers' report.
+        model, info = JanusForConditionalGeneration.from_pretrained(
             folder, dtype=dtype, device_map={"": device}, local_files_only=True, use_safetensors=True,
-            trust_remote_code=trust_remote_code)
+            trust_remote_code=trust_remote_code, output_loading_info=True, ignore_mismatched_sizes=True)
+        check_loading_info(info, where)
         return cls(model, tokenizer, previews=previews)
 
     def _special_ids(self) -> dict[str, int]:
@@ -152,7 +164,7 @@ class JanusARM(CachedDecoder):
             found = sorted({structural[i] for i in ids if i in structural})
             if found:
                 raise InvalidInputError(
-                    f"the prompt {prompt!r} contains Janus control token(s) ({', '.join(found)}); "
+                    f"the prompt {quote_head(prompt)} contains Janus control token(s) ({', '.join(found)}); "
                     "remove them (e.g. <begin_of_image>, <end_of_image>) from the prompt text.")
             self._turn_ids[prompt] = ids
         return ids

@@ -3,7 +3,9 @@
 Adding a family means one backend file in ``arm/`` and one entry in ``FAMILIES``. A backend class offers
 ``from_pretrained(folder, *, device, dtype, trust_remote_code)``; its module may name ``REQUIRED_FILES``
 (groups of paths relative to the folder, of which each group needs at least one) and ``WEIGHT_FOLDERS``
-(subfolders holding ``*.safetensors``; default: the folder itself). Backends are imported only when used.
+(subfolders holding ``*.safetensors``; default: the folder itself) and ``CODE_FOLDERS`` (subfolder -> what it
+holds, for messages: folders whose config.json transformers reads, so an ``auto_map`` there, which means the
+folder's own Python code, is refused unless ``trust_remote_code=True``). Backends are imported only when used.
 
 Detection: a folder with an ``acdc_arm.json`` manifest is of the family the manifest names
 (``{"family": "unified", ...}``: models the engine defines the layout of, such as a causal LM plus a
@@ -11,7 +13,8 @@ separate VQ tokenizer); otherwise config.json's ``model_type`` decides (transfor
 
 Nothing here touches the network: folders are local, weights must be safetensors (pickle checkpoints,
 which can run code when loaded, are refused), and remote code runs only if the caller passes
-``trust_remote_code=True``.
+``trust_remote_code=True``. Every weight file is checked by its header (``weights.check_weight_folder``)
+before a backend builds anything, so a truncated, empty or renamed file is named with what to do.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from typing import Optional
 import torch
 
 from ..errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
-from ..weights import pickle_files
+from ..weights import check_remote_code, check_weight_folder, pickle_files
 from .base import ARMBackend
 
 
@@ -92,9 +95,11 @@ def _read_config(folder: Path) -> dict:
 
 
 def _check_weights(folder: Path) -> None:
+    """``folder`` holds safetensors weights, each complete and really safetensors (headers only are read)."""
     if not folder.is_dir():
         raise MissingModelFilesError(f"{folder} does not exist; the model's weights (*.safetensors) belong there.")
-    if any(folder.glob("*.safetensors")):
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
+        check_weight_folder(folder)
         return
     pickles = pickle_files(folder)
     if pickles:
@@ -132,16 +137,10 @@ def detect_family(folder: str | Path) -> str:
         f"{folder}: model_type {model_type!r} is not a supported ARM family{extra}. Supported: {_supported()}.")
 
 
-def load_arm(path: str | Path, *, family: str = "auto", device: torch.device | str = "cpu",
-             dtype: Optional[torch.dtype] = None, trust_remote_code: bool = False,
-             previews: bool = False) -> ARMBackend:
-    """Load the ARM in the local folder ``path``.
-
-    ``family="auto"`` reads the acdc_arm.json manifest or else ``model_type`` from config.json; naming a
-    family skips detection but the folder must still hold that family's manifest or config. ``dtype=None``
-    lets the backend choose (``devices.pick_dtype``: float32 on the CPU). ``previews``: hand partial frames
-    to the progress callback while sampling (see ``ARMBackend.previews``).
-    """
+def check_arm_folder(path: str | Path, *, family: str = "auto", trust_remote_code: bool = False) -> tuple[Path, str]:
+    """Every check of an ARM folder that needs no model loaded: it exists, is of a supported family (detected or
+    named), and holds the files and whole safetensors weights that family needs. Returns (folder, family).
+    ``load_arm`` runs it first; a host calls it alone to refuse a bad folder before loading anything else."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise MissingModelFilesError(f"model folder {folder} does not exist (or is not a folder).")
@@ -167,10 +166,25 @@ def load_arm(path: str | Path, *, family: str = "auto", device: torch.device | s
             raise InvalidInputError(
                 f"{folder} holds a {model_type!r} model, not one of the {family} family "
                 f"({', '.join(FAMILIES[family].model_types)}); use family='auto'.")
-    backend = _backend_class(FAMILIES[family])
-    module = importlib.import_module(backend.__module__)
+    module = importlib.import_module(FAMILIES[family].backend.split(":")[0])
     _check_required(folder, getattr(module, "REQUIRED_FILES", ()), family)
+    for sub, what in getattr(module, "CODE_FOLDERS", {}).items():
+        check_remote_code(folder / sub if sub != "." else folder, trust_remote_code, what)
     for sub in getattr(module, "WEIGHT_FOLDERS", (".",)):
         _check_weights(folder / sub if sub != "." else folder)
-    return backend.from_pretrained(folder, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                   previews=previews)
+    return folder, family
+
+
+def load_arm(path: str | Path, *, family: str = "auto", device: torch.device | str = "cpu",
+             dtype: Optional[torch.dtype] = None, trust_remote_code: bool = False,
+             previews: bool = False) -> ARMBackend:
+    """Load the ARM in the local folder ``path``.
+
+    ``family="auto"`` reads the acdc_arm.json manifest or else ``model_type`` from config.json; naming a
+    family skips detection but the folder must still hold that family's manifest or config. ``dtype=None``
+    lets the backend choose (``devices.pick_dtype``: float32 on the CPU). ``previews``: hand partial frames
+    to the progress callback while sampling (see ``ARMBackend.previews``).
+    """
+    folder, family = check_arm_folder(path, family=family, trust_remote_code=trust_remote_code)
+    return _backend_class(FAMILIES[family]).from_pretrained(folder, device=device, dtype=dtype,
+                                                            trust_remote_code=trust_remote_code, previews=previews)

@@ -46,7 +46,8 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 
 from ..devices import pick_dtype
-from ..errors import InvalidInputError, MissingModelFilesError
+from ..errors import InvalidInputError, MissingModelFilesError, quote_head
+from ..weights import check_loading_info, check_remote_code, check_state_matches, on_meta, weight_shapes, weights_name
 from .base import ARMContext, SamplingSettings
 from .cache import CacheKeeper
 from .decoding import CachedDecoder, unconditional_row
@@ -61,6 +62,7 @@ STRUCTURAL = ("bos", "eos", "boi", "eoi")   # kept in the unconditional row; nev
 REQUIRED_FILES: tuple[tuple[str, ...], ...] = ((MANIFEST,), ("lm/config.json",), ("lm/tokenizer.json",),
                                                ("vq/config.json",))
 WEIGHT_FOLDERS: tuple[str, ...] = ("lm", "vq")
+CODE_FOLDERS: dict[str, str] = {"lm": "ARM's language model"}   # config.json read by transformers (auto_map)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,13 +179,13 @@ def prompt_ids(tokenizer: Any, manifest: Manifest, prompt: str) -> list[int]:
     found = sorted({structural[i] for i in ids if i in structural})
     if found:
         raise InvalidInputError(
-            f"the prompt {prompt!r} contains control token(s) ({', '.join(found)}); remove them "
+            f"the prompt {quote_head(prompt)} contains control token(s) ({', '.join(found)}); remove them "
             f"({', '.join(SPECIAL_TOKENS[k] for k in found)}) from the prompt text.")
     slot = manifest.text_slot
     if slot:
         if len(ids) > slot:
             raise InvalidInputError(
-                f"the prompt {prompt!r} is {len(ids)} tokens long; this ARM reads at most {slot} per frame. "
+                f"the prompt {quote_head(prompt)} is {len(ids)} tokens long; this ARM reads at most {slot} per frame. "
                 "Shorten it.")
         ids = [manifest.special_tokens["pad"]] * (slot - len(ids)) + ids
     return ids
@@ -205,6 +207,24 @@ def unconditional(cond: torch.Tensor, ids: dict[str, int], offset: int) -> torch
     """The CFG row of a sequence (``decoding.unconditional_row`` with this family's ids): every text id replaced
     by PAD; BOS/EOS/BOI/EOI and image codes kept. Training pads dropped prompts the same way, so the two agree."""
     return unconditional_row(cond, keep_ids=[ids[k] for k in STRUCTURAL], code_offset=offset, pad=ids["pad"])
+
+
+def _check_weights_fit(folder: Path, trust_remote_code: bool) -> None:
+    """The weights in lm/ and vq/ have the shapes their config.json files describe (models built on the meta
+    device, file headers only), so weights of another size are named tensor by tensor before anything loads."""
+    from diffusers import VQModel
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    lm_shapes = weight_shapes(folder / "lm", "model")
+    vq_shapes = weight_shapes(folder / "vq", "diffusion_pytorch_model")
+    config = AutoConfig.from_pretrained(folder / "lm", local_files_only=True, trust_remote_code=trust_remote_code)
+    lm = on_meta(lambda: AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code))
+    check_state_matches(lm, lm_shapes, f"The weights in {weights_name(folder / 'lm', 'model')}", strict_keys=False)
+    vq = on_meta(lambda: VQModel.from_config(VQModel.load_config(folder / "vq")))
+    fix_keys = getattr(vq, "_fix_state_dict_keys_on_load", None)   # diffusers' renaming of old attention names
+    if callable(fix_keys):
+        fix_keys(vq_shapes)
+    check_state_matches(vq, vq_shapes, f"The weights in {weights_name(folder / 'vq', 'diffusion_pytorch_model')}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,6 +253,7 @@ class UnifiedARM(CachedDecoder):
         self._text_ids: dict[str, list[int]] = {}
         self._keeper = CacheKeeper()
         self._check_consistency()
+        self.context_window = getattr(lm.config, "max_position_embeddings", None)
         self.device = next(lm.parameters()).device
         self.dtype = next(lm.parameters()).dtype
         self.vq_dtype = torch.float32   # the VQ stays float32 so re-encoding picks the codes it was trained to
@@ -280,12 +301,16 @@ class UnifiedARM(CachedDecoder):
                 raise MissingModelFilesError(f"{folder} lacks {name}/config.json (the {name.upper()} model).")
         if not (folder / "lm" / "tokenizer.json").is_file():
             raise MissingModelFilesError(f"{folder} lacks lm/tokenizer.json (the text tokenizer).")
+        check_remote_code(folder / "lm", trust_remote_code, CODE_FOLDERS["lm"])
+        _check_weights_fit(folder, trust_remote_code)
         device = torch.device(device)
         dtype = pick_dtype(device) if dtype is None else dtype
         tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "lm", local_files_only=True)
-        lm = AutoModelForCausalLM.from_pretrained(
+        # Mismatched shapes were refused above by name; transformers' own report (after its renaming) has the rest.
+        lm, info = AutoModelForCausalLM.from_pretrained(
             folder / "lm", dtype=dtype, device_map={"": device}, local_files_only=True, use_safetensors=True,
-            trust_remote_code=trust_remote_code)
+            trust_remote_code=trust_remote_code, output_loading_info=True, ignore_mismatched_sizes=True)
+        check_loading_info(info, f"The weights in {weights_name(folder / 'lm', 'model')}")
         vq = VQModel.from_pretrained(folder / "vq", local_files_only=True, use_safetensors=True).to(device)
         return cls(lm, tokenizer, vq, manifest, previews=previews)
 

@@ -5,10 +5,10 @@
 """
 from .base import Corrector, grow_mask, paste_outside
 from .loading import detect_checkpoint_family
-from .registry import CORRECTOR_KINDS, corrector_kind, load_corrector
+from .registry import CORRECTOR_KINDS, check_corrector_path, corrector_kind, load_corrector
 from .schedule import check_strength, steps_run
 from .sdedit import SCHEDULERS, DiffusionCorrector, sdedit_timesteps
 
-__all__ = ["Corrector", "CORRECTOR_KINDS", "DiffusionCorrector", "SCHEDULERS", "load_corrector", "corrector_kind",
+__all__ = ["Corrector", "CORRECTOR_KINDS", "DiffusionCorrector", "SCHEDULERS", "load_corrector", "check_corrector_path", "corrector_kind",
            "detect_checkpoint_family", "grow_mask", "paste_outside", "sdedit_timesteps", "check_strength",
            "steps_run"]

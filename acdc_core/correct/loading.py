@@ -4,9 +4,11 @@ A diffusers folder whose model_index.json lists no ``vae`` holds a pixel-space m
 the toy world's DM in ``acdc_core/toy/models/dm``): an SD1.x-shaped UNet with 3 input and output channels that
 denoises the pixels themselves; the corrector gets a ``PixelSpace`` (identity) in place of the VAE.
 
-Everything that can be checked without loading weights is checked first, with an error that names the
-file and what to do: a missing path, files missing from a diffusers folder, a pickle checkpoint (refused:
-unpickling runs code), a checkpoint layout the engine does not know.
+Everything that can be checked without loading weights is checked first (``check_diffusers_model``), with an
+error that names the file and what to do: a missing path, files missing from a diffusers folder, a pickle
+checkpoint (refused: unpickling runs code), a weight file that is truncated, empty or a renamed pickle (every
+``.safetensors`` is checked by its header, ``weights.check_safetensors``), a checkpoint layout the engine does
+not know.
 
 Single-file checkpoints (the original / ComfyUI / A1111 layout) go through diffusers' ``from_single_file``
 with ``config=`` pointing at a config folder shipped in this package (``configs/sd15``, ``configs/sdxl``), so
@@ -22,7 +24,7 @@ from typing import Iterator, Optional
 import torch
 
 from ..errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
-from ..weights import is_pickle, pickle_files
+from ..weights import check_safetensors, check_weight_folder, is_pickle, pickle_files
 from .sdedit import DiffusionCorrector, PixelSpace
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -49,14 +51,31 @@ def load_diffusers_corrector(path: str | Path, *, device: torch.device | str = "
     checkpoint in the original layout. ``config_dir`` replaces the shipped config folder for single files (e.g. a fine-tune with other
     component configs).
     """
+    path = _existing(path)
+    with _hub_offline():
+        corrector = _load_folder(path, dtype) if path.is_dir() else _load_single_file(path, dtype, config_dir)
+    return corrector.to(device)
+
+
+def check_diffusers_model(path: str | Path) -> None:
+    """Every check of a diffusers folder or single-file checkpoint that reads no tensor data: the path exists,
+    the folder has the files its components need, every weight file is whole safetensors (headers only, see
+    ``weights.check_safetensors``), a single file is a full SD1.5/SDXL checkpoint with a VAE. Raises the
+    error ``load_diffusers_corrector`` would raise for the same path, before anything is loaded."""
+    path = _existing(path)
+    if path.is_dir():
+        _check_folder(path)
+    else:
+        _check_single_file(path)
+
+
+def _existing(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if not path.exists():
         raise MissingModelFilesError(
             f"diffusion model not found: {path}. Give a diffusers folder (with model_index.json) or a single-file "
             f".safetensors checkpoint (SD1.5 or SDXL).")
-    with _hub_offline():
-        corrector = _load_folder(path, dtype) if path.is_dir() else _load_single_file(path, dtype, config_dir)
-    return corrector.to(device)
+    return path
 
 
 # -- diffusers folders --------------------------------------------------------------------------------------
@@ -103,14 +122,23 @@ def _missing_files(folder: Path, components: list[str], *, weights: bool) -> lis
     return missing
 
 
-def _load_folder(folder: Path, dtype: torch.dtype) -> DiffusionCorrector:
-    import transformers
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
+def _check_folder(folder: Path) -> list[str]:
+    """The folder's components, once its files are all there and its weight files are whole safetensors."""
     components = _components(folder)
     missing = _missing_files(folder, components, weights=True)
     if missing:
         raise MissingModelFilesError(f"the diffusers folder {folder} is missing: {'; '.join(missing)}.")
+    for name in components:
+        if name in _MODEL_PARTS or name in _TEXT_PARTS:
+            check_weight_folder(folder / name)
+    return components
+
+
+def _load_folder(folder: Path, dtype: torch.dtype) -> DiffusionCorrector:
+    import transformers
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    components = _check_folder(folder)
     index = json.loads((folder / "model_index.json").read_text())
 
     def load_model(name: str, model_class: type) -> torch.nn.Module:
@@ -168,27 +196,33 @@ def detect_checkpoint_family(keys: set[str] | list[str]) -> str:
         f"checkpoints. Convert it to a diffusers folder to load it another way.")
 
 
-def _load_single_file(path: Path, dtype: torch.dtype, config_dir: Optional[str | Path]) -> DiffusionCorrector:
-    from safetensors import safe_open
+_FIRST_CONV = "model.diffusion_model.input_blocks.0.0.weight"
 
+
+def _check_single_file(path: Path) -> tuple[str, int]:
+    """A single-file checkpoint's family ("sd15" / "sdxl") and UNet input channels, from its header alone."""
     if is_pickle(path):
         raise InvalidInputError(
             f"{path.name} is a pickle checkpoint ({path.suffix}); loading pickle can run arbitrary code, so this "
             f"engine loads .safetensors only. Convert it once, in an environment you trust, to .safetensors.")
+    shapes = check_safetensors(path)   # not safetensors, truncated, a renamed pickle: named with what to do
     try:
-        with safe_open(str(path), framework="pt") as checkpoint:
-            keys = set(checkpoint.keys())
-            family = detect_checkpoint_family(keys)
-            # 9 input channels = an inpainting UNet (latents + mask + masked-image latents).
-            in_channels = checkpoint.get_slice("model.diffusion_model.input_blocks.0.0.weight").get_shape()[1]
-    except UnknownModelFamilyError:
-        raise
-    except Exception as error:  # not a safetensors file, or a truncated one
-        raise InvalidInputError(f"{path} could not be read as a .safetensors checkpoint: {error}") from error
-    if not any(key.startswith("first_stage_model.") for key in keys):
+        family = detect_checkpoint_family(set(shapes))
+    except UnknownModelFamilyError as error:
+        raise UnknownModelFamilyError(f"{path.name}: {error}") from None
+    if not any(key.startswith("first_stage_model.") for key in shapes):
         raise MissingModelFilesError(f"{path.name} has no VAE weights (first_stage_model.*); use a checkpoint "
                                      f"with a baked-in VAE.")
+    if len(shapes.get(_FIRST_CONV, ())) != 4:
+        raise UnknownModelFamilyError(
+            f"{path.name} has no 4-D {_FIRST_CONV} (the UNet's first convolution); it is not a full SD1.5/SDXL "
+            "checkpoint. Use a full checkpoint or a diffusers folder.")
+    # 9 input channels = an inpainting UNet (latents + mask + masked-image latents).
+    return family, shapes[_FIRST_CONV][1]
 
+
+def _load_single_file(path: Path, dtype: torch.dtype, config_dir: Optional[str | Path]) -> DiffusionCorrector:
+    family, in_channels = _check_single_file(path)
     config_dir = Path(config_dir).expanduser() if config_dir is not None else CONFIGS / family
     missing = _missing_files(config_dir, _components(config_dir), weights=False)
     if missing:
@@ -230,3 +264,4 @@ def _hub_offline() -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = saved
+

@@ -26,13 +26,15 @@ class CorrectorKind:
     accepts: str          # what paths it loads, for messages
     loader: str           # "package.module:function" (path, *, device, dtype, **options) -> Corrector
     recognises: str       # "package.module:function" (path) -> bool, cheap (no weights read)
+    check: str = ""       # "package.module:function" (path) -> None: raises on a bad path, cheap (headers only)
 
 
 CORRECTOR_KINDS: dict[str, CorrectorKind] = {
     "diffusers": CorrectorKind(
         "a diffusers folder (model_index.json: Stable Diffusion 1.x/2.x, SDXL, or a pixel-space UNet without a "
         "VAE) or a single-file SD1.5/SDXL .safetensors checkpoint",
-        "acdc_core.correct.loading:load_diffusers_corrector", "acdc_core.correct.loading:is_diffusers_model"),
+        "acdc_core.correct.loading:load_diffusers_corrector", "acdc_core.correct.loading:is_diffusers_model",
+        "acdc_core.correct.loading:check_diffusers_model"),
 }
 
 
@@ -55,11 +57,20 @@ def corrector_kind(path: str | Path) -> str:
         + "; ".join(f"{name}: {kind.accepts}" for name, kind in CORRECTOR_KINDS.items()) + ".")
 
 
-def load_corrector(path: str | Path, *, kind: str = "auto", device: torch.device | str = "cpu",
-                   dtype: torch.dtype = torch.float32, **options: Any) -> Corrector:
-    """Load the diffusion model at ``path`` as a corrector (``kind="auto"``: the kind that recognises it)."""
+def check_corrector_path(path: str | Path, *, kind: str = "auto") -> str:
+    """Every check of a diffusion model path that needs nothing loaded (it exists, is of a kind the engine loads,
+    and the kind's own cheap checks: files present, weights whole and not pickle). Returns the kind."""
     if kind == "auto":
         kind = corrector_kind(path)
     if kind not in CORRECTOR_KINDS:
         raise UnknownModelFamilyError(f"unknown corrector kind {kind!r}; known: {', '.join(CORRECTOR_KINDS)}.")
+    if CORRECTOR_KINDS[kind].check:
+        _function(CORRECTOR_KINDS[kind].check)(Path(path).expanduser())
+    return kind
+
+
+def load_corrector(path: str | Path, *, kind: str = "auto", device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32, **options: Any) -> Corrector:
+    """Load the diffusion model at ``path`` as a corrector (``kind="auto"``: the kind that recognises it)."""
+    kind = check_corrector_path(path, kind=kind)
     return _function(CORRECTOR_KINDS[kind].loader)(path, device=device, dtype=dtype, **options)
