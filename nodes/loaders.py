@@ -14,10 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from acdc_core.errors import ACDCError
-from acdc_core.weights import is_pickle
 from . import bridge
 from .comfy_corrector import DEFAULT_SCHEDULER, ComfyCorrector
-from .widgets import dtype_input, seed_input, tooltip
+from .widgets import check_float_widgets, dtype_input, seed_input, tooltip
 from .wires import ARM, BUILTIN, CATEGORY, DM, MEMORY, ModelHandle
 
 
@@ -88,19 +87,17 @@ class LoadARM:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, arm):
+    def VALIDATE_INPUTS(cls, arm, trust_remote_code=False):
         if arm is None or arm == BUILTIN:  # None: the value comes from a link, checked when it runs
             return True
         path = bridge.find_model(bridge.ARM_FOLDER, arm)
         if path is None:
             return _not_found("ARM folder", arm, bridge.ARM_FOLDER)
-        from acdc_core.arm import detect_family
-        try:
-            detect_family(path)
+        from acdc_core.arm import check_arm_folder
+        try:   # the family, its files, whole safetensors weights (headers only), no code unless allowed
+            check_arm_folder(path, trust_remote_code=bool(trust_remote_code))
         except (ACDCError, OSError) as error:
             return str(error)
-        if not any(path.rglob("*.safetensors")):   # Janus: in the folder; unified: in lm/ and vq/
-            return f"{path} has no *.safetensors weights (pickle weights are refused: they can run code)."
         return True
 
     def load(self, arm, dtype, live_preview, trust_remote_code):
@@ -162,10 +159,11 @@ class LoadDiffusionModel:
             path = dm_path(model)
         except FileNotFoundError as error:
             return str(error)
-        if path.is_file() and is_pickle(path):
-            return f"{path.name} is a pickle checkpoint; only .safetensors files are loaded (pickle can run code)."
-        if path.is_dir() and not (path / "model_index.json").is_file():
-            return f"the diffusers folder {path} has no model_index.json; is the download complete?"
+        from acdc_core.correct import check_corrector_path
+        try:   # its kind, its files, whole safetensors weights (headers only), no pickle
+            check_corrector_path(path)
+        except (ACDCError, OSError) as error:
+            return str(error)
         return True
 
     def load(self, model, dtype):
@@ -180,15 +178,22 @@ class LoadDiffusionModel:
 MODES = ["per-frame", "whole-story", "off"]
 
 
-def _memory_settings(mode, max_new_tokens, temperature, seed, system_prompt):
+def _memory_settings(mode, max_new_tokens, temperature, seed, system_prompt, strict=False):
     from acdc_core.memory import MemorySettings
 
     settings = MemorySettings(mode=mode, max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-                              seed=int(seed))
+                              seed=int(seed), strict=bool(strict))
     if system_prompt and system_prompt.strip():
         field = "whole_story_system_prompt" if mode == "whole-story" else "system_prompt"
         settings = replace(settings, **{field: system_prompt})
     return settings.validate()
+
+
+# Optional, so that it comes after every earlier widget and workflows saved before it keep their values.
+STRICT_OPTION = {"strict": ("BOOLEAN", tooltip(
+    "Off: where the LLM gives no usable prompt (an empty answer, an unclosed <think>), the frame's story line is "
+    "used as is and LLM Memory Prompt's fell_back output says so. On: that is an error naming the frame.",
+    default=False))}
 
 
 def _memory_options() -> dict:
@@ -227,28 +232,32 @@ class LoadMemoryLLM:
             **_memory_options(),
             "dtype": dtype_input(),
             "trust_remote_code": ("BOOLEAN", tooltip("Let the model folder run its own Python code.", default=False)),
-        }}
+        }, "optional": STRICT_OPTION}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, llm, mode):
-        if mode not in MODES:
+    def VALIDATE_INPUTS(cls, llm=None, mode=None, trust_remote_code=False, temperature=None):
+        if mode is not None and mode not in MODES:
             return f"mode must be one of {', '.join(MODES)}; got {mode!r}."
-        if llm is None or llm == BUILTIN or mode == "off":
+        problem = check_float_widgets(cls, temperature=temperature)
+        if problem:
+            return problem
+        if llm is None or mode is None or llm == BUILTIN or mode == "off":
             return True
         path = bridge.find_model(bridge.LLM_FOLDER, llm)
         if path is None:
             return _not_found("LLM folder", llm, bridge.LLM_FOLDER)
         from acdc_core.memory import check_local_llm_folder
         try:
-            check_local_llm_folder(path)
+            check_local_llm_folder(path, trust_remote_code=bool(trust_remote_code))
         except (ACDCError, OSError) as error:
             return str(error)
         return True
 
-    def load(self, llm, mode, max_new_tokens, temperature, seed, system_prompt, dtype, trust_remote_code):
+    def load(self, llm, mode, max_new_tokens, temperature, seed, system_prompt, dtype, trust_remote_code,
+             strict=False):
         from acdc_core.memory import MemoryModule, load_local_llm
 
-        settings = _memory_settings(mode, max_new_tokens, temperature, seed, system_prompt)
+        settings = _memory_settings(mode, max_new_tokens, temperature, seed, system_prompt, strict)
         if mode == "off":
             return (ModelHandle(MemoryModule(None, settings), None, "off"),)
         if llm == BUILTIN:
@@ -264,8 +273,10 @@ class LoadMemoryLLM:
 
 class MemoryEndpoint:
     DESCRIPTION = ("The memory module over an OpenAI-compatible chat endpoint (OpenAI, Ollama, llama.cpp server, "
-                   "vLLM, LM Studio). The API key is read from an environment variable, never stored in the "
-                   "workflow.")
+                   "vLLM, LM Studio). The API key is never in the workflow: it is read from the environment "
+                   "variable ACDC_LLM_API_KEY (or ACDC_LLM_API_KEY_<NAME>) and sent only to a local server or to "
+                   "the hosts listed in <that variable>_HOSTS (e.g. ACDC_LLM_API_KEY_HOSTS=api.openai.com), over "
+                   "https.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
     RETURN_TYPES = (MEMORY,)
@@ -276,30 +287,41 @@ class MemoryEndpoint:
     def INPUT_TYPES(cls):
         return {"required": {
             "base_url": ("STRING", tooltip("The API root, e.g. http://127.0.0.1:11434/v1 (Ollama) or "
-                                           "https://api.openai.com/v1.", default="http://127.0.0.1:11434/v1")),
+                                           "https://api.openai.com/v1. No key in it: the key comes from the "
+                                           "environment.", default="http://127.0.0.1:11434/v1")),
             "model": ("STRING", tooltip("The model name at the endpoint.", default="qwen2.5:3b")),
-            "api_key_env": ("STRING", tooltip("Name of the environment variable holding the API key (not the key).",
-                                              default="OPENAI_API_KEY")),
+            "api_key_env": ("STRING", tooltip(
+                "Name of the environment variable holding the API key (not the key): ACDC_LLM_API_KEY or "
+                "ACDC_LLM_API_KEY_<NAME>. The key is sent only to a local server or a host listed in "
+                "<name>_HOSTS in ComfyUI's environment; unset, no key is sent (a local Ollama needs none).",
+                default="ACDC_LLM_API_KEY")),
             **_memory_options(),
-        }}
+        }, "optional": STRICT_OPTION}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, base_url, model, api_key_env):
+    def VALIDATE_INPUTS(cls, base_url=None, model=None, api_key_env=None, temperature=None):
+        problem = check_float_widgets(cls, temperature=temperature)
+        if problem:
+            return problem
         if None in (base_url, model, api_key_env):
             return True  # linked: checked when it runs
         from acdc_core.memory import OpenAICompatibleLLM
         try:
-            OpenAICompatibleLLM(base_url, model, api_key_env=api_key_env)  # checks the values, no network
+            # checks the values and the key rule, no network; key_hosts stay unset: ComfyUI's environment
+            # decides where a key may go, never the workflow
+            OpenAICompatibleLLM(base_url, model, api_key_env=api_key_env)
         except ACDCError as error:
             return str(error)
         return True
 
-    def load(self, base_url, model, api_key_env, mode, max_new_tokens, temperature, seed, system_prompt):
+    def load(self, base_url, model, api_key_env, mode, max_new_tokens, temperature, seed, system_prompt,
+             strict=False):
         from acdc_core.memory import MemoryModule, OpenAICompatibleLLM
+        from acdc_core.memory import scrub_url
 
-        settings = _memory_settings(mode, max_new_tokens, temperature, seed, system_prompt)
+        settings = _memory_settings(mode, max_new_tokens, temperature, seed, system_prompt, strict)
         backend = None if mode == "off" else OpenAICompatibleLLM(base_url, model, api_key_env=api_key_env)
-        return (ModelHandle(MemoryModule(backend, settings), None, f"{model} at {base_url}"),)
+        return (ModelHandle(MemoryModule(backend, settings), None, f"{model} at {scrub_url(base_url)}"),)
 
 
 # -- ComfyUI's own models ----------------------------------------------------------------------------------

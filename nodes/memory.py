@@ -12,9 +12,11 @@ class LLMMemoryPrompt:
                    "the golden retriever, jumps over a log in a sunny meadow\").")
     CATEGORY = f"{CATEGORY}/stages"
     FUNCTION = "prompt"
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("prompt",)
-    OUTPUT_TOOLTIPS = ("The diffusion model's prompt for the next frame.",)
+    RETURN_TYPES = ("STRING", "BOOLEAN")
+    RETURN_NAMES = ("prompt", "fell_back")
+    OUTPUT_TOOLTIPS = ("The diffusion model's prompt for the next frame.",
+                       "True where the LLM gave nothing usable (an empty answer, an unclosed <think>) and the prompt is "
+                       "the story line as is; the memory loader's strict option makes that an error instead.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -33,7 +35,8 @@ class LLMMemoryPrompt:
         module = memory.use()
         if story.next_index == 0:
             module.check()  # an unreachable endpoint fails here, on the first frame, with a clear message
-        return (memory_prompt(story, module, dm.engine if dm is not None else None),)
+        answer = memory_prompt(story, module, dm.engine if dm is not None else None)
+        return (answer.text, answer.fallback)
 
 
 NODES = {"ACDC_LLMMemoryPrompt": (LLMMemoryPrompt, "LLM Memory Prompt (ACDC)")}

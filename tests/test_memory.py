@@ -395,8 +395,8 @@ def _base(httpd) -> str:
 
 
 def test_openai_backend_request_and_parsing_without_key(server, monkeypatch):
-    monkeypatch.delenv("ACDC_TEST_KEY", raising=False)
-    llm = OpenAICompatibleLLM(_base(server), "tiny-model", api_key_env="ACDC_TEST_KEY", timeout=5)
+    monkeypatch.delenv("ACDC_LLM_API_KEY_TEST", raising=False)
+    llm = OpenAICompatibleLLM(_base(server), "tiny-model", api_key_env="ACDC_LLM_API_KEY_TEST", timeout=5)
     assert llm.check() == ["tiny-model", "other"]
     MemoryModule(llm, MemorySettings()).check()
     messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "He jumps."}]
@@ -412,8 +412,8 @@ def test_openai_backend_request_and_parsing_without_key(server, monkeypatch):
 
 
 def test_openai_backend_sends_key_only_from_env_and_never_shows_it(server, monkeypatch):
-    monkeypatch.setenv("ACDC_TEST_KEY", "sk-secret-123")
-    llm = OpenAICompatibleLLM(_base(server) + "/chat/completions", "tiny-model", api_key_env="ACDC_TEST_KEY")
+    monkeypatch.setenv("ACDC_LLM_API_KEY_TEST", "sk-secret-123")
+    llm = OpenAICompatibleLLM(_base(server) + "/chat/completions", "tiny-model", api_key_env="ACDC_LLM_API_KEY_TEST")
     assert llm.base_url == _base(server)
     llm.chat([{"role": "user", "content": "x"}], max_new_tokens=8, temperature=0.7, seed=0)
     assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-secret-123"
@@ -422,11 +422,12 @@ def test_openai_backend_sends_key_only_from_env_and_never_shows_it(server, monke
     server.responses["/v1/chat/completions"] = (401, {"error": {"message": "Incorrect API key sk-secret-123"}})
     with pytest.raises(EndpointUnreachableError) as info:
         llm.chat([{"role": "user", "content": "x"}], max_new_tokens=8, temperature=0.0, seed=0)
-    assert "401" in str(info.value) and "ACDC_TEST_KEY" in str(info.value)
+    assert "401" in str(info.value) and "ACDC_LLM_API_KEY_TEST" in str(info.value)
     assert "sk-secret" not in str(info.value)
 
 
-def test_openai_backend_http_500_and_malformed_json(server):
+def test_openai_backend_http_500_and_malformed_json(server, monkeypatch):
+    monkeypatch.setattr("acdc_core.memory.endpoint._sleep", lambda seconds: None)  # HTTP 500 is retried
     llm = OpenAICompatibleLLM(_base(server), "tiny-model", timeout=5)
     server.responses["/v1/chat/completions"] = (500, {"error": {"message": "model crashed"}})
     with pytest.raises(EndpointUnreachableError, match=r"HTTP 500.*model crashed"):
@@ -442,12 +443,13 @@ def test_openai_backend_http_500_and_malformed_json(server):
 
 
 def test_openai_backend_unreachable_endpoint(monkeypatch):
-    monkeypatch.setenv("ACDC_TEST_KEY", "sk-secret-456")
+    monkeypatch.setattr("acdc_core.memory.endpoint._sleep", lambda seconds: None)  # a refused chat() is retried
+    monkeypatch.setenv("ACDC_LLM_API_KEY_TEST", "sk-secret-456")
     with socket.socket() as sock:  # a port that was free a moment ago and now has no listener
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1"
-    llm = OpenAICompatibleLLM(url, "tiny-model", api_key_env="ACDC_TEST_KEY", timeout=2)
+    llm = OpenAICompatibleLLM(url, "tiny-model", api_key_env="ACDC_LLM_API_KEY_TEST", timeout=2)
     memory = MemoryModule(llm, MemorySettings())
     for call in (memory.check, llm.check, lambda: llm.chat([{"role": "user", "content": "x"}], max_new_tokens=4,
                                              temperature=0.0, seed=0)):

@@ -1,4 +1,5 @@
-"""Chat backends for the memory module: a local transformers LLM, or an OpenAI-compatible HTTP endpoint.
+"""Chat backends for the memory module: the protocol, and a local transformers LLM (the OpenAI-compatible HTTP
+endpoint is ``endpoint.py``).
 
 Both meet :class:`ChatBackend`: ``chat(messages, max_new_tokens=, temperature=, seed=) -> str``, where
 ``messages`` are ``{"role": ..., "content": ...}`` dicts and the answer is the raw text the model wrote
@@ -6,33 +7,29 @@ Both meet :class:`ChatBackend`: ``chat(messages, max_new_tokens=, temperature=, 
 expensive work, on an endpoint that is down.
 
 Security: local weights load from safetensors only, from a local folder, with ``trust_remote_code``
-off unless the caller turns it on. The endpoint's API key is read from an environment variable at
-request time; it is never stored on the object, logged, or put in an error message.
+off unless the caller turns it on. The endpoint's API key is read at request time from an environment
+variable named ``ACDC_LLM_API_KEY`` or ``ACDC_LLM_API_KEY_<NAME>`` only, and sent only to a host the user
+allowed outside the workflow (see :class:`OpenAICompatibleLLM`); it is never stored on the object, logged,
+or put in an error message, and URLs are printed through :func:`scrub_url`.
 """
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import os
-import socket
-import urllib.error
-import urllib.parse
-import urllib.request
-from http.client import HTTPException
 from pathlib import Path
-from typing import Any, Iterator, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Iterator, Protocol, Sequence, Union, runtime_checkable
 
 import torch
 
-from ..errors import EndpointUnreachableError, InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
-from ..weights import pickle_files
+from ..errors import InvalidInputError, MissingModelFilesError
+from ..weights import check_loading_info, check_remote_code, check_weight_folder, pickle_files
 
 logger = logging.getLogger("acdc_core.memory")
 
-__all__ = ["ChatBackend", "Weightless", "LocalLLM", "load_local_llm", "check_local_llm_folder", "OpenAICompatibleLLM",
-           "EndpointHTTPError", "merge_system_into_user"]
+__all__ = ["ChatBackend", "Weightless", "LocalLLM", "load_local_llm", "check_local_llm_folder",
+           "merge_system_into_user"]
 
 Message = dict[str, str]
 
@@ -225,8 +222,10 @@ def _has_chat_template_file(folder: Path) -> bool:
     return False
 
 
-def check_local_llm_folder(folder: Union[str, os.PathLike]) -> Path:
-    """Check a local LLM folder has what loading needs, without loading anything. Returns the path."""
+def check_local_llm_folder(folder: Union[str, os.PathLike], *, trust_remote_code: bool = False) -> Path:
+    """Check a local LLM folder has what loading needs, without loading anything: config.json (and no custom
+    code unless ``trust_remote_code``), whole safetensors weights (headers only), tokenizer files and a chat
+    template. Returns the path."""
     path = Path(folder).expanduser()
     if not path.exists():
         raise MissingModelFilesError(f"LLM folder not found: {path}. Point to a local folder holding a "
@@ -237,7 +236,8 @@ def check_local_llm_folder(folder: Union[str, os.PathLike]) -> Path:
         raise MissingModelFilesError(f"The LLM path {path} is a file, not a model folder.{hint}")
     if not (path / "config.json").is_file():
         raise MissingModelFilesError(f"No config.json in the LLM folder {path}: it is not a transformers model folder.")
-    if not any(path.glob("*.safetensors")):
+    _check_model_type(path, trust_remote_code)
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
         pickles = pickle_files(path)
         if pickles:
             raise MissingModelFilesError(
@@ -248,6 +248,7 @@ def check_local_llm_folder(folder: Union[str, os.PathLike]) -> Path:
         hint = (f" It holds GGUF files ({', '.join(ggufs[:2])}): serve them with llama.cpp or Ollama and use "
                 "the OpenAI-compatible endpoint." if ggufs else "")
         raise MissingModelFilesError(f"No *.safetensors weights in the LLM folder {path}.{hint}")
+    check_weight_folder(path)   # truncated, empty, or a pickle renamed to .safetensors: named, with what to do
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
         raise MissingModelFilesError(
             f"No tokenizer files in the LLM folder {path}: expected one of {', '.join(_TOKENIZER_FILES)} "
@@ -278,22 +279,8 @@ def _load_tokenizer(path: Path, trust_remote_code: bool) -> Any:
 
 
 def _check_model_type(path: Path, trust_remote_code: bool) -> None:
-    from transformers import CONFIG_MAPPING
-
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MissingModelFilesError(f"config.json in {path} is not readable JSON: {exc}") from exc
-    model_type = config.get("model_type")
-    if model_type in CONFIG_MAPPING:
-        return
-    if "auto_map" in config and not trust_remote_code:
-        raise UnknownModelFamilyError(
-            f"The LLM in {path} (model_type={model_type!r}) needs its own Python code. Pass "
-            "trust_remote_code=True only if you trust that folder's code.")
-    if "auto_map" not in config:
-        raise UnknownModelFamilyError(
-            f"The LLM in {path} has model_type={model_type!r}, which this transformers version does not know.")
+    """A model_type this transformers knows, or custom code (auto_map) the caller trusts: ``check_remote_code``."""
+    check_remote_code(path, trust_remote_code, "LLM")
 
 
 def load_local_llm(folder: Union[str, os.PathLike], *, device: Union[str, torch.device] = "cpu",
@@ -301,8 +288,7 @@ def load_local_llm(folder: Union[str, os.PathLike], *, device: Union[str, torch.
     """Load a chat LLM from a LOCAL folder (never the hub), safetensors weights only."""
     from transformers import AutoModelForCausalLM
 
-    path = check_local_llm_folder(folder)
-    _check_model_type(path, trust_remote_code)
+    path = check_local_llm_folder(folder, trust_remote_code=trust_remote_code)
     tokenizer = _load_tokenizer(path, trust_remote_code)
     if not getattr(tokenizer, "chat_template", None):
         raise MissingModelFilesError(f"The tokenizer in {path} has no chat template after loading; use an "
@@ -316,166 +302,11 @@ def load_local_llm(folder: Union[str, os.PathLike], *, device: Union[str, torch.
         dtype = getattr(torch, dtype)
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    # Weights of another size or config: named from transformers' own report instead of its traceback.
+    model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, ignore_mismatched_sizes=True,
+                                                       **kwargs)
+    ignored = check_loading_info(info, f"The weights in {path}", allow_unexpected=True)
+    if ignored:
+        logger.warning("The LLM in %s has %d tensor(s) the model does not use (ignored): %s", path, len(ignored),
+                       ", ".join(ignored[:4]))
     return LocalLLM(model, tokenizer, name=path.name).to(device)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# OpenAI-compatible endpoint (OpenAI, Ollama, llama.cpp server, vLLM, LM Studio ...)
-# ----------------------------------------------------------------------------------------------------------
-
-class EndpointHTTPError(EndpointUnreachableError):
-    """The endpoint answered with an HTTP error status (kept in ``status``)."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _is_loopback(host: Optional[str]) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class OpenAICompatibleLLM(Weightless):
-    """POST {base_url}/chat/completions with the standard JSON body; the key comes from an env variable."""
-
-    def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY",
-                 timeout: float = 60) -> None:
-        url = (base_url or "").strip().rstrip("/")
-        for suffix in ("/chat/completions", "/completions"):
-            if url.endswith(suffix):  # a full endpoint URL pasted by the user
-                url = url[: -len(suffix)]
-        parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise InvalidInputError(
-                f"The LLM endpoint base URL must start with http:// or https://, like "
-                f"http://127.0.0.1:11434/v1 (Ollama) or https://api.openai.com/v1; got {base_url!r}.")
-        if not model or not model.strip():
-            raise InvalidInputError("The LLM endpoint needs a model name (e.g. gpt-4o-mini, or the model's name in Ollama).")
-        if not api_key_env or not api_key_env.strip():
-            raise InvalidInputError("api_key_env must name an environment variable (default OPENAI_API_KEY).")
-        if timeout <= 0:
-            raise InvalidInputError(f"timeout must be > 0 seconds, got {timeout}.")
-        self.base_url = url
-        self.model = model.strip()
-        self.api_key_env = api_key_env.strip()
-        self.timeout = float(timeout)
-        # Local servers must not go through an HTTP proxy configured for the outside world.
-        handlers = [urllib.request.ProxyHandler({})] if _is_loopback(parsed.hostname) else []
-        self._opener = urllib.request.build_opener(*handlers)
-
-    def __repr__(self) -> str:
-        return (f"OpenAICompatibleLLM(base_url={self.base_url!r}, model={self.model!r}, "
-                f"api_key_env={self.api_key_env!r})")
-
-    # -- HTTP ---------------------------------------------------------------------------------------------
-    def _api_key(self) -> Optional[str]:
-        key = os.environ.get(self.api_key_env)
-        return key.strip() if key and key.strip() else None
-
-    def _scrub(self, text: str) -> str:
-        key = self._api_key()
-        return text.replace(key, "***") if key else text
-
-    def _request(self, method: str, path: str, body: Optional[dict[str, Any]], timeout: float) -> Any:
-        url = f"{self.base_url}{path}"
-        headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        key = self._api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(url, data=data, headers=headers, method=method)
-        try:
-            with self._opener.open(request, timeout=timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = self._scrub(_error_detail(exc))
-            raise EndpointHTTPError(
-                f"The LLM endpoint {url} answered HTTP {exc.code} {exc.reason}: {detail}"
-                + (" Check the API key environment variable "
-                   f"{self.api_key_env}." if exc.code in (401, 403) else "")
-                + (f" Check the model name {self.model!r}." if exc.code == 404 and path != "/models" else ""),
-                exc.code,
-            ) from None
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, HTTPException, OSError) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            if isinstance(reason, (socket.timeout, TimeoutError)):
-                why = f"no answer within {timeout:g} s"
-            else:
-                why = self._scrub(str(reason)) or type(reason).__name__
-            raise EndpointUnreachableError(
-                f"Could not reach the LLM endpoint {url} ({why}). Start the server (e.g. `ollama serve`, "
-                "llama.cpp's llama-server, vLLM) or fix the base URL.") from None
-        try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            snippet = self._scrub(raw[:200].decode("utf-8", "replace"))
-            raise EndpointUnreachableError(
-                f"The LLM endpoint {url} did not answer with JSON (got {snippet!r}). Is the base URL the "
-                "OpenAI-compatible API root (often ending in /v1)?") from None
-
-    # -- API ----------------------------------------------------------------------------------------------
-    def check(self) -> list[str]:
-        """GET {base_url}/models: raises EndpointUnreachableError if the server is down or refuses the key.
-
-        Returns the model ids the server lists (empty where it has no /models route). A model name not in
-        a non-empty list only logs a warning: some servers accept aliases they do not list.
-        """
-        try:
-            answer = self._request("GET", "/models", None, timeout=min(self.timeout, 10.0))
-        except EndpointHTTPError as exc:
-            if exc.status in (404, 405):
-                return []  # the server is up, it just has no model list
-            raise
-        data = answer.get("data") if isinstance(answer, dict) else None
-        ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)] if isinstance(data, list) else []
-        if ids and self.model not in ids:
-            logger.warning("The LLM endpoint %s does not list the model %r (it lists %s).",
-                           self.base_url, self.model, ", ".join(ids[:8]))
-        return ids
-
-    def chat(self, messages: list[Message], *, max_new_tokens: int, temperature: float, seed: int) -> str:
-        _check_generation_args(max_new_tokens, temperature)
-        body = {"model": self.model, "messages": _check_messages(messages), "temperature": float(temperature),
-                "max_tokens": int(max_new_tokens), "seed": int(seed)}
-        answer = self._request("POST", "/chat/completions", body, timeout=self.timeout)
-        try:
-            content = answer["choices"][0]["message"].get("content")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            snippet = self._scrub(json.dumps(answer)[:200])
-            raise EndpointUnreachableError(
-                f"The LLM endpoint {self.base_url}/chat/completions answered JSON without "
-                f"choices[0].message.content: {snippet}") from None
-        if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        return content if isinstance(content, str) else ""
-
-
-def _error_detail(exc: urllib.error.HTTPError) -> str:
-    """The server's own error message from an HTTP error body (OpenAI, Ollama and vLLM shapes)."""
-    try:
-        raw = exc.read()
-    except Exception:
-        return "(no body)"
-    text = raw[:2000].decode("utf-8", "replace").strip()
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return " ".join(text.split())[:300] or "(no body)"
-    if isinstance(payload, dict):
-        err = payload.get("error", payload.get("message", payload.get("detail")))
-        if isinstance(err, dict):
-            err = err.get("message") or err
-        if err is not None:
-            return " ".join(str(err).split())[:300]
-    return " ".join(text.split())[:300]

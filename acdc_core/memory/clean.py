@@ -15,7 +15,7 @@ from typing import Optional
 
 logger = logging.getLogger("acdc_core.memory")
 
-__all__ = ["strip_reasoning", "clean_line", "clean_prompt", "clean_or_fallback", "parse_numbered_list"]
+__all__ = ["strip_reasoning", "clean_line", "clean_prompt", "clean_answer", "clean_or_fallback", "parse_numbered_list"]
 
 _REASONING_TAGS = r"(?:think|thinking|reasoning|reflection|analysis)"
 # A complete reasoning block anywhere in the text.
@@ -136,14 +136,20 @@ def clean_prompt(raw: str) -> str:
     return ""
 
 
-def clean_or_fallback(raw: str, fallback: str, *, what: str = "memory prompt") -> str:
-    """:func:`clean_prompt`, or ``fallback`` (whitespace collapsed) with a logged warning when it is empty."""
+def clean_answer(raw: str, fallback: str, *, what: str = "memory prompt") -> tuple[str, bool]:
+    """(:func:`clean_prompt` of ``raw``, False), or, when nothing usable is left (an empty answer, an unclosed
+    ``<think>`` block), (``fallback`` with its whitespace collapsed, True) and a logged warning."""
     cleaned = clean_prompt(raw)
     if cleaned:
-        return cleaned
+        return cleaned, False
     logger.warning("The LLM gave no usable %s (answer was %d characters); using the story sentence as is.",
                    what, len(raw))
-    return " ".join(fallback.split())
+    return " ".join(fallback.split()), True
+
+
+def clean_or_fallback(raw: str, fallback: str, *, what: str = "memory prompt") -> str:
+    """The text of :func:`clean_answer`."""
+    return clean_answer(raw, fallback, what=what)[0]
 
 
 _NUMBERED = re.compile(

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, Literal, Optional, Protocol, Sequence, runtime_checkable
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MemoryAnswerError, check_number, check_seed, quote_head
 from .backends import ChatBackend, Message
-from .clean import clean_or_fallback, parse_numbered_list
+from .clean import clean_answer, parse_numbered_list
 
 logger = logging.getLogger("acdc_core.memory")
 
-__all__ = ["Memory", "MemoryMode", "MEMORY_MODES", "MemorySettings", "MemoryModule", "DEFAULT_SYSTEM_PROMPT",
+__all__ = ["Memory", "MemoryAnswer", "MemoryMode", "MEMORY_MODES", "MemorySettings", "MemoryModule", "DEFAULT_SYSTEM_PROMPT",
            "DEFAULT_WHOLE_STORY_SYSTEM_PROMPT", "load_prompt_text", "per_frame_messages", "whole_story_messages",
            "validate_story"]
 
@@ -53,6 +53,9 @@ DEFAULT_WHOLE_STORY_SYSTEM_PROMPT: str = load_prompt_text("system_prompt_whole_s
 class MemorySettings:
     """How the memory module queries its LLM. ``temperature`` 0 means greedy (then ``seed`` has no effect).
 
+    An answer with no usable prompt (empty, or all inside an unclosed ``<think>``) falls back to the story
+    sentence as is, marked ``MemoryAnswer.fallback`` (and in run.json); ``strict`` makes it an error instead.
+
     ``max_new_tokens`` is per prompt: the whole-story query gets ``max_new_tokens`` per sentence plus a
     little room for the numbering.
     """
@@ -63,14 +66,15 @@ class MemorySettings:
     temperature: float = 0.0
     seed: int = 0
     whole_story_system_prompt: str = DEFAULT_WHOLE_STORY_SYSTEM_PROMPT
+    strict: bool = False     # an answer with no usable prompt is an error, not a fallback to the story sentence
 
     def validate(self) -> "MemorySettings":
         if self.mode not in MEMORY_MODES:
             raise InvalidInputError(f"memory mode must be one of {', '.join(MEMORY_MODES)}; got {self.mode!r}.")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise InvalidInputError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}.")
-        if self.temperature < 0:
-            raise InvalidInputError(f"temperature must be >= 0 (0 means greedy), got {self.temperature}.")
+        check_number(self.temperature, "the memory LLM's temperature", minimum=0, hint=" 0 means greedy.")
+        check_seed(self.seed, "the memory LLM's seed")
         if not isinstance(self.system_prompt, str) or not isinstance(self.whole_story_system_prompt, str):
             raise InvalidInputError("The memory system prompts must be strings.")
         return self
@@ -114,6 +118,14 @@ def _identity(prompt: str) -> str:
     return prompt
 
 
+@dataclass(frozen=True)
+class MemoryAnswer:
+    """One frame's DM prompt and whether it is the fallback (the LLM gave nothing usable: the story sentence)."""
+
+    text: str
+    fallback: bool = False
+
+
 @runtime_checkable
 class Memory(Protocol):
     """What the story loop needs from the memory module (``MemoryModule`` meets it)."""
@@ -127,11 +139,12 @@ class Memory(Protocol):
         """Raise before any frame is made if the memory cannot answer (an endpoint that is down)."""
         ...
 
-    def prompt_for(self, i: int, story_prompts: Sequence[str], earlier_memory_prompts: Sequence[str] = ()) -> str:
-        """The DM prompt y_i of frame ``i`` (0-based)."""
+    def answer_for(self, i: int, story_prompts: Sequence[str],
+                   earlier_memory_prompts: Sequence[str] = ()) -> MemoryAnswer:
+        """The DM prompt y_i of frame ``i`` (0-based), marked where it is the fallback."""
         ...
 
-    def prompts_for_story(self, story_prompts: Sequence[str]) -> list[str]:
+    def answers_for_story(self, story_prompts: Sequence[str]) -> list[MemoryAnswer]:
         """Every frame's DM prompt (whole-story memory: from one query)."""
         ...
 
@@ -167,7 +180,7 @@ class MemoryModule:
         self.backend = backend
         self.settings = settings
         self.fit = fit
-        self._memo: "OrderedDict[tuple[str, ...], tuple[str, ...]]" = OrderedDict()
+        self._memo: "OrderedDict[tuple[str, ...], tuple[MemoryAnswer, ...]]" = OrderedDict()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -192,6 +205,15 @@ class MemoryModule:
         return {} if self.backend is None or self.settings.mode == "off" else self.backend.modules()
 
     def prompt_for(self, i: int, story_prompts: Sequence[str], earlier_memory_prompts: Sequence[str] = ()) -> str:
+        """The text of :meth:`answer_for`."""
+        return self.answer_for(i, story_prompts, earlier_memory_prompts).text
+
+    def prompts_for_story(self, story_prompts: Sequence[str]) -> list[str]:
+        """The texts of :meth:`answers_for_story`."""
+        return [a.text for a in self.answers_for_story(story_prompts)]
+
+    def answer_for(self, i: int, story_prompts: Sequence[str],
+                   earlier_memory_prompts: Sequence[str] = ()) -> MemoryAnswer:
         """The DM prompt ``y_i`` for frame ``i`` (0-based).
 
         ``story_prompts`` may be the whole story; per-frame and off use only ``story_prompts[:i+1]`` and
@@ -204,10 +226,10 @@ class MemoryModule:
             raise InvalidInputError(f"Frame index {i} is out of range for a story of {len(story_prompts)} sentences.")
         mode = self.settings.mode
         if mode == "whole-story":
-            return self.prompts_for_story(story_prompts)[i]
+            return self.answers_for_story(story_prompts)[i]
         validate_story(story_prompts, upto=i)
         if mode == "off":
-            return self.fit(story_prompts[i])
+            return MemoryAnswer(self.fit(story_prompts[i]))
         if len(earlier_memory_prompts) < i:
             raise InvalidInputError(f"Frame {i} needs the {i} earlier memory prompts, got "
                                     f"{len(earlier_memory_prompts)}.")
@@ -216,17 +238,17 @@ class MemoryModule:
             raise InvalidInputError(f"The earlier memory prompts for frame {i} must all be strings.")
         return self._query_frame(i, story_prompts[i], earlier)
 
-    def prompts_for_story(self, story_prompts: Sequence[str]) -> list[str]:
+    def answers_for_story(self, story_prompts: Sequence[str]) -> list[MemoryAnswer]:
         """All DM prompts: off passes through, per-frame queries frame by frame, whole-story queries once."""
         validate_story(story_prompts)
         prompts = tuple(story_prompts)
         mode = self.settings.mode
         if mode == "off":
-            return [self.fit(p) for p in prompts]
+            return [MemoryAnswer(self.fit(p)) for p in prompts]
         if mode == "per-frame":
-            out: list[str] = []
+            out: list[MemoryAnswer] = []
             for i, sentence in enumerate(prompts):
-                out.append(self._query_frame(i, sentence, out))
+                out.append(self._query_frame(i, sentence, [a.text for a in out]))
             return out
         with self._lock:
             cached = self._memo.get(prompts)
@@ -247,24 +269,29 @@ class MemoryModule:
         logger.debug("memory LLM answer: %r", raw)
         return raw if isinstance(raw, str) else ""
 
-    def _query_frame(self, i: int, sentence: str, earlier: Sequence[str]) -> str:
+    def _query_frame(self, i: int, sentence: str, earlier: Sequence[str]) -> MemoryAnswer:
         messages = per_frame_messages(self.settings.system_prompt, earlier, sentence)
         raw = self._chat(messages, self.settings.max_new_tokens)
-        return self.fit(clean_or_fallback(raw, sentence, what=f"memory prompt for frame {i}"))
+        text, fallback = clean_answer(raw, sentence, what=f"memory prompt for frame {i + 1}")
+        if fallback and self.settings.strict:
+            raise MemoryAnswerError(
+                f"the memory LLM gave no usable prompt for frame {i + 1} (its answer: {quote_head(raw)}). Strict "
+                "memory makes this an error; turn strict off to use the story sentence as is for such frames.")
+        return MemoryAnswer(self.fit(text), fallback)
 
-    def _query_story(self, prompts: tuple[str, ...]) -> list[str]:
+    def _query_story(self, prompts: tuple[str, ...]) -> list[MemoryAnswer]:
         n = len(prompts)
         messages = whole_story_messages(self.settings.whole_story_system_prompt, prompts)
         raw = self._chat(messages, self.settings.max_new_tokens * n + 8 * n)
         parsed = parse_numbered_list(raw, n)
-        out: list[str] = []
+        out: list[MemoryAnswer] = []
         missing: list[int] = []
         for i, (sentence, item) in enumerate(zip(prompts, parsed)):
             if item:
-                out.append(self.fit(item))
+                out.append(MemoryAnswer(self.fit(item)))
             else:
                 missing.append(i)
-                out.append(self._query_frame(i, sentence, out))
+                out.append(self._query_frame(i, sentence, [a.text for a in out]))
         if missing:
             logger.warning("The whole-story LLM answer gave usable prompts for %d of %d sentences; frames %s "
                            "(0-based) were queried one by one instead.", n - len(missing), n, missing)
