@@ -13,7 +13,7 @@ import torch
 
 from .arm.base import ARMContext, SamplingSettings
 from .correct.schedule import check_range
-from .errors import InvalidInputError
+from .errors import MAX_SEED, InvalidInputError, check_number, check_seed
 
 
 FIX_STRENGTH = "fix_strength (the fix's t')"
@@ -90,19 +90,34 @@ class StorySettings:
         # Ranges only: whether a t' leaves a step to run matters only where it is used (``story.validate_inputs``).
         check_range(self.strength, self.steps, "strength (t')")
         check_range(self.fix_strength, self.steps, FIX_STRENGTH)
-        if self.guidance_scale < 0:
-            raise InvalidInputError(f"guidance_scale must be >= 0, got {self.guidance_scale}.")
+        check_number(self.guidance_scale, "guidance_scale (the DM's CFG)", minimum=0)
         if self.correct_frames is not None and (isinstance(self.correct_frames, bool)
                                                 or not isinstance(self.correct_frames, int) or self.correct_frames < 0):
             raise InvalidInputError(
                 f"correct_frames must be None (all), 0 (ARM only) or a positive k; got {self.correct_frames!r}.")
-        if self.mask_dilate < 0 or self.mask_feather < 0:
-            raise InvalidInputError("mask_dilate and mask_feather must be >= 0 pixels.")
+        for name in ("mask_dilate", "mask_feather"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidInputError(f"{name} must be a whole number of pixels >= 0, got {value!r}.")
+        if self.correction_size is not None:
+            size = tuple(self.correction_size)
+            if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
+                raise InvalidInputError(f"correction_size must be (height, width) in whole pixels >= 1, got "
+                                        f"{self.correction_size!r}.")
         for name in ("seed", "dm_seed", "fix_seed"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InvalidInputError(f"{name} must be a whole number >= 0, got {value!r}.")
+            if value is not None:
+                check_seed(value, name)
         return self
+
+    def check_seeds(self, frames: int) -> None:
+        """Every seed a story of ``frames`` frames uses fits a torch generator (seed + frames - 1 <= 2^64 - 1)."""
+        for name in ("seed", "dm_seed", "fix_seed"):
+            value = getattr(self, name)
+            if value is not None and frame_seed(value, frames - 1) > MAX_SEED:
+                raise InvalidInputError(
+                    f"{name} {value} is too large for a story of {frames} frames: frame k uses {name} + k - 1, "
+                    f"which must stay <= 2^64 - 1; use a {name} <= {MAX_SEED - frames + 1}.")
 
     def corrects(self, index: int) -> bool:
         """The ACDC #k rule: is frame ``index`` (0-based) corrected?"""
@@ -129,6 +144,8 @@ class FrameRecord:
     corrected: bool
     fixed: bool
     seconds: dict = field(default_factory=dict)   # per-stage wall time
+    context_frames: Optional[tuple[int, ...]] = None   # the earlier frames (0-based) the ARM saw; None: all
+    memory_fallback: bool = False        # the memory LLM gave nothing usable: the DM prompt is the story sentence
 
     @property
     def tokens_kept(self) -> float:
@@ -142,6 +159,8 @@ class FrameRecord:
             "corrected": self.corrected, "fixed": self.fixed, "arm_seed": self.arm_seed,
             "dm_seed": self.dm_seed, "tokens_kept": round(self.tokens_kept, 4),
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+            "memory_fallback": self.memory_fallback,
+            "arm_saw_frames": frame_ranges(self.context_frames) if self.context_frames is not None else None,
             "tokens_before": self.tokens_before.tolist(), "tokens_after": self.tokens_after.tolist(),
         }
 
@@ -153,7 +172,7 @@ class StoryState:
     prompts: tuple[str, ...]
     context: ARMContext = field(default_factory=ARMContext)
     records: tuple[FrameRecord, ...] = ()
-    planned_memory: Optional[tuple[str, ...]] = None   # whole-story memory: all DM prompts, from one query
+    planned_memory: Optional[tuple] = None   # whole-story memory: every frame's MemoryAnswer, from one query
 
     @property
     def next_index(self) -> int:
@@ -197,6 +216,8 @@ class Frame:
     dm_seed: Optional[int] = None
     memory_prompt: Optional[str] = None
     seconds: tuple[tuple[str, float], ...] = ()   # (stage, wall seconds), in the order the stages ran
+    context_frames: Optional[tuple[int, ...]] = None   # earlier frames (0-based) the ARM was conditioned on
+    memory_fallback: bool = False           # the DM prompt is the story sentence: the memory LLM gave nothing usable
 
     @property
     def prompt(self) -> str:
@@ -222,6 +243,28 @@ class Frame:
         state = {None: "undecided", True: "corrected", False: "left as the ARM made it"}[self.corrected]
         return (f"Frame({self.number} of {len(self.state.prompts)}, {state}{', fixed' if self.fixed else ''}, "
                 f"arm seed {self.arm_seed}, dm seed {self.dm_seed})")
+
+
+def frame_ranges(indices) -> str:
+    """0-based frame indices as the 1-based ranges people read: (0, 4, 5, 6) -> "1, 5-7"; () -> "none"."""
+    numbers = sorted(int(i) + 1 for i in indices)
+    parts: list[list[int]] = []
+    for n in numbers:
+        if parts and parts[-1][1] == n - 1:
+            parts[-1][1] = n
+        else:
+            parts.append([n, n])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in parts) or "none"
+
+
+def parse_frame_ranges(text: str) -> tuple[int, ...]:
+    """The inverse of ``frame_ranges``: "1, 5-7" -> (0, 4, 5, 6)."""
+    out: list[int] = []
+    for part in ("" if text.strip() == "none" else text).split(","):
+        if part.strip():
+            first, _, last = part.strip().partition("-")
+            out.extend(range(int(first) - 1, int(last or first)))
+    return tuple(out)
 
 
 def story_lines(text: str) -> tuple[str, ...]:

@@ -18,23 +18,26 @@ Nothing here knows about ComfyUI: hosts pass a ``progress`` callable that may ra
 """
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Iterator, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 import torch
 
-from .arm.base import ARMBackend
+from .arm.base import ARMBackend, ARMContext
 from .correct.base import Corrector, check_scheduler
 from .correct.schedule import check_strength
 from .devices import Placement
 from .errors import InvalidInputError
 from .images import resize_to
-from .memory.module import Memory
+from .memory.module import Memory, MemoryAnswer
 from .progress import ProgressFn, no_progress
 from .state import (FIX_STRENGTH, Frame, FrameRecord, StorySettings, StoryState, describe_correct_frames,
-                    frame_seed, new_story)
+                    frame_ranges, frame_seed, new_story)
+
+logger = logging.getLogger("acdc_core.story")
 
 
 class _Stay:
@@ -73,10 +76,15 @@ def generate(state: StoryState, arm: ARMBackend, settings: StorySettings, *,
         raise InvalidInputError(f"the story has {len(state.prompts)} frame(s); all are made.")
     settings.sampling.validate()
     arm_seed = settings.seeds(i)[0]
+    seen = arm.fit_context(state.context, state.prompts[i])
+    context = state.context if len(seen) == len(state.context) else state.context.select(seen)
+    if len(seen) < len(state.context):
+        logger.warning("frame %d: the story no longer fits the ARM's context window; it sees frames %s (README: "
+                       "long stories).", i + 1, frame_ranges(seen))
     with _clock() as took:
-        tokens = arm.sample_chunk(state.context, state.prompts[i], settings=settings.sampling,
+        tokens = arm.sample_chunk(context, state.prompts[i], settings=settings.sampling,
                                   generator=torch.Generator().manual_seed(arm_seed), progress=progress)
-    return Frame(state=state, index=i, tokens=tokens, arm_seed=arm_seed).timed("arm", took[0])
+    return Frame(state=state, index=i, tokens=tokens, arm_seed=arm_seed, context_frames=seen).timed("arm", took[0])
 
 
 def decode(frame: Frame, arm: ARMBackend) -> Frame:
@@ -88,17 +96,18 @@ def decode(frame: Frame, arm: ARMBackend) -> Frame:
     return frame.timed("decode", took[0], arm_image=arm_image, image=arm_image)
 
 
-def memory_prompt(state: StoryState, memory: Memory, corrector: Optional[Corrector] = None) -> str:
+def memory_prompt(state: StoryState, memory: Memory, corrector: Optional[Corrector] = None) -> MemoryAnswer:
     """Step 3: the DM prompt y_i of the story's next frame, from the earlier DM prompts and u_i (fitted to the
-    corrector's text window when one is given). Whole-story memory answers from its one planned query."""
+    corrector's text window when one is given), marked where the LLM gave nothing usable and the story sentence
+    stands in (``fallback``). Whole-story memory answers from its one planned query."""
     i = state.next_index
     if state.done:
         raise InvalidInputError(f"the story has {len(state.prompts)} frame(s); all are made.")
     if state.planned_memory is not None:
-        text = state.planned_memory[i]
+        answer = state.planned_memory[i]
     else:
-        text = memory.prompt_for(i, state.prompts, state.memory_prompts)
-    return corrector.fit_prompt(text) if corrector is not None else text
+        answer = memory.answer_for(i, state.prompts, state.memory_prompts)
+    return MemoryAnswer(corrector.fit_prompt(answer.text), answer.fallback) if corrector is not None else answer
 
 
 def correct(frame: Frame, corrector: Corrector, settings: StorySettings, prompt: str, *,
@@ -171,7 +180,8 @@ def reencode(frame: Frame, arm: ARMBackend, *, memory_prompt: Optional[str] = No
         prompt = frame.memory_prompt if frame.memory_prompt is not None else memory_prompt
     record = FrameRecord(frame.index, frame.prompt, prompt, frame.arm_image[0], corrected_image[0].float(),
                          frame.tokens, new_tokens, frame.arm_seed, frame.dm_seed, corrected=frame.corrected is not False,
-                         fixed=frame.fixed, seconds=frame.stage_seconds())
+                         fixed=frame.fixed, seconds=frame.stage_seconds(), context_frames=frame.context_frames,
+                         memory_fallback=frame.memory_fallback)
     return frame.state.with_frame(record, new_tokens)
 
 
@@ -210,6 +220,12 @@ def validate_inputs(state: StoryState, arm: ARMBackend, corrector: Optional[Corr
     settings.validate()
     if not state.prompts:
         raise InvalidInputError("the story is empty: give at least one prompt (one line per frame).")
+    settings.check_seeds(len(state.prompts))
+    for index, prompt in enumerate(state.prompts):
+        try:
+            arm.fit_context(ARMContext(), prompt)       # each frame's prompt can be a chunk at all
+        except InvalidInputError as error:
+            raise InvalidInputError(f"frame {index + 1}: {error}") from None
     needs_dm = settings.correct_frames != 0
     if needs_dm and corrector is None:
         raise InvalidInputError(
@@ -224,6 +240,12 @@ def validate_inputs(state: StoryState, arm: ARMBackend, corrector: Optional[Corr
         check_strength(settings.fix_strength, settings.steps, FIX_STRENGTH)
     if needs_dm:
         check_scheduler(settings.scheduler, corrector.schedulers)
+        multiple = int(getattr(corrector, "image_multiple", 1))
+        if settings.correction_size and any(side % multiple for side in settings.correction_size):
+            height, width = settings.correction_size
+            raise InvalidInputError(
+                f"correction_size {height}x{width} does not suit this diffusion model: its sides must be multiples "
+                f"of {multiple} (e.g. {max(multiple, height // multiple * multiple)}).")
     masks: dict[int, torch.Tensor] = {}
     for index, mask in (fix_masks or {}).items():
         if not 0 <= index < len(state.prompts):
@@ -252,10 +274,10 @@ def step_frame(state: StoryState, arm: ARMBackend, corrector: Optional[Corrector
     if settings.corrects(frame.index):
         place(memory)
         with _clock() as took:
-            prompt = memory_prompt(state, memory, corrector)                         # 3
-        frame = frame.timed("memory", took[0])
+            answer = memory_prompt(state, memory, corrector)                         # 3
+        frame = frame.timed("memory", took[0], memory_fallback=answer.fallback)
         place(corrector)
-        frame = correct(frame, corrector, settings, prompt, progress=progress)       # 4
+        frame = correct(frame, corrector, settings, answer.text, progress=progress)  # 4
         frame = fix(frame, corrector, settings, fix_mask, progress=progress)
     else:
         frame = replace(frame, corrected=False)                                      # ACDC #k: keep v_i
@@ -270,16 +292,18 @@ def plan_memory(state: StoryState, memory: Optional[Memory], settings: StorySett
             or settings.correct_frames == 0:
         return state
     (placement or _Stay).use(memory)
-    return replace(state, planned_memory=tuple(memory.prompts_for_story(state.prompts)))
+    return replace(state, planned_memory=tuple(memory.answers_for_story(state.prompts)))
 
 
 def run_story(prompts, arm: ARMBackend, corrector: Optional[Corrector], memory: Optional[Memory],
               settings: StorySettings = StorySettings(), *, fix_masks: Optional[Mapping[int, torch.Tensor]] = None,
               start: Optional[StoryState] = None, placement: Optional[Placement] = None,
-              progress: ProgressFn = no_progress) -> StoryState:
+              progress: ProgressFn = no_progress,
+              on_frame: Optional[Callable[[StoryState], None]] = None) -> StoryState:
     """Run ACDC over a whole story (or resume ``start``) and return the final state.
 
     ``fix_masks`` maps a 0-based frame index to a mask ([H, W], 1 = repaint) for the physical fix.
+    ``on_frame(state)`` is called as each frame is done (the CLI writes the frame to disk there).
     """
     state = start if start is not None else new_story(prompts)
     masks = validate_inputs(state, arm, corrector, memory, settings, fix_masks)
@@ -289,5 +313,7 @@ def run_story(prompts, arm: ARMBackend, corrector: Optional[Corrector], memory: 
         progress("frame", state.next_index, total)
         state = step_frame(state, arm, corrector, memory, settings, fix_mask=masks.get(state.next_index),
                            placement=placement, progress=progress)
+        if on_frame is not None:
+            on_frame(state)
     progress("frame", total, total)
     return state

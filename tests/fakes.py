@@ -35,6 +35,13 @@ class FakeARM:
             progress("arm", k + 1, self.tokens_per_image)
         return (draw + offset) % self.codebook
 
+    def fit_context(self, context, prompt, *, images_per_chunk=1):
+        """A window of ``context_window`` frames (None: no limit), by the engine's long-story policy."""
+        from acdc_core.arm.decoding import window_policy
+
+        window = getattr(self, "context_window", None)
+        return next(i for i in window_policy(len(context)) if window is None or len(i) <= window)
+
     def decode(self, tokens):
         levels = tokens.float() / (self.codebook - 1)                      # [N, T]
         grid = levels.view(-1, 1, self.grid, self.grid).expand(-1, 3, -1, -1)
@@ -103,12 +110,14 @@ class FakeMemory:
     def modules(self):
         return {}
 
-    def prompts_for_story(self, story_prompts):
-        return [self.prompt_for(i, story_prompts, ()) for i in range(len(story_prompts))]
+    def answers_for_story(self, story_prompts):
+        return [self.answer_for(i, story_prompts, ()) for i in range(len(story_prompts))]
 
-    def prompt_for(self, i, story_prompts, earlier):
+    def answer_for(self, i, story_prompts, earlier):
+        from acdc_core.memory import MemoryAnswer
+
         self.calls += 1
-        return story_prompts[i] if i == 0 else f"{story_prompts[0]} {story_prompts[i]}"
+        return MemoryAnswer(story_prompts[i] if i == 0 else f"{story_prompts[0]} {story_prompts[i]}")
 
 
 # -- helpers for the ARM backend tests (every family) ----------------------------------------------------------

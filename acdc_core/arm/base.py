@@ -19,7 +19,7 @@ from typing import Any, Optional, Protocol, runtime_checkable
 
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, check_number
 from ..progress import ProgressFn, no_progress
 
 
@@ -33,14 +33,13 @@ class SamplingSettings:
     top_p: float = 1.0
 
     def validate(self) -> "SamplingSettings":
-        if self.temperature < 0:
-            raise InvalidInputError(f"temperature must be >= 0 (0 means greedy), got {self.temperature}.")
-        if self.top_k < 0:
-            raise InvalidInputError(f"top_k must be >= 0 (0 turns it off), got {self.top_k}.")
-        if not 0.0 < self.top_p <= 1.0:
+        check_number(self.temperature, "temperature", minimum=0, hint=" 0 means greedy.")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise InvalidInputError(f"top_k must be a whole number >= 0 (0 turns it off), got {self.top_k!r}.")
+        check_number(self.top_p, "top_p", maximum=1, hint=" 1 turns it off.")
+        if not self.top_p > 0:
             raise InvalidInputError(f"top_p must be in (0, 1] (1 turns it off), got {self.top_p}.")
-        if self.guidance_scale < 0:
-            raise InvalidInputError(f"guidance_scale must be >= 0 (1 turns CFG off), got {self.guidance_scale}.")
+        check_number(self.guidance_scale, "the ARM's guidance_scale", minimum=0, hint=" 1 turns CFG off.")
         return self
 
 
@@ -91,6 +90,10 @@ class ARMContext:
         chunks[index] = Chunk(old.prompt, tokens.detach().clone())
         return replace(self, chunks=tuple(chunks))
 
+    def select(self, indices: tuple[int, ...]) -> "ARMContext":
+        """A context of the chunks at ``indices`` (in order), sharing this one's cache memo (see ``fit_context``)."""
+        return replace(self, chunks=tuple(self.chunks[i] for i in indices))
+
     def __len__(self) -> int:
         return len(self.chunks)
 
@@ -110,6 +113,12 @@ class ARMBackend(Protocol):
                      generator: torch.Generator, images_per_chunk: int = 1,
                      progress: ProgressFn = no_progress) -> torch.Tensor:
         """Tokens ``[images_per_chunk, tokens_per_image]`` for ``prompt`` given everything in ``context``."""
+        ...
+
+    def fit_context(self, context: ARMContext, prompt: str, *, images_per_chunk: int = 1) -> tuple[int, ...]:
+        """The indices of the chunks of ``context`` the ARM conditions ``prompt``'s chunk on: all of them while the
+        sequence fits the model's context window, else the long-story policy (``decoding.window_policy``). Raises a
+        clear error when ``prompt`` cannot be a chunk at all (too long even alone, control tokens in it)."""
         ...
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -24,12 +24,23 @@ from typing import Any, Optional
 
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, quote_head
 from ..progress import ProgressFn, no_progress
 from .base import ARMContext, CacheMemo, SamplingSettings, check_images
 from .sampling import next_tokens, uses_cfg
 
-__all__ = ["CachedDecoder", "unconditional_row"]
+__all__ = ["CachedDecoder", "unconditional_row", "window_policy"]
+
+
+def window_policy(chunks: int) -> "list[tuple[int, ...]]":
+    """The long-story policy: the contexts to try, longest first, when the story no longer fits the ARM's
+    context window. Frame 1 (which introduces the story's characters and place) stays while it can, and the
+    earliest frames after it are dropped first: (0, 1, 2, ..), then (0, 2, ..), (0, 3, ..), ..., (0,), and
+    finally the empty context. Each entry is a tuple of chunk indices."""
+    if not chunks:
+        return [()]
+    everything = tuple(range(chunks))
+    return [everything] + [(0,) + everything[j:] for j in range(2, chunks + 1)] + [()]
 
 
 def unconditional_row(cond: torch.Tensor, *, keep_ids: list[int], code_offset: int, pad: int) -> torch.Tensor:
@@ -45,6 +56,7 @@ class CachedDecoder:
 
     family = "?"
     code_key_offset: int
+    context_window: Optional[int] = None   # positions the LM attends over (max_position_embeddings); None: no limit
 
     # ---------------------------------------------------------------- hooks (per family)
     def sequence_key(self, context: ARMContext, prompt: str, *, cfg: bool) -> torch.Tensor:
@@ -115,6 +127,18 @@ class CachedDecoder:
         check_images(images, self.image_size, "image to encode")
         pixels = images.to(self.device, self.vq_dtype) * 2 - 1    # [0, 1] -> [-1, 1], as the VQ was trained
         return self._encode_pixels(pixels).cpu()
+
+    def fit_context(self, context: ARMContext, prompt: str, *, images_per_chunk: int = 1) -> tuple[int, ...]:
+        """The chunks of ``context`` (indices) that ``prompt``'s chunk is conditioned on: every chunk while the whole
+        sequence and the new image's codes fit ``context_window``, else the first of ``window_policy`` that fits."""
+        new = images_per_chunk * (self.tokens_per_image + 2)     # the codes, and BOI/EOI around each image
+        for indices in window_policy(len(context)):
+            length = self.sequence_key(context.select(indices), prompt, cfg=False).shape[-1] + new
+            if self.context_window is None or length <= self.context_window:
+                return indices
+        raise InvalidInputError(
+            f"the prompt {quote_head(prompt)} is too long for the {self.family} ARM: with its image it needs "
+            f"{length} positions and the model attends over {self.context_window}. Shorten it.")
 
     # ---------------------------------------------------------------- the cache
     def _take_cache(self, memo: CacheMemo, key: torch.Tensor, extra: int) -> tuple[Any, int]:

@@ -16,7 +16,7 @@ from typing import Any, Optional, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, check_number
 from ..progress import ProgressFn, no_progress
 from .schedule import check_strength
 
@@ -73,8 +73,7 @@ def check_request(images: Any, prompts: Any, strength: float, steps: int, guidan
         raise InvalidInputError(f"give one prompt or a list of {len(images)} prompts (one per image); "
                                 f"got {len(prompts)} item(s).")
     check_strength(strength, steps, "strength (t')", train_steps)
-    if not guidance_scale >= 0:
-        raise InvalidInputError(f"guidance_scale must be >= 0 (<= 1 turns guidance off); got {guidance_scale}.")
+    check_number(guidance_scale, "guidance_scale", minimum=0, hint=" <= 1 turns guidance off.")
     if mask_dilate < 0 or mask_feather < 0:
         raise InvalidInputError(f"mask_dilate and mask_feather must be >= 0 pixels; got {mask_dilate} "
                                 f"and {mask_feather}.")
