@@ -8,10 +8,12 @@ Both write OUT/frames/*.png, OUT/strip.png (ARM vs corrected side by side) and O
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import logging
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -23,7 +25,10 @@ from .devices import Offloader, pick_device, pick_dtype
 from .errors import ACDCError, InvalidInputError
 from .images import load_mask
 from .progress import print_progress
-from .state import StorySettings, new_story, parse_correct_frames, story_lines
+from .memory.endpoint import scrub_url
+from .state import StorySettings, describe_correct_frames, new_story, parse_correct_frames, story_lines
+
+logger = logging.getLogger("acdc_core.cli")
 
 DEMO_PROMPTS = [
     "Benny, a golden retriever, plays in a sunny meadow with a red ball.",
@@ -36,18 +41,37 @@ DEMO_PROMPTS = [
 
 
 def read_prompts(path: Path) -> list[str]:
-    """One prompt per line (blank lines and lines starting with # are skipped), or a JSON list."""
+    """One prompt per line (blank lines and lines starting with # are skipped); a ``.json`` file is a JSON list of
+    strings instead (JSON by the file's name only: a text line may start with '[')."""
     if not path.is_file():
         raise InvalidInputError(f"prompts file {path} does not exist.")
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            prompts = json.loads(text)
-        except ValueError as error:
-            raise InvalidInputError(f"prompts file {path} starts with '[' but is not a JSON list: {error}") from None
-    else:
-        prompts = story_lines(text)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidInputError(f"prompts file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8.") from None
+    if path.suffix.lower() != ".json":
+        return list(new_story(story_lines(text)).prompts)
+    try:
+        prompts = json.loads(text)
+    except ValueError as error:
+        raise InvalidInputError(f"prompts file {path} is not valid JSON: {error}") from None
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        bad = next((k for k, p in enumerate(prompts) if not isinstance(p, str)), None) \
+            if isinstance(prompts, list) else None
+        where = f" (entry {bad + 1} is {json.dumps(prompts[bad])[:40]})" if bad is not None else ""
+        raise InvalidInputError(f"prompts file {path} must hold a JSON list of strings, one per frame{where}.")
     return list(new_story(prompts).prompts)
+
+
+def read_text_file(path: str, what: str) -> str:
+    """A UTF-8 text file the user named, or a clear error."""
+    file = Path(path)
+    if not file.is_file():
+        raise InvalidInputError(f"{what} {file} does not exist.")
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{what} {file} is not UTF-8 text; save it as UTF-8.") from None
 
 
 def parse_masks(specs: Sequence[str]) -> dict[int, torch.Tensor]:
@@ -63,35 +87,80 @@ def parse_masks(specs: Sequence[str]) -> dict[int, torch.Tensor]:
     return masks
 
 
+def check_masks(masks: dict[int, torch.Tensor], prompts: Sequence[str], settings: StorySettings) -> None:
+    """Masks against the story, before any model loads (their sizes are checked once the models are known)."""
+    for index in sorted(masks):
+        if index >= len(prompts):
+            raise InvalidInputError(f"--mask names frame {index + 1} but the story has {len(prompts)} frames.")
+        if not settings.corrects(index):
+            raise InvalidInputError(
+                f"--mask names frame {index + 1}, which --correct-frames {describe_correct_frames(settings.correct_frames)} "
+                "leaves uncorrected; a fix needs a corrected frame.")
+
+
+def check_device(requested: str) -> torch.device:
+    """--device as a torch device that exists here, or a clear error."""
+    try:
+        device = pick_device(requested)
+    except (RuntimeError, ValueError):
+        raise InvalidInputError(f"--device {requested!r} is not a device name; use auto, cpu, cuda, cuda:1 or mps.") \
+            from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"--device {requested}: this machine has no CUDA GPU that torch can use; "
+                                    "use --device cpu (or auto).")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidInputError(f"--device {requested}: there are {torch.cuda.device_count()} CUDA device(s).")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InvalidInputError(f"--device {requested}: MPS is not available here; use --device cpu (or auto).")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise InvalidInputError(f"--device {requested}: the engine runs on cpu, cuda or mps.")
+    return device
+
+
 def memory_settings(args):
     from .memory import MemorySettings
 
-    settings = MemorySettings(mode=args.memory, seed=args.seed)
+    settings = MemorySettings(mode=args.memory, seed=args.seed, strict=args.strict_memory)
     if args.system_prompt:
-        text = Path(args.system_prompt).read_text(encoding="utf-8")
+        text = read_text_file(args.system_prompt, "--system-prompt file")
         field = "whole_story_system_prompt" if args.memory == "whole-story" else "system_prompt"
         settings = replace(settings, **{field: text})
     return settings.validate()
 
 
-def memory_backend(args):
-    """The memory LLM: None for --memory off, else a local model or an endpoint (checked to be reachable)."""
-    from .memory import OpenAICompatibleLLM, load_local_llm
+def endpoint_backend(args):
+    """The OpenAI-compatible memory endpoint of --endpoint (not contacted yet), or None."""
+    from .memory import OpenAICompatibleLLM
 
-    if args.memory == "off":
+    if args.memory == "off" or not args.endpoint:
         return None
-    if args.endpoint:
-        backend = OpenAICompatibleLLM(args.endpoint, args.llm_model, api_key_env=args.api_key_env)
-        backend.check()   # an unreachable endpoint fails here, before any model is loaded
-        return backend
-    if args.llm:
-        return load_local_llm(args.llm, device="cpu", trust_remote_code=args.trust_remote_code)
-    raise InvalidInputError(
-        f"--memory {args.memory} needs a language model: --llm FOLDER (local) or --endpoint URL "
-        "(OpenAI-compatible); or use --memory off.")
+    # The person typing the command chose the URL, so the key may go to its host (a workflow file cannot).
+    return OpenAICompatibleLLM(args.endpoint, args.llm_model, api_key_env=args.api_key_env, key_hosts=(args.endpoint,),
+                               allow_http_key=args.allow_http_key, timeout=args.endpoint_timeout)
+
+
+def check_models(args, settings: StorySettings) -> None:
+    """The model paths, without loading anything: folders and files exist, are of a kind the engine loads, and
+    hold safetensors weights that are whole (headers only)."""
+    from .arm import check_arm_folder
+    from .correct import check_corrector_path
+    from .memory import check_local_llm_folder
+
+    check_arm_folder(args.arm, trust_remote_code=args.trust_remote_code)
+    if settings.correct_frames != 0:
+        check_corrector_path(args.dm)
+    if args.memory != "off" and not args.endpoint:
+        if not args.llm:
+            raise InvalidInputError(
+                f"--memory {args.memory} needs a language model: --llm FOLDER (local) or --endpoint URL "
+                "(OpenAI-compatible); or use --memory off.")
+        check_local_llm_folder(args.llm, trust_remote_code=args.trust_remote_code)
 
 
 def settings_from(args) -> StorySettings:
+    if args.correction_size is not None and args.correction_size < 1:
+        raise InvalidInputError(f"--correction-size must be a positive number of pixels, got {args.correction_size}.")
     size = (args.correction_size, args.correction_size) if args.correction_size else None
     return StorySettings(
         sampling=SamplingSettings(guidance_scale=args.arm_cfg, temperature=args.temperature, top_k=args.top_k,
@@ -103,51 +172,121 @@ def settings_from(args) -> StorySettings:
     ).validate()
 
 
+def _sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_identity(args, prompts, settings: StorySettings, dtype: torch.dtype) -> dict:
+    """What makes two runs the same run (``--resume`` continues only the same one): the prompts, the settings,
+    the models, the memory, the masks (by content) and the dtype. Not the device, the offloading or --out."""
+    return {
+        "command": args.command, "prompts": list(prompts), "settings": asdict(settings), "dtype": str(dtype).replace("torch.", ""),
+        "models": {"arm": str(args.arm), "dm": str(args.dm), "dm_config": args.dm_config, "llm": args.llm,
+                   "endpoint": scrub_url(args.endpoint) if args.endpoint else None,
+                   "llm_model": args.llm_model if args.endpoint else None},
+        "memory": args.memory,
+        "system_prompt": _sha256(args.system_prompt) if args.system_prompt else None,
+        "masks": {spec.partition(":")[0]: _sha256(spec.partition(":")[2]) for spec in (args.mask or [])},
+        "baseline": bool(args.baseline),
+    }
+
+
 def run(args) -> dict:
     from .arm import load_arm
     from .correct import load_corrector
-    from .memory import MemoryModule
-    from .report import write_run
-    from .story import run_story
+    from .memory import MemoryModule, load_local_llm
+    from .report import RunFolder
+    from .story import run_story, validate_inputs
 
-    # Everything cheap is checked before any model loads.
+    # Everything cheap is checked before any model loads, and nothing is written before the checks pass.
     prompts = read_prompts(Path(args.prompts)) if args.prompts else DEMO_PROMPTS
     settings = settings_from(args)
+    settings.check_seeds(len(prompts))
     masks = parse_masks(args.mask or [])
-    device = pick_device(args.device)
+    check_masks(masks, prompts, settings)
+    device = check_device(args.device)
     dtype = pick_dtype(device, args.dtype)
+    mem_settings = memory_settings(args)
+    endpoint = endpoint_backend(args)
+    check_models(args, settings)
+    folder = RunFolder(args.out, run_identity(args, prompts, settings, dtype))
+    earlier = folder.check(resume=args.resume, overwrite=args.overwrite)
+    if earlier is not None and earlier.get("complete"):
+        print(f"{folder.out} already holds this run, complete ({len(earlier['frames'])} frames); nothing to do.",
+              file=sys.stderr)
+        return earlier
+    if endpoint is not None:
+        endpoint.check()   # an unreachable endpoint fails here, before any model is loaded
+
     placement = Offloader(device=device, offload=not args.no_offload)
     load_device = "cpu" if placement.offload else device
-
     started = time.perf_counter()
-    mem_settings = memory_settings(args)
-    backend = memory_backend(args)
-    arm = load_arm(args.arm, device=load_device, dtype=dtype, trust_remote_code=args.trust_remote_code)
     corrector = None
     if settings.correct_frames != 0:
         corrector = load_corrector(args.dm, device=load_device, dtype=dtype, config_dir=args.dm_config)
+    backend = endpoint
+    if args.memory != "off" and endpoint is None:
+        backend = load_local_llm(args.llm, device="cpu", trust_remote_code=args.trust_remote_code)
     memory = MemoryModule(backend, mem_settings)
+    arm = load_arm(args.arm, device=load_device, dtype=dtype, trust_remote_code=args.trust_remote_code)
     loaded = time.perf_counter() - started
+    validate_inputs(new_story(prompts), arm, corrector, memory, settings, masks)   # needs the models; before any frame
 
-    progress = print_progress()
-    extra_rows = []
-    if args.baseline:
-        print("ARM-only baseline story ...", file=sys.stderr)
-        base = run_story(prompts, arm, None, None, replace(settings, correct_frames=0), placement=placement,
-                         progress=progress)
-        extra_rows.append(("ARM only (no correction)", [r.arm_image for r in base.records]))
-    print("ACDC story ...", file=sys.stderr)
-    state = run_story(prompts, arm, corrector, memory, settings, fix_masks=masks, placement=placement,
-                      progress=progress)
     meta = {"arm": str(args.arm), "dm": str(args.dm), "memory": args.memory, "device": str(device),
-            "dtype": str(dtype).replace("torch.", ""), "load_seconds": round(loaded, 3),
-            "total_seconds": round(time.perf_counter() - started, 3)}
-    record = write_run(state, Path(args.out), settings, extra_rows=extra_rows, meta=meta)
-    print(f"wrote {Path(args.out) / 'strip.png'} and run.json ({len(state.records)} frames)", file=sys.stderr)
+            "dtype": str(dtype).replace("torch.", ""), "load_seconds": round(loaded, 3)}
+    folder.start(settings, meta, earlier)
+    state = folder.restore(prompts)
+    progress = print_progress()
+    baseline = None
+    if args.baseline:
+        base_settings = replace(settings, correct_frames=0)
+        baseline = folder.restore(prompts, "baseline", "base")
+        if not baseline.done:
+            print("ARM-only baseline story ...", file=sys.stderr)
+            baseline = _frames(lambda: run_story(
+                prompts, arm, None, None, base_settings, start=baseline, placement=placement, progress=progress,
+                on_frame=lambda s: folder.save(state, baseline=s)), folder, "baseline")
+    print("ACDC story ...", file=sys.stderr)
+    if state.records:
+        print(f"resuming after frame {len(state.records)} of {len(prompts)}", file=sys.stderr)
+    state = _frames(lambda: run_story(
+        prompts, arm, corrector, memory, settings, fix_masks=masks, start=state, placement=placement,
+        progress=progress, on_frame=lambda s: folder.save(s, baseline=baseline)), folder, "frames")
+    record = folder.save(state, baseline=baseline, complete=True,
+                         meta={"total_seconds": round(time.perf_counter() - started, 3)})
+    print(f"wrote {folder.out / 'strip.png'} and run.json ({len(state.records)} frames)", file=sys.stderr)
     for r in state.records:
         print(f"  frame {r.index + 1}: tokens kept {r.tokens_kept:.0%}  DM prompt: {r.memory_prompt!r}",
               file=sys.stderr)
     return record
+
+
+class Stopped(ACDCError):
+    """A story stopped part-way; its finished frames are on disk and ``--resume`` continues it."""
+
+    def __init__(self, message: str, *, interrupted: bool) -> None:
+        super().__init__(message)
+        self.interrupted = interrupted
+
+
+def _frames(run_part, folder, key: str):
+    """Run one story (``run_part()``), turning a failure part-way into a message that says which frame stopped,
+    what is saved and how to continue."""
+    try:
+        return run_part()
+    except (Exception, KeyboardInterrupt) as error:   # whatever stops it, what is finished stays and is named
+        done = len(folder.record.get(key, []))
+        total = len(folder.identity["prompts"])
+        what = "the ARM-only baseline, " if key == "baseline" else ""
+        interrupted = isinstance(error, KeyboardInterrupt)
+        if interrupted:
+            why = "interrupted"
+        else:
+            logger.debug("the story stopped", exc_info=True)
+            why = f"stopped: {error}" if isinstance(error, ACDCError) else f"stopped: {type(error).__name__}: {error}"
+        saved = f"frames 1-{done} are saved in {folder.out}" if done else f"no frame was finished ({folder.out})"
+        raise Stopped(f"{what}frame {done + 1} of {total} {why}\n{saved}; run the same command with --resume to "
+                      "continue from there.", interrupted=interrupted) from None
 
 
 def demo(args) -> dict:
@@ -156,16 +295,18 @@ def demo(args) -> dict:
     from .toy import defaults, split_stories
     from .toy.demo import run_demo, story_from_prompts
 
+    prompts = read_prompts(Path(args.prompts)) if args.prompts else None
+    settings = settings_from(args)
+    mem_settings = memory_settings(args)
+    check_device(args.device)
+    check_demo_folder(Path(args.out))
     if not defaults.available():
         return tiny_demo(args)
-    if args.prompts:
-        prompts = read_prompts(Path(args.prompts))
+    if prompts is not None:
         story = story_from_prompts(prompts)
     else:
         story = split_stories("heldout", 1, start=args.story)[0]
         prompts = list(story.prompts)
-    settings = settings_from(args)
-    mem_settings = memory_settings(args)
     arm, corrector, llm = defaults.load_toy_models(device=str(pick_device(args.device)))
     result = run_demo(Path(args.out), prompts, arm, corrector, llm, settings, mem_settings, story=story,
                       progress=print_progress())
@@ -173,6 +314,20 @@ def demo(args) -> dict:
     for prompt, memory_prompt in zip(prompts, result["states"]["ACDC"].memory_prompts):
         print(f"  {prompt!r} -> memory: {memory_prompt!r}")
     return result
+
+
+def check_demo_folder(out: Path) -> None:
+    """The demo replaces its own earlier output in ``out`` (and only that): a folder holding an ``acdc story`` run
+    is refused, so a demo never overwrites a story."""
+    from .report import RunFolder
+
+    folder = RunFolder(out, {})
+    earlier = folder.read()
+    if earlier is not None and "variants" not in earlier and earlier.get("identity", {}).get("command") != "demo":
+        raise InvalidInputError(f"{folder.out} holds an `acdc story` run; the demo replaces only its own output. "
+                                "Give the demo another --out.")
+    folder.check(overwrite=True)
+    folder.clear()      # the earlier demo's pictures go, so none is left beside the new ones
 
 
 def tiny_demo(args) -> dict:
@@ -186,23 +341,18 @@ def tiny_demo(args) -> dict:
     return run(args)
 
 
-def add_story_options(p: argparse.ArgumentParser) -> None:
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """Options both commands use."""
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--prompts", help="story file: one prompt per line (or a JSON list)")
-    p.add_argument("--memory", choices=["off", "per-frame", "whole-story"], default="per-frame")
+    p.add_argument("--prompts", help="story file: one prompt per line, or a .json file holding a list of strings")
     p.add_argument("--system-prompt", help="file with your own memory system prompt (for the chosen mode)")
     p.add_argument("--strength", type=float, default=0.5, help="SDEdit t' in (0, 1] (default 0.5)")
     p.add_argument("--steps", type=int, default=50,
                    help="length of the schedule (default 50); the floor(t' x steps) steps at or below t' run")
     p.add_argument("--cfg", type=float, default=7.5, help="DM classifier-free guidance (default 7.5)")
     p.add_argument("--negative-prompt", default="")
-    p.add_argument("--correct-frames", default="all",
-                   help="how many frames the DM corrects, from frame 1: 'all' (ACDC, the default), k (ACDC #k: the "
-                        "first k only) or 'none' / 0 (the ARM alone)")
     p.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS),
                    help="the DM's sampler (default ddim, the paper's; eta 0)")
-    p.add_argument("--fix-strength", type=float, default=0.8, help="t' of the masked physical fix")
-    p.add_argument("--mask", action="append", metavar="FRAME:PATH", help="physical-fix mask for a frame")
     p.add_argument("--correction-size", type=int, help="side the DM corrects at (default: its native size)")
     p.add_argument("--arm-cfg", type=float, default=5.0, help="ARM classifier-free guidance")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -210,12 +360,53 @@ def add_story_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="base seed; frame k samples the ARM with seed + k - 1")
     p.add_argument("--dm-seed", type=int, help="base seed of the DM's correction (default: --seed)")
-    p.add_argument("--fix-seed", type=int, help="base seed of the physical fix (default: the frame's DM seed)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+
+
+def add_story_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``acdc story`` only (the demo fixes them: it compares its own variants)."""
+    p.add_argument("--arm", required=True, help="ARM folder: Janus / Janus-Pro (transformers format) or a "
+                                                "unified-vocabulary ARM (acdc_arm.json, lm/, vq/)")
+    p.add_argument("--dm", help="diffusion model: a diffusers folder (SD1.x/2.x, SDXL, pixel space) or a "
+                                "single-file SD1.5/SDXL .safetensors checkpoint")
+    p.add_argument("--dm-config", help="config folder for a single-file checkpoint (default: shipped)")
+    p.add_argument("--memory", choices=["off", "per-frame", "whole-story"], default="per-frame")
+    p.add_argument("--llm", help="local instruct LLM folder for the memory module")
+    p.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
+    p.add_argument("--llm-model", default="gpt-4o-mini", help="model name at the endpoint")
+    p.add_argument("--api-key-env", default="ACDC_LLM_API_KEY",
+                   help="environment variable holding the endpoint's key: ACDC_LLM_API_KEY or ACDC_LLM_API_KEY_<NAME> "
+                        "(sent only to the --endpoint host, never over plain http to another machine)")
+    p.add_argument("--allow-http-key", action="store_true",
+                   help="send the key over plain http to a host that is not this machine (it travels unencrypted)")
+    p.add_argument("--endpoint-timeout", type=float, default=60,
+                   help="seconds one endpoint request may take in all (default 60)")
+    p.add_argument("--strict-memory", action="store_true",
+                   help="an LLM answer with no usable prompt is an error (default: use the story line, marked in "
+                        "run.json)")
+    p.add_argument("--correct-frames", default="all",
+                   help="how many frames the DM corrects, from frame 1: 'all' (ACDC, the default), k (ACDC #k: the "
+                        "first k only) or 'none' / 0 (the ARM alone)")
+    p.add_argument("--fix-strength", type=float, default=0.8, help="t' of the masked physical fix")
+    p.add_argument("--mask", action="append", metavar="FRAME:PATH", help="physical-fix mask for a frame")
+    p.add_argument("--fix-seed", type=int, help="base seed of the physical fix (default: the frame's DM seed)")
     p.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
     p.add_argument("--no-offload", action="store_true", help="keep every model on the device")
     p.add_argument("--baseline", action="store_true", help="also run an ARM-only story for comparison")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model folder's own code to run")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --out from its last finished frame (same results)")
+    again.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+
+
+# ``acdc demo`` falls back to ``run`` on tiny random models when the trained toy models are missing: these are
+# the story-only options it then runs with (it always replaces its own earlier output).
+DEMO_STORY_DEFAULTS = {"arm": None, "dm": None, "dm_config": None, "memory": "per-frame", "llm": None,
+                       "endpoint": None, "llm_model": None, "api_key_env": "ACDC_LLM_API_KEY", "allow_http_key": False,
+                       "endpoint_timeout": 60.0, "strict_memory": False, "correct_frames": "all", "fix_strength": 0.8, "mask": None,
+                       "fix_seed": None, "dtype": "auto", "no_offload": False, "trust_remote_code": False,
+                       "resume": False, "overwrite": True}
 
 
 def toy_defaults() -> dict:
@@ -224,26 +415,18 @@ def toy_defaults() -> dict:
 
     return {"strength": t.strength, "steps": t.steps, "cfg": t.guidance_scale, "arm_cfg": t.sampling.guidance_scale,
             "temperature": t.sampling.temperature, "top_k": t.sampling.top_k, "top_p": t.sampling.top_p,
-            "baseline": True}
+            "baseline": True, **DEMO_STORY_DEFAULTS}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="acdc", description=__doc__,
+    parser = argparse.ArgumentParser(prog="acdc", description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    story = sub.add_parser("story", help="run ACDC on your own models")
+    story = sub.add_parser("story", help="run ACDC on your own models", allow_abbrev=False)
+    add_common_options(story)
     add_story_options(story)
-    story.add_argument("--arm", required=True, help="ARM folder: Janus / Janus-Pro (transformers format) or a "
-                                                    "unified-vocabulary ARM (acdc_arm.json, lm/, vq/)")
-    story.add_argument("--dm", help="diffusion model: a diffusers folder (SD1.x/2.x, SDXL, pixel space) or a "
-                                    "single-file SD1.5/SDXL .safetensors checkpoint")
-    story.add_argument("--dm-config", help="config folder for a single-file checkpoint (default: shipped)")
-    story.add_argument("--llm", help="local instruct LLM folder for the memory module")
-    story.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
-    story.add_argument("--llm-model", default="gpt-4o-mini", help="model name at the endpoint")
-    story.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
-    dem = sub.add_parser("demo", help="a toy story on the built-in models: ARM only vs ACDC, judged")
-    add_story_options(dem)
+    dem = sub.add_parser("demo", help="a toy story on the built-in models: ARM only vs ACDC, judged", allow_abbrev=False)
+    add_common_options(dem)
     dem.add_argument("--story", type=int, default=0, help="which held-out toy story (default 0)")
     dem.add_argument("--models", default="outputs/models", help="where tiny fallback models are built")
     dem.set_defaults(**toy_defaults())
@@ -261,9 +444,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--dm is required unless --correct-frames none")
     try:
         demo(args) if args.command == "demo" else run(args)
+    except Stopped as error:
+        print(f"acdc: {error}", file=sys.stderr)
+        return 130 if error.interrupted else 1
     except ACDCError as error:
         print(f"acdc: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("acdc: interrupted before the first frame; nothing was written.", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -29,7 +29,9 @@ def test_story_runs_end_to_end_and_writes_frames_strip_and_record(models, tmp_pa
     assert all(f["corrected"] and f["memory_prompt"] for f in frames)
     assert all("\n" not in f["memory_prompt"] for f in frames)
     assert {"arm", "decode", "memory", "correct", "encode"} <= set(frames[0]["seconds"])
-    assert len(list((tmp_path / "out" / "frames").glob("*.png"))) == 6
+    names = sorted(p.name for p in (tmp_path / "out" / "frames").glob("*.png"))
+    assert names == [f"{kind}_{k:02d}.png" for kind in ("acdc", "arm", "base") for k in (1, 2, 3)]
+    assert record["complete"] and len(record["baseline"]) == 3
     with Image.open(tmp_path / "out" / "strip.png") as strip:
         assert strip.width > strip.height  # three rows of three frames plus labels and prompts
 
@@ -70,16 +72,18 @@ def test_empty_prompts_file_is_refused(models, tmp_path, capsys):
     assert "empty" in capsys.readouterr().err
 
 
-def test_unreachable_endpoint_fails_before_any_model_loads(tmp_path, capsys, monkeypatch):
+def test_unreachable_endpoint_fails_before_any_model_loads(models, tmp_path, capsys, monkeypatch):
     import socket
 
     import acdc_core.arm as arm_package
+    import acdc_core.correct as correct_package
 
     with socket.socket() as s:           # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setattr(arm_package, "load_arm", lambda *a, **k: pytest.fail("the ARM was loaded"))
-    argv = ["story", "--arm", str(tmp_path), "--dm", str(tmp_path), "--out", str(tmp_path / "out"),
+    monkeypatch.setattr(correct_package, "load_corrector", lambda *a, **k: pytest.fail("the DM was loaded"))
+    argv = ["story", "--arm", str(models["arm"]), "--dm", str(models["dm"]), "--out", str(tmp_path / "out"),
             "--endpoint", f"http://127.0.0.1:{port}/v1"]
     assert main(argv) == 2
     err = capsys.readouterr().err
