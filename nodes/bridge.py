@@ -17,7 +17,7 @@ import hashlib
 import logging
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Callable, Optional
 
 import torch
@@ -109,7 +109,9 @@ class StandaloneHost(Host):
         root = self.models() / kind
         if not root.is_dir():
             return []
-        return [str(p.relative_to(root)).replace(os.sep, "/") for p in root.rglob("*") if p.is_file()]
+        # As ComfyUI lists them (folder_paths.recursive_search): links to folders are followed.
+        return sorted(os.path.relpath(os.path.join(top, name), root).replace(os.sep, "/")
+                      for top, _, files in os.walk(root, followlinks=True) for name in files)
 
     def folder(self, which: str) -> Path:
         value = self.dirs[which]
@@ -328,14 +330,32 @@ def list_model_files(kind: str, suffixes: tuple[str, ...]) -> list[str]:
     return sorted(names, key=str.lower)
 
 
+def inside_name(name) -> Optional[str]:
+    """A file or folder name from a workflow, if it names something inside a folder; None if it could leave it.
+
+    The rule is on the name, not on where it leads: a link the user placed inside a model or input folder
+    (models/acdc_arm/mymodel -> /data/models/mymodel) is followed, as ComfyUI follows it, while a name that
+    escapes the folder as written is refused: an absolute path, a drive (C:), a ".." part (with / or \\ as
+    separator, whatever the system), a NUL byte, or nothing at all. (ComfyUI's own names never hold "..".)
+    """
+    if not isinstance(name, str) or "\0" in name:
+        return None
+    parts = [part for part in re.split(r"[/\\]", name) if part not in ("", ".")]
+    # Windows drops trailing dots and spaces from a part, so ".. " and "..." are refused with "..".
+    if not parts or any(not part.strip(". ") for part in parts) or name[0] in "/\\" \
+            or PureWindowsPath(name).drive:
+        return None
+    return name
+
+
 def find_model(kind: str, name: str) -> Optional[Path]:
-    """The path of the model folder or file ``name`` of ``kind``, or None if no registered folder has it."""
+    """The path of the model folder or file ``name`` of ``kind``, or None if no registered folder has it
+    (or ``name`` is not a name inside the folder: see ``inside_name``)."""
+    name = inside_name(name)
+    if name is None:
+        return None
     for root in model_dirs(kind):
-        candidate = (root / name)
-        try:
-            candidate.resolve().relative_to(root.resolve())  # no escaping the model folder with ../
-        except ValueError:
-            continue
+        candidate = root / name
         if candidate.exists():
             return candidate
     return None
@@ -355,13 +375,11 @@ def annotated_path(name: str) -> Path:
     """The file of an annotated name as ComfyUI's widgets hold them: "sub/file.png [input]" (input by default)."""
     match = _ANNOTATION.match(name.strip())
     kind, rel = (match["type"], match["name"]) if match else ("input", name.strip())
-    base = HOST.folder(kind).resolve()
-    path = (base / rel).resolve()
-    try:
-        path.relative_to(base)
-    except ValueError:
-        raise ValueError(f"{name!r} points outside ComfyUI's {kind} folder.") from None
-    return path
+    rel = inside_name(rel)   # links the user placed in the folder are followed; "..", absolute paths are not
+    if rel is None:
+        raise ValueError(f"{name!r} points outside ComfyUI's {kind} folder: give a file name inside it (no "
+                         f"absolute path, no '..').")
+    return HOST.folder(kind) / rel
 
 
 def annotation_type(name: str) -> str:

@@ -8,8 +8,8 @@ from acdc_core.state import StorySettings
 from acdc_core.story import correct
 from . import bridge
 from .frames import frame_to_nchw, to_image
-from .widgets import (check_correct_frames, correct_frames_input, read_correct_frames, sampler_input, seed_input,
-                      tooltip)
+from .widgets import (check_correct_frames, check_float_widgets, correct_frames_input, read_correct_frames,
+                      sampler_input, seed_input, tooltip)
 from .wires import CATEGORY, DM, FRAME
 
 STEPS_TOOLTIP = ("Length of the full schedule; only the floor(t' x steps) steps at or below t' run (50 at t'=0.5 "
@@ -58,17 +58,17 @@ class SDEditCorrect:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, correct_frames=None):
-        return check_correct_frames(correct_frames) or True
+    def VALIDATE_INPUTS(cls, correct_frames=None, t_prime=None, cfg=None):
+        return check_float_widgets(cls, t_prime=t_prime, cfg=cfg) or check_correct_frames(correct_frames) or True
 
     @staticmethod
     def settings(t_prime, steps, cfg, seed, negative_prompt, correct_frames, correction_size,
                  sampler_name) -> StorySettings:
         size = (int(correction_size), int(correction_size)) if correction_size else None
-        # The corrector checks t', steps, CFG and the sampler before it runs (a frame ACDC #k leaves alone needs none).
+        # The ranges here, before the model is placed; the corrector checks the steps t' leaves and the sampler.
         return StorySettings(strength=t_prime, steps=int(steps), guidance_scale=cfg, negative_prompt=negative_prompt,
                              scheduler=sampler_name, correct_frames=read_correct_frames(correct_frames),
-                             correction_size=size, dm_seed=int(seed))
+                             correction_size=size, dm_seed=int(seed)).validate()
 
     def check_lazy_status(self, correct_frames="all", frame=None, prompt=None, **_):
         # A frame ACDC #k leaves alone needs no prompt, so its memory LLM query never runs.

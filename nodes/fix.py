@@ -27,10 +27,12 @@ from acdc_core.errors import InvalidInputError
 from acdc_core.state import StorySettings
 from acdc_core.story import fix
 from . import bridge
-from .frames import frame_to_nchw, to_image
+from .frames import frame_to_nchw, one_mask, to_image
 from .masks import FIX, effective_masks, is_painted, load_mask, parse_masks
-from .widgets import optional_seed, sampler_input, seed_input, tooltip
+from .widgets import check_float_widgets, optional_seed, sampler_input, seed_input, tooltip
 from .wires import CATEGORY, DM, FRAME
+
+DISPLAY_NAME = "Inpaint Physical Fix (ACDC)"
 
 
 class InpaintFix:
@@ -91,19 +93,29 @@ class InpaintFix:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, masks, image):
-        """Every painted file named in ``masks`` and ``image`` must exist (checked before anything runs)."""
+    def VALIDATE_INPUTS(cls, masks=None, image=None, t_prime=None, cfg=None):
+        """Every painted file named in ``masks`` and ``image`` must exist (checked before anything runs).
+
+        A wired MASK is checked when the node runs (``_mask``): ComfyUI's validation never sees a linked value.
+        """
+        problem = check_float_widgets(cls, t_prime=t_prime, cfg=cfg)
+        if problem:
+            return problem
         try:
             found = parse_masks(masks or "")
-            if is_painted(image):
-                found[0] = image.strip()
-            for frame, value in sorted(found.items()):
-                if not bridge.annotated_path(value).is_file():
-                    which = f"for frame {frame}" if frame else "in the image field"
-                    return (f"the mask painted {which} ({value}) is not in ComfyUI's input folder; paint it again "
-                            f"or clear it.")
-        except (InvalidInputError, ValueError) as error:
+        except InvalidInputError as error:
             return str(error)
+        if is_painted(image):
+            found[0] = image.strip()
+        for frame, value in sorted(found.items()):
+            which = f"for frame {frame} in the masks field" if frame else "in the image field"
+            try:
+                path = bridge.annotated_path(value)
+            except ValueError as error:
+                return f"the mask painted {which}: {error}"
+            if not path.is_file():
+                return (f"the mask painted {which} ({value}) is not in ComfyUI's input folder; paint it again "
+                        f"or clear it.")
         return True
 
     @classmethod
@@ -127,23 +139,28 @@ class InpaintFix:
     @staticmethod
     def _mask(pixels: torch.Tensor, frame: int, masks: str, image: str, paint_frame: int,
               mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """The mask for this frame, [1, H, W] in [0, 1], or None. Sizes must match the frame."""
+        """The mask for this frame, [1, H, W] in [0, 1], or None. Sizes must match the frame.
+
+        Checked before any diffusion work (and before the lazy prompt is asked for); a wired MASK can only be
+        checked here, when the node runs, since ComfyUI's validation never sees a linked value.
+        """
         height, width = pixels.shape[-2:]
         combined = None
         if mask is not None:
-            wired = mask if mask.ndim == 3 else mask[None]
-            if tuple(wired.shape[-2:]) != (height, width) or wired.shape[0] != 1:
+            wired = one_mask(mask, f"{DISPLAY_NAME}, frame {frame}: the mask input")
+            if tuple(wired.shape[-2:]) != (height, width):
                 raise InvalidInputError(
-                    f"the mask is {wired.shape[-2]}x{wired.shape[-1]} (batch {wired.shape[0]}) but frame {frame} is "
-                    f"{height}x{width} (batch 1); give one mask of the frame's size.")
-            combined = wired.float().clamp(0, 1)
+                    f"{DISPLAY_NAME}, frame {frame}: the mask input is {wired.shape[-2]}x{wired.shape[-1]} but the "
+                    f"frame is {height}x{width}; give a mask of the frame's size (the size SDEdit Correct makes).")
+            combined = wired
         painted = effective_masks(masks, image, paint_frame).get(frame)
         if painted is not None:
             drawn = load_mask(painted)
             if tuple(drawn.shape) != (height, width):
                 raise InvalidInputError(
-                    f"the mask painted for frame {frame} is {drawn.shape[0]}x{drawn.shape[1]} but the frame is "
-                    f"{height}x{width} (was the correction size changed?); paint it again on this node's preview.")
+                    f"{DISPLAY_NAME}, frame {frame}: the mask painted for it is {drawn.shape[0]}x{drawn.shape[1]} "
+                    f"but the frame is {height}x{width} (was the correction size changed?); paint it again on this "
+                    f"node's preview.")
             combined = drawn[None] if combined is None else torch.maximum(combined, drawn[None])
         return combined
 
@@ -167,7 +184,8 @@ class InpaintFix:
         else:
             settings = StorySettings(fix_strength=t_prime, steps=int(steps), guidance_scale=cfg,
                                      scheduler=sampler_name, fix_prompt=(fix_prompt or "").strip() or None,
-                                     mask_dilate=int(grow), mask_feather=int(feather), fix_seed=optional_seed(seed))
+                                     mask_dilate=int(grow), mask_feather=int(feather),
+                                     fix_seed=optional_seed(seed)).validate()   # before the weights move
             frame = fix(frame, dm.use(), settings, applied[:, None], prompt=prompt, progress=bridge.progress())
             out = to_image(frame.image)                                      # -> IMAGE [1, H, W, 3]
         return {"ui": self.previews(frame, out), "result": (out, applied, frame)}
@@ -184,4 +202,4 @@ class InpaintFix:
         return {"images": images, "acdc_frames": [r.index + 1 for r in earlier] + [frame.number]}
 
 
-NODES = {FIX: (InpaintFix, "Inpaint Physical Fix (ACDC)")}
+NODES = {FIX: (InpaintFix, DISPLAY_NAME)}

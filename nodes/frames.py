@@ -31,6 +31,22 @@ def frame_to_nchw(image, what: str = "image") -> torch.Tensor:
     return pixels
 
 
+def one_mask(mask, what: str = "the mask input") -> torch.Tensor:
+    """A ComfyUI MASK holding one mask ([1, H, W], or [H, W]) -> [1, H, W] float in [0, 1], or a clear error.
+
+    A batch of masks is refused: each node that takes a MASK fixes one frame, and which mask would go with
+    which frame is not for a node to guess.
+    """
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
+        got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise InvalidInputError(f"{what} must be a MASK [B, H, W]; got {got}.")
+    mask = mask if mask.ndim == 3 else mask[None]
+    if mask.shape[0] != 1:
+        raise InvalidInputError(f"{what} holds a batch of {mask.shape[0]} masks ({'x'.join(map(str, mask.shape))}); "
+                                f"pass one mask.")
+    return mask.float().clamp(0, 1)
+
+
 def to_image(images: torch.Tensor) -> torch.Tensor:
     """Engine images [N, 3, H, W] -> ComfyUI IMAGE [N, H, W, 3]."""
     return nchw_to_bhwc(images.float())

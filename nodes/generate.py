@@ -5,7 +5,7 @@ from acdc_core.arm.base import SamplingSettings
 from acdc_core.state import StorySettings
 from acdc_core.story import generate
 from . import bridge
-from .widgets import seed_input, tooltip
+from .widgets import check_float_widgets, seed_input, tooltip
 from .wires import ARM, CATEGORY, FRAME, STORY
 
 
@@ -36,9 +36,13 @@ class ARMTokenGenerator:
                                        step=0.01)),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg=None, temperature=None, top_p=None):
+        return check_float_widgets(cls, cfg=cfg, temperature=temperature, top_p=top_p) or True
+
     def generate(self, arm, story, seed, cfg, temperature, top_k, top_p):
         settings = StorySettings(sampling=SamplingSettings(guidance_scale=cfg, temperature=temperature, top_k=top_k,
-                                                           top_p=top_p), seed=int(seed))
+                                                           top_p=top_p), seed=int(seed)).validate()   # before arm.use()
         return (generate(story, arm.use(), settings, progress=bridge.progress()),)
 
 

@@ -103,6 +103,10 @@ class LoopOpen:
         # The chain as wired runs again on every queue (it only blocks itself and is free), so that Loop
         # Frame (close) is the first node of every run: it re-plans the frames before ComfyUI's default
         # cache drops entries of the last run that this run has not touched yet. Copies are stable.
+        # The price: every node after the close node re-runs on every queue too (a Save Image there writes
+        # again; inside the loop each frame's Save runs once). A stable value here would let an identical
+        # re-queue run nothing, but its frames' copies would go untouched and be dropped, so the next change
+        # (a new t') would recompute every frame: tried in ComfyUI 0.33, see the README.
         return float("nan") if acdc_frame is None else acdc_frame
 
     def open(self, prompts, resume=None, unique_id=None, dynprompt=None, acdc_frame=None):

@@ -10,11 +10,30 @@ from acdc_core.memory import MemoryModule, MemorySettings
 from acdc_core.state import StorySettings, new_story
 from acdc_core.story import run_story
 from . import bridge
-from .frames import story_results
-from .widgets import (check_correct_frames, check_story_text, correct_frames_input, optional_seed,
-                      read_correct_frames, sampler_input, seed_input, tooltip)
+from .frames import one_mask, story_results
+from .widgets import (check_correct_frames, check_float_widgets, check_story_text, correct_frames_input,
+                      optional_seed, read_correct_frames, sampler_input, seed_input, tooltip)
 from .wires import (ARM, CATEGORY, DEFAULT_STORY, DM, MEMORY, STORY_OUTPUT_NAMES, STORY_OUTPUT_TOOLTIPS,
                     STORY_OUTPUTS)
+
+
+def fix_masks(mask, fix_frame: int, frames: int, has_dm: bool) -> dict:
+    """The mask input as the engine's fix masks ({0-based frame: [1, H, W]}), or a clear error naming the inputs.
+
+    Checked when the node runs, before any model does: ComfyUI's validation never sees a linked MASK.
+    """
+    if mask is None:
+        return {}
+    if not fix_frame:
+        raise InvalidInputError("a mask is wired but fix_frame is 0: set fix_frame to the frame to fix, or unwire "
+                                "the mask.")
+    if fix_frame > frames:
+        raise InvalidInputError(f"fix_frame is {fix_frame} but the story has {frames} frames: set fix_frame to a "
+                                f"frame of the story (1 to {frames}).")
+    if not has_dm:
+        raise InvalidInputError("a mask is wired but no diffusion model (dm): the fix repaints with one; wire a dm, "
+                                "or unwire the mask.")
+    return {fix_frame - 1: one_mask(mask, f"the mask input (for fix_frame {fix_frame})")}
 
 
 class ACDCStory:
@@ -66,27 +85,27 @@ class ACDCStory:
                 "memory": (MEMORY, tooltip("From Load Memory LLM; without it the diffusion model gets the raw "
                                            "story lines.")),
                 "mask": ("MASK", tooltip("Region of frame fix_frame to inpaint (1 = repaint), at the frame's "
-                                         "corrected size or the ARM's size.")),
+                                         "corrected size or the ARM's size: one mask (set fix_frame too).")),
             },
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, story=None, correct_frames=None):
-        return check_correct_frames(correct_frames) or check_story_text(story)
+    def VALIDATE_INPUTS(cls, story=None, correct_frames=None, t_prime=None, cfg=None, arm_cfg=None, temperature=None,
+                        fix_t_prime=None):
+        return (check_float_widgets(cls, t_prime=t_prime, cfg=cfg, arm_cfg=arm_cfg, temperature=temperature,
+                                    fix_t_prime=fix_t_prime)
+                or check_correct_frames(correct_frames) or check_story_text(story))
 
     def run(self, arm, story, seed, t_prime, steps, cfg, correct_frames, arm_cfg, temperature, fix_frame,
             fix_t_prime, negative_prompt, dm_seed, fix_seed, sampler_name, dm=None, memory=None, mask=None):
+        # Every check before any model runs (the engine's run_story checks the rest before its first frame).
         state = new_story(story)
+        masks = fix_masks(mask, fix_frame, len(state.prompts), dm is not None)
         settings = StorySettings(
             sampling=SamplingSettings(guidance_scale=arm_cfg, temperature=temperature),
             strength=t_prime, steps=steps, guidance_scale=cfg, negative_prompt=negative_prompt, scheduler=sampler_name,
             correct_frames=(0 if dm is None else read_correct_frames(correct_frames)), fix_strength=fix_t_prime,
             seed=int(seed), dm_seed=optional_seed(dm_seed), fix_seed=optional_seed(fix_seed)).validate()
-        masks = {}
-        if mask is not None and fix_frame:
-            if fix_frame > len(state.prompts):
-                raise InvalidInputError(f"fix_frame is {fix_frame} but the story has {len(state.prompts)} frames.")
-            masks[fix_frame - 1] = mask[0] if mask.ndim == 3 else mask
         module = memory.engine if memory is not None else MemoryModule(None, MemorySettings(mode="off"))
         placement = bridge.ComfyModels([h.managed for h in (arm, dm, memory) if h is not None])
         final = run_story(state.prompts, arm.engine, dm.engine if dm is not None else None, module, settings,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from acdc_core.errors import InvalidInputError
+from acdc_core.errors import InvalidInputError, check_number
 from acdc_core.state import CORRECT_ALL, CORRECT_NONE, parse_correct_frames, story_lines
 from . import bridge
 
@@ -75,9 +75,29 @@ def check_correct_frames(value) -> Optional[str]:
     return None
 
 
-EMPTY_STORY = "the story is empty: write at least one line (one line per frame)."
+EMPTY_STORY = "the story text is empty: write at least one line (one line per frame)."
 
 
 def check_story_text(text):
     """For VALIDATE_INPUTS of a story text widget: True, or the message for a story with no line."""
     return EMPTY_STORY if text is not None and not story_lines(text) else True
+
+
+def check_float_widgets(cls, **values) -> Optional[str]:
+    """For VALIDATE_INPUTS of a node with FLOAT widgets: None if every value given is a finite number within its
+    widget's min and max, else the message naming the input. A value of None (a linked input) is checked at run time.
+
+    ComfyUI's own check of min and max lets NaN through (``nan < min`` is False, and the JSON of an API prompt may
+    hold NaN), and it skips both checks for every input VALIDATE_INPUTS names, so this checks both.
+    """
+    spec = cls.INPUT_TYPES()
+    widgets = {**spec.get("required", {}), **spec.get("optional", {})}
+    for name, value in values.items():
+        if value is None:
+            continue
+        options = widgets[name][1]
+        try:
+            check_number(value, name, minimum=options.get("min"), maximum=options.get("max"))
+        except InvalidInputError as error:
+            return str(error)
+    return None

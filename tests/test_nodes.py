@@ -263,14 +263,14 @@ def test_built_in_models_load_and_are_managed(monkeypatch):
 
 @pytest.mark.parametrize("name, inputs, message", [
     ("ACDC_LoadARM", {"arm": "Janus-Pro-7B"}, "was not found in"),
-    ("ACDC_LoadARM", {"arm": "Janus-Pro-1B"}, "no \\*.safetensors weights"),
+    ("ACDC_LoadARM", {"arm": "Janus-Pro-1B"}, "lacks file\\(s\\) the janus backend needs"),
     ("ACDC_LoadDiffusionModel", {"model": "checkpoints/missing.safetensors"}, "was not found"),
     ("ACDC_LoadDiffusionModel", {"model": "somewhere/else"}, "not a diffusion model choice"),
     ("ACDC_LoadMemoryLLM", {"llm": "Llama-9B", "mode": "per-frame"}, "was not found"),
     ("ACDC_LoadMemoryLLM", {"llm": BUILTIN, "mode": "sometimes"}, "mode must be one of"),
     ("ACDC_MemoryEndpoint", {"base_url": "localhost:11434", "model": "m", "api_key_env": "K"}, "http://"),
-    ("ACDC_StoryPrompts", {"text": " \n# only a comment\n"}, "the story is empty"),
-    ("ACDC_Story", {"story": ""}, "the story is empty"),
+    ("ACDC_StoryPrompts", {"text": " \n# only a comment\n"}, "the story text is empty"),
+    ("ACDC_Story", {"story": ""}, "the story text is empty"),
     ("ACDC_InpaintFix", {"masks": "", "image": "gone.png [input]"}, "not in ComfyUI's input folder"),
     ("ACDC_InpaintFix", {"masks": "{nope", "image": ""}, "not valid JSON"),
 ])
@@ -288,13 +288,13 @@ def test_good_inputs_pass_validation():
     assert classes["ACDC_StoryPrompts"].VALIDATE_INPUTS(text="One.\n\nTwo.") is True
     assert classes["ACDC_InpaintFix"].VALIDATE_INPUTS(masks="", image="acdc/frame_1.png [temp]") is True
     assert classes["ACDC_MemoryEndpoint"].VALIDATE_INPUTS(base_url="http://127.0.0.1:11434/v1", model="m",
-                                                          api_key_env="OPENAI_API_KEY") is True
+                                                          api_key_env="ACDC_LLM_API_KEY") is True
 
 
 def test_memory_off_and_endpoint_loaders_need_no_weights():
     off = run("ACDC_LoadMemoryLLM", "Anything", "off", 8, 0.0, 0, "", "auto", False)[0]
     assert off.engine.settings.mode == "off" and off.engine.backend is None
-    endpoint = run("ACDC_MemoryEndpoint", "http://127.0.0.1:1/v1", "m", "OPENAI_API_KEY", "whole-story", 8, 0.0, 0,
+    endpoint = run("ACDC_MemoryEndpoint", "http://127.0.0.1:1/v1", "m", "ACDC_LLM_API_KEY", "whole-story", 8, 0.0, 0,
                    "Rewrite the story.")[0]
     assert endpoint.engine.settings.whole_story_system_prompt == "Rewrite the story."
 
