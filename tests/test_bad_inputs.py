@@ -78,7 +78,7 @@ ROWS = [
     ("temperature-nan", [("--temperature", "nan")], "temperature must be a finite number", False),
     ("temperature-negative", [("--temperature", "-0.5")], "temperature must be >= 0", False),
     ("top-p-0", [("--top-p", "0")], "top_p must be in (0, 1]", False),
-    ("top-p-nan", [("--top-p", "nan")], "top_p must be a finite number", False),
+    ("top-p-nan", [("--top-p", "nan")], "top_p must be in (0, 1]", False),
     ("top-k-negative", [("--top-k", "-1")], "top_k must be a whole number >= 0", False),
     ("seed-2^64", [("--seed", str(2**64))], "seed must be a whole number in [0, 2^64 - 1]", False),
     ("seed-offset-overflows", [("--seed", str(2**64 - 2))], "seed 18446744073709551614 is too large for a story "
@@ -161,6 +161,15 @@ def test_demo_never_replaces_a_story_run(world, capsys):
     assert main(["demo", "--out", str(world["earlier"])]) == 2
     assert "holds an `acdc story` run" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in world["earlier"].rglob("*") if p.is_file()} == before
+
+
+def test_a_text_story_may_start_with_a_bracket_and_json_is_chosen_by_the_file_name(tmp_path):
+    from acdc_core.cli import read_prompts
+
+    (tmp_path / "story.txt").write_text("[Scene 1] Benny the dog plays\n[Scene 2] He sleeps\n")
+    assert read_prompts(tmp_path / "story.txt") == ["[Scene 1] Benny the dog plays", "[Scene 2] He sleeps"]
+    (tmp_path / "story.json").write_text(json.dumps(["Benny the dog plays", "He sleeps"]))
+    assert read_prompts(tmp_path / "story.json") == ["Benny the dog plays", "He sleeps"]
 
 
 def test_the_table_is_at_least_forty_inputs():

@@ -175,6 +175,40 @@ def test_whole_story_falls_back_per_frame_for_missing_items(caplog):
     assert "2 of 3" in caplog.text and "[1]" in caplog.text
 
 
+@pytest.mark.parametrize("mode", ["per-frame", "whole-story"])
+def test_a_fallback_is_marked_per_frame_and_strict_memory_makes_it_an_error(mode):
+    from acdc_core.errors import MemoryAnswerError
+    from acdc_core.memory import MemoryAnswer
+
+    # Frame 2's answer is an unclosed <think>: nothing usable, so the story sentence stands in, marked.
+    def answer(messages):
+        text = messages[-1]["content"]
+        if "Story sentences" in text:
+            return "1. Benny the dog runs in a meadow.\n2.\n3. Benny sleeps under a tree."
+        return "<think>who is he" if f"New sentence: {STORY[1]}" in text else "Benny the dog, in a meadow."
+
+    mem = MemoryModule(RecordingBackend(answer), MemorySettings(mode=mode))
+    answers = mem.answers_for_story(STORY)
+    assert [a.fallback for a in answers] == [False, True, False]
+    assert answers[1] == MemoryAnswer(STORY[1], fallback=True)
+    assert mem.answer_for(1, STORY, [a.text for a in answers[:1]]).fallback
+    strict = MemoryModule(RecordingBackend(answer), MemorySettings(mode=mode, strict=True))
+    with pytest.raises(MemoryAnswerError, match="no usable prompt for frame 2"):
+        strict.answers_for_story(STORY)
+
+
+def test_the_story_records_which_frames_fell_back():
+    from acdc_core.state import StorySettings
+    from acdc_core.story import run_story
+    from tests.fakes import FakeARM, FakeCorrector
+
+    backend = RecordingBackend(lambda m: "" if STORY[2] in m[-1]["content"] else "Benny the dog, in a meadow.")
+    state = run_story(STORY, FakeARM(), FakeCorrector(), MemoryModule(backend, MemorySettings()),
+                      StorySettings(steps=2, strength=1.0))
+    assert [r.summary()["memory_fallback"] for r in state.records] == [False, False, True]
+    assert state.records[2].memory_prompt == STORY[2]
+
+
 def test_whole_story_unparseable_answer_never_crashes(caplog):
     backend = RecordingBackend(lambda m: "I cannot help with that." if "Story sentences" in m[-1]["content"]
                                else "<think>hmm</think>")

@@ -36,9 +36,8 @@ class SamplingSettings:
         check_number(self.temperature, "temperature", minimum=0, hint=" 0 means greedy.")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
             raise InvalidInputError(f"top_k must be a whole number >= 0 (0 turns it off), got {self.top_k!r}.")
-        check_number(self.top_p, "top_p", maximum=1, hint=" 1 turns it off.")
-        if not self.top_p > 0:
-            raise InvalidInputError(f"top_p must be in (0, 1] (1 turns it off), got {self.top_p}.")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
+            raise InvalidInputError(f"top_p must be in (0, 1] (1 turns it off), got {self.top_p}.")   # NaN too
         check_number(self.guidance_scale, "the ARM's guidance_scale", minimum=0, hint=" 1 turns CFG off.")
         return self
 
