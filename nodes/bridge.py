@@ -78,6 +78,8 @@ class Host:
     def bar(self, total: int, node_id: Optional[str]) -> Callable[[float, float, Any], None]: ...
     def send(self, event: str, data: dict) -> None: ...
     def blocker(self) -> Any: ...
+    def running_outputs(self) -> Optional[set[str]]: ...   # the output nodes this run executes; None: unknown
+    def keeps_outputs(self) -> bool: ...                   # False under ComfyUI's --cache-none
     # ComfyUI's own models, for the corrector made from them (nodes/comfy_corrector.py)
     def sampler_names(self) -> list[str]: ...
     def scheduler_names(self) -> list[str]: ...
@@ -98,6 +100,8 @@ class StandaloneHost(Host):
         self.models_dir: Optional[Path] = None
         self.dirs: dict[str, Optional[Path]] = {"input": None, "output": None, "temp": None}
         self.interrupted = False
+        self.outputs: Optional[set[str]] = None     # an executor sets the output nodes of its run here
+        self.keep_outputs = True                     # an executor without an output cache sets False
 
     def models(self) -> Path:
         return Path(self.models_dir or os.environ.get("ACDC_MODELS_DIR") or Path.cwd() / "models")
@@ -146,6 +150,13 @@ class StandaloneHost(Host):
 
     def blocker(self) -> Any:
         return _Blocked()
+
+    def running_outputs(self) -> Optional[set[str]]:
+        return self.outputs
+
+    def keeps_outputs(self) -> bool:
+        return self.keep_outputs
+
 
     def sampler_names(self) -> list[str]:
         from acdc_core.correct import SCHEDULERS
@@ -231,6 +242,24 @@ class ComfyHost(Host):
     def blocker(self) -> Any:
         from comfy_execution.graph import ExecutionBlocker  # type: ignore
         return ExecutionBlocker(None)
+
+    def keeps_outputs(self) -> bool:
+        try:
+            from comfy.cli_args import args  # type: ignore
+            return not args.cache_none
+        except Exception:
+            return True
+
+    def running_outputs(self) -> Optional[set[str]]:
+        """The output nodes of the prompt running now, from ComfyUI's queue (one prompt runs at a time): the
+        ones that passed validation. None where that cannot be read."""
+        try:
+            from server import PromptServer  # type: ignore
+            running, _ = PromptServer.instance.prompt_queue.get_current_queue_volatile()
+            return {str(node) for node in running[0][4]} if len(running) == 1 else None
+        except Exception:  # an internal of ComfyUI's: without it the check is skipped, never the run
+            logger.debug("could not read the running prompt's outputs", exc_info=True)
+            return None
 
     # -- ComfyUI's own models --------------------------------------------------------------------------------
     def sampler_names(self) -> list[str]:
@@ -510,6 +539,18 @@ def send(event: str, data: dict) -> None:
 def blocker() -> Any:
     """An output that silently keeps the nodes it feeds from running (ComfyUI's ``ExecutionBlocker(None)``)."""
     return HOST.blocker()
+
+
+def lazy_inputs() -> bool:
+    """Whether a node may take an input lazily (asked for only when needed). Not under ComfyUI's --cache-none:
+    there an input asked for after its node ran is computed again, with everything above it, and inside the
+    story loop that doubles the work with every frame. Eager there, every frame's chain runs once."""
+    return HOST.keeps_outputs()
+
+
+def running_outputs() -> Optional[set[str]]:
+    """The output nodes the running prompt executes (ComfyUI drops those that failed validation), or None."""
+    return HOST.running_outputs()
 
 
 def is_blocked(value: Any) -> bool:

@@ -38,7 +38,7 @@ class SDEditCorrect:
                 "image": ("IMAGE", tooltip("The ARM's frame (from VQ Detokenize).")),
                 "prompt": ("STRING", tooltip("The diffusion model's prompt (from LLM Memory Prompt, or the raw "
                                              "story line for the no-memory ablation).", forceInput=True,
-                                             lazy=True)),
+                                             lazy=bridge.lazy_inputs())),
                 "t_prime": ("FLOAT", tooltip("t': how far the frame is noised, as a fraction of diffusion time. "
                                              "Higher changes more. The paper uses 0.4-0.5 for images.",
                                              default=0.5, min=0.01, max=1.0, step=0.01)),

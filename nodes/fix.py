@@ -86,7 +86,7 @@ class InpaintFix:
             "optional": {
                 "prompt": ("STRING", tooltip("The frame's own prompt (from LLM Memory Prompt), used when fix_prompt "
                                              "is empty and the frame does not know its prompt.", forceInput=True,
-                                             lazy=True)),
+                                             lazy=bridge.lazy_inputs())),
                 "mask": ("MASK", tooltip("A mask from another node (1 = repaint), for every frame that passes; "
                                          "combined with a painted one.")),
             },

@@ -113,9 +113,16 @@ class LoopOpen:
         state = start_state(prompts, resume)
         total = len(state.prompts)
         if acdc_frame is None:  # the chain as the user wired it: Loop Frame (close) makes a copy per frame
-            if not self.has_close(unique_id, dynprompt):
+            closes = self.close_ids(unique_id, dynprompt)
+            if not closes:
                 raise InvalidInputError("Loop Frame (open) needs a Loop Frame (close) at the end of the chain "
                                         "(its loop input connected to this node's loop output).")
+            running = bridge.running_outputs()
+            if running is not None and not running & set(closes):
+                # ComfyUI runs the outputs that validate: the nodes inside the loop would make nothing without it.
+                raise InvalidInputError(
+                    f"Loop Frame (close) (node {closes[0]}) failed validation, so the story cannot run: fix the "
+                    "error shown on it (e.g. a removed story link); no frame is made.")
             blocked = bridge.blocker()  # the wired chain itself computes nothing
             return (LoopHandle(str(unique_id), total, state), blocked, blocked, blocked)
         if state.done:
@@ -125,12 +132,12 @@ class LoopOpen:
         return (LoopHandle(str(unique_id), total, state, frame=index), state, index + 1, state.prompts[index])
 
     @staticmethod
-    def has_close(unique_id, dynprompt) -> bool:
+    def close_ids(unique_id, dynprompt) -> list[str]:
+        """The Loop Frame (close) nodes whose loop input is this open node."""
         if dynprompt is None:
-            return False
-        return any(dynprompt.get_node(n).get("class_type") == CLOSE
-                   and dynprompt.get_node(n).get("inputs", {}).get("loop") == [unique_id, 0]
-                   for n in dynprompt.all_node_ids())
+            return []
+        return [n for n in dynprompt.all_node_ids() if dynprompt.get_node(n).get("class_type") == CLOSE
+                and dynprompt.get_node(n).get("inputs", {}).get("loop") == [unique_id, 0]]
 
 
 class LoopClose:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from acdc_core.story import reencode
+from . import bridge
 from .frames import frame_to_nchw, to_image
 from .widgets import tooltip
 from .wires import ARM, CATEGORY, FRAME, STORY
@@ -18,10 +19,12 @@ class ReTokenize:
                    "Decode, an upscale, a colour fix): the image wired in is what is re-encoded.")
     CATEGORY = f"{CATEGORY}/stages"
     FUNCTION = "retokenize"
-    RETURN_TYPES = (STORY, "IMAGE")
-    RETURN_NAMES = ("story", "arm_view")
+    RETURN_TYPES = (STORY, "IMAGE", "IMAGE")
+    RETURN_NAMES = ("story", "arm_view", "image")
     OUTPUT_TOOLTIPS = ("The story with this frame added (connect to Loop Frame (close)).",
-                       "The frame as the ARM now sees it: its new tokens decoded.")
+                       "The frame as the ARM now sees it: its new tokens decoded.",
+                       "The frame that went back into the story (the image wired in, or the ARM's frame where ACDC #k "
+                       "left it alone): save this one. A Save Image here also waits for the whole chain to be valid.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -37,7 +40,7 @@ class ReTokenize:
                 "prompt": ("STRING", tooltip("The diffusion prompt of this frame (from LLM Memory Prompt), kept in the "
                                              "story where the memory of later frames reads it. Needed only when no "
                                              "SDEdit Correct saw the frame (e.g. ComfyUI's own KSampler corrects "
-                                             "it).", forceInput=True, lazy=True)),
+                                             "it).", forceInput=True, lazy=bridge.lazy_inputs())),
             },
         }
 
@@ -54,7 +57,7 @@ class ReTokenize:
         story = reencode(frame, backend, memory_prompt=prompt)   # a new state; the frame's state is untouched
         record = story.records[-1]
         view = backend.decode(record.tokens_after) if record.corrected else record.arm_image[None]
-        return (story, to_image(view))
+        return (story, to_image(view), image if record.corrected else to_image(record.arm_image[None]))
 
 
 NODES = {"ACDC_ReTokenize": (ReTokenize, "Re-Tokenize (ACDC)")}

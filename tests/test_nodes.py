@@ -333,7 +333,7 @@ def decoded_frame(models, pixels):
     from dataclasses import replace
     arm, _, _ = models
     _, frame = frame_one(models)
-    frame = run("ACDC_VQDetokenize", arm, frame)[1]
+    frame = run("ACDC_VQDetokenize", arm, frame)["result"][1]
     return replace(frame, image=pixels.permute(0, 3, 1, 2), corrected=True, dm_seed=3)
 
 
@@ -342,7 +342,9 @@ def test_each_stage_returns_new_values_in_comfyui_layouts_and_changes_no_input(m
     state, frame = frame_one(models)
     assert isinstance(frame, Frame) and frame.index == 0 and frame.tokens.shape == (1, 16)
     assert frame.arm_seed == 3 and state.records == ()
-    image, decoded = run("ACDC_VQDetokenize", arm, frame)
+    shown = run("ACDC_VQDetokenize", arm, frame)
+    image, decoded = shown["result"]
+    assert [entry["type"] for entry in shown["ui"]["images"]] == ["temp"]      # the ARM's frame, shown on the node
     assert image.shape == (1, 32, 32, 3) and 0 <= float(image.min()) and float(image.max()) <= 1   # [B, H, W, C]
     assert frame.arm_image is None and decoded.arm_image is not None          # a new frame; the input is untouched
     kept = image.clone()
@@ -355,7 +357,8 @@ def test_each_stage_returns_new_values_in_comfyui_layouts_and_changes_no_input(m
     assert fixed["result"][0] is corrected and not fixed["result"][1].any()  # no mask: passed through as is
     assert not fixed["result"][2].fixed
     assert fixed["ui"]["acdc_frames"] == [1] and fixed["ui"]["images"][0]["type"] == "temp"
-    story, arm_view = run("ACDC_ReTokenize", arm, fixed["result"][2], corrected, prompt=prompt)
+    story, arm_view, saved = run("ACDC_ReTokenize", arm, fixed["result"][2], corrected, prompt=prompt)
+    assert saved is corrected                        # what a Save Image after it writes: the frame re-encoded
     assert len(story.records) == 1 and story.records[0].memory_prompt == prompt and story.records[0].corrected
     assert arm_view.shape == (1, 32, 32, 3)
     assert state.records == () and len(state.context) == 0                 # the input story is untouched
@@ -366,11 +369,11 @@ def test_acdc_k_passes_later_frames_through_and_re_tokenize_keeps_their_tokens(m
     arm, dm, _ = models
     first = new_story(["A cat.", "It sleeps."])
     _, frame = frame_one(models, first)
-    image, frame = run("ACDC_VQDetokenize", arm, frame)
+    image, frame = run("ACDC_VQDetokenize", arm, frame)["result"]
     corrected, frame = sdedit(dm, image, frame, "A cat.", correct_frames="1")
     state = run("ACDC_ReTokenize", arm, frame, corrected)[0]
     second = run("ACDC_ARMTokenGenerator", arm, state, 3, 5.0, 1.0, 0, 1.0)[0]
-    image2, second = run("ACDC_VQDetokenize", arm, second)
+    image2, second = run("ACDC_VQDetokenize", arm, second)["result"]
     node = nodes.NODE_CLASS_MAPPINGS["ACDC_SDEditCorrect"]()
     assert node.check_lazy_status(correct_frames="1", frame=second) == []   # no prompt needed: no LLM query
     passed, left = sdedit(dm, image2, second, correct_frames="1")
@@ -424,7 +427,7 @@ def test_a_masked_fix_without_any_prompt_says_what_to_connect(models):
 def test_a_fix_mask_on_a_frame_acdc_k_leaves_alone_is_refused_as_the_engine_refuses_it(models):
     arm, dm, _ = models
     _, frame = frame_one(models)
-    image, frame = run("ACDC_VQDetokenize", arm, frame)
+    image, frame = run("ACDC_VQDetokenize", arm, frame)["result"]
     passed, left = sdedit(dm, image, frame, correct_frames="none")
     with pytest.raises(InvalidInputError, match="frame 1 has a fix mask but is not corrected"):
         inpaint(dm, passed, left, fix_prompt="x", mask=torch.ones(1, 32, 32))

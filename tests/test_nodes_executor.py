@@ -13,6 +13,7 @@ The tests at the bottom pin the stand-in's own behaviour on toy nodes.
 from __future__ import annotations
 
 import copy
+from typing import Optional
 from collections import defaultdict
 
 import pytest
@@ -72,18 +73,36 @@ class Run:
 
 
 class MiniComfy:
-    def __init__(self, classes: dict, cache: bool = True) -> None:
+    """ComfyUI's executor, small. ``cache``: True keeps outputs across runs (--cache-classic, --cache-lru and the
+    default); False keeps them within a run only; "none" is --cache-none as ComfyUI 0.33 does it: an output is kept
+    only for the consumers known when its node ran, so an input asked for later (a lazy one) is computed again,
+    with every node above it that is not kept either (comfy_execution/graph.py: ``add_strong_link`` re-adds a node
+    whose output the null cache does not hold)."""
+
+    def __init__(self, classes: dict, cache: bool | str = True) -> None:
         self.classes = classes
-        self.cache = {} if cache else None
+        self.cache = {} if cache is True else None
+        self.null_cache = cache == "none"
         self._interned: dict[tuple, int] = {}
 
-    def run(self, prompt: dict) -> Run:
+    def run(self, prompt: dict, outputs: Optional[list] = None) -> Run:
+        """Run ``prompt``'s output nodes (``outputs``: only these, as ComfyUI runs only the outputs that passed
+        validation; the host reports them as the running outputs)."""
+        from nodes import bridge
+
         run = Run()
         run.dyn = DynPrompt(copy.deepcopy(prompt))
         self._run, self._signatures = run, {}
-        for node_id in list(prompt):
-            if getattr(self.classes[prompt[node_id]["class_type"]], "OUTPUT_NODE", False):
+        every = [i for i in prompt if getattr(self.classes[prompt[i]["class_type"]], "OUTPUT_NODE", False)]
+        chosen = every if outputs is None else [i for i in every if i in outputs]
+        self._registered: set = set()
+        self.register(chosen)
+        bridge.HOST.outputs, bridge.HOST.keep_outputs = set(chosen), not self.null_cache
+        try:
+            for node_id in chosen:
                 self.evaluate(node_id)
+        finally:
+            bridge.HOST.outputs, bridge.HOST.keep_outputs = None, True
         return run
 
     # -- ComfyUI's cache key: class, IS_CHANGED, literal inputs, ancestors (and the id for UNIQUE_ID nodes) ---
@@ -107,6 +126,45 @@ class MiniComfy:
         key = tuple(parts)
         self._signatures[node_id] = self._interned.setdefault(key, len(self._interned))
         return self._signatures[node_id]
+
+    def lazy_names(self, node_id) -> set:
+        node = self._run.dyn.get_node(node_id)
+        spec = self.classes[node["class_type"]].INPUT_TYPES()
+        declared = {**spec.get("required", {}), **spec.get("optional", {})}
+        return {name for name, entry in declared.items()
+                if len(entry) > 1 and isinstance(entry[1], dict) and entry[1].get("lazy")}
+
+    def ready_at_once(self, node_id) -> bool:
+        """No input waits on another node (each is a literal or lazy)."""
+        lazy = self.lazy_names(node_id)
+        return all(not is_link(v) or k in lazy for k, v in self._run.dyn.get_node(node_id)["inputs"].items())
+
+    def register(self, node_ids) -> None:
+        """The nodes ComfyUI's execution list knows it will need: these and everything above them through inputs
+        that are not lazy (it follows lazy inputs only when a node asks for them)."""
+        todo = [n for n in node_ids if n not in self._registered]
+        while todo:
+            node_id = todo.pop()
+            if node_id in self._registered:
+                continue
+            self._registered.add(node_id)
+            lazy = self.lazy_names(node_id)
+            todo += [v[0] for k, v in self._run.dyn.get_node(node_id)["inputs"].items() if is_link(v) and k not in lazy]
+
+    def evaluate_late(self, node_ids) -> dict:
+        """--cache-none: inputs a node asks for lazily, all at once. A node the execution list knows of and has not
+        run yet runs once, for every consumer; any other is added now, and it and every node above it that already
+        ran run again (their outputs were kept only for the consumers known then). Returns node id -> outputs."""
+        run = self._run
+        late = [n for n in node_ids if n not in self._registered or n in run.values]   # not pending: added again
+        self.register(late)
+        if not late:
+            return {n: self.evaluate(n) for n in node_ids}
+        kept, run.values = run.values, {}
+        try:
+            return {n: self.evaluate(n) for n in node_ids}
+        finally:
+            run.values = {**run.values, **kept}
 
     def evaluate(self, node_id) -> tuple:
         run = self._run
@@ -147,9 +205,11 @@ class MiniComfy:
                           if n not in kwargs and is_link(node["inputs"].get(n))]
                 if not wanted:
                     break
-                for name in wanted:
-                    link = node["inputs"][name]
-                    kwargs[name] = self.evaluate(link[0])[link[1]]
+                links = {name: node["inputs"][name] for name in wanted}
+                got = (self.evaluate_late([link[0] for link in links.values()]) if self.null_cache
+                       else {link[0]: self.evaluate(link[0]) for link in links.values()})
+                for name, link in links.items():
+                    kwargs[name] = got[link[0]][link[1]]
         result = getattr(obj, cls.FUNCTION)(**kwargs)
         run.executed.append(node_id)
         ui = None
@@ -160,9 +220,14 @@ class MiniComfy:
             if "expand" in result:
                 for new_id, info in result["expand"].items():
                     run.dyn.add_ephemeral_node(new_id, info, node_id, info.get("override_display_id", node_id))
-                for new_id, info in result["expand"].items():
-                    if getattr(self.classes[info["class_type"]], "OUTPUT_NODE", False):
-                        self.evaluate(new_id)
+                new_outputs = [i for i, info in result["expand"].items()
+                               if getattr(self.classes[info["class_type"]], "OUTPUT_NODE", False)]
+                self.register(new_outputs + [r[0] for r in result["result"] if is_link(r)])
+                # ComfyUI picks a ready output node first: one whose inputs are all lazy (the close node's last
+                # copy) asks for them before any other copy has run.
+                new_outputs.sort(key=lambda i: not self.ready_at_once(i))
+                for new_id in new_outputs:
+                    self.evaluate(new_id)
                 outputs = tuple(self.evaluate(r[0])[r[1]] if is_link(r) else r for r in result["result"])
             else:
                 outputs = tuple(result["result"])

@@ -273,23 +273,53 @@ def test_acdc_k_leaves_later_frames_to_the_arm_and_skips_their_memory(reference)
 def test_cancel_stops_the_loop_and_a_rerun_finishes_the_same_story(reference, monkeypatch):
     comfy, _, expected = reference
     fresh = MiniComfy(CLASSES)
+    generator = CLASSES["ACDC_ARMTokenGenerator"]
     calls = {"n": 0}
-    real = PreviewImage.save_images
+    real = generator.generate
 
-    def cancel_at_frame_2(self, images):
+    def cancel_at_frame_2(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             bridge.interrupt()  # the user presses Cancel while frame 2 is being made
-        return real(self, images)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(PreviewImage, "save_images", cancel_at_frame_2)
+    monkeypatch.setattr(generator, "generate", cancel_at_frame_2)
     with pytest.raises(bridge.Interrupted):
         fresh.run(chain_prompt())
-    monkeypatch.setattr(PreviewImage, "save_images", real)
+    monkeypatch.setattr(generator, "generate", real)
     run = fresh.run(chain_prompt())
-    assert frames_ran(run, "ACDC_ARMTokenGenerator") in ([2, 3], [3])   # what finished before Cancel is reused
+    assert frames_ran(run, "ACDC_ARMTokenGenerator") == [2, 3]    # frame 1, finished before Cancel, is reused
     got = run.values["12"][0].records
     assert [torch.equal(a.tokens_after, b.tokens_after) for a, b in zip(got, expected.records)] == [True] * 3
+
+
+@pytest.mark.parametrize("cache", [True, False, "none"], ids=["classic", "within-a-run", "cache-none"])
+def test_a_story_costs_one_run_of_each_node_per_frame_in_every_cache_mode(reference, cache):
+    from collections import Counter
+
+    _, _, expected = reference
+    run = MiniComfy(CLASSES, cache=cache).run(chain_prompt())
+    counts = Counter(run.dyn.get_node(n)["class_type"] for n in run.executed)
+    frames = len(expected.records)
+    per_frame = {"ACDC_ARMTokenGenerator", "ACDC_VQDetokenize", "ACDC_LLMMemoryPrompt", "ACDC_SDEditCorrect",
+                 "ACDC_InpaintFix", "ACDC_ReTokenize"}
+    assert {c: counts[c] for c in per_frame} == {c: frames for c in per_frame}
+    assert counts["ACDC_LoopOpen"] == frames + 1         # and the open node as wired, which blocks that chain
+    assert counts["ACDC_LoadARM"] == counts["ACDC_LoadDiffusionModel"] == counts["ACDC_LoadMemoryLLM"] == 1
+    assert [torch.equal(a.tokens_after, b.tokens_after) for a, b in zip(run.values["12"][0].records,
+                                                                         expected.records)] == [True] * frames
+
+
+def test_under_cache_none_a_lazy_input_would_redo_every_earlier_frame(reference, monkeypatch):
+    """Why the pack's lazy inputs turn eager under --cache-none (``bridge.lazy_inputs``): kept lazy, each frame's
+    late prompt request runs the frames before it again (in ComfyUI 0.33 the six-frame story made 63 ARM frames
+    instead of 6, 2^6 - 1; the stand-in, which re-adds less than ComfyUI does, at least redoes earlier frames)."""
+    from nodes import bridge
+
+    monkeypatch.setattr(bridge, "lazy_inputs", lambda: True)
+    run = MiniComfy(CLASSES, cache="none").run(chain_prompt())
+    made = [n for n in run.executed if run.dyn.get_node(n)["class_type"] == "ACDC_ARMTokenGenerator"]
+    assert len(made) > 3 and len(set(made)) == 3          # frames made again
 
 
 def test_without_a_cache_the_loop_still_runs(reference):
@@ -303,6 +333,15 @@ def test_an_open_node_without_a_close_node_says_what_is_missing(reference):
     del prompt["12"], prompt["14"]
     with pytest.raises(InvalidInputError, match="needs a Loop Frame \\(close\\)"):
         MiniComfy(CLASSES).run(prompt)
+
+
+def test_a_close_node_that_failed_validation_stops_the_story_instead_of_a_run_that_makes_nothing(reference):
+    """ComfyUI runs the outputs that validate: with the close node invalid (a removed story link), only the Preview
+    and Save nodes inside the loop are left, and they would make nothing. The wired open node says why."""
+    prompt = chain_prompt()
+    del prompt["12"]["inputs"]["story"]
+    with pytest.raises(InvalidInputError, match=r"Loop Frame \(close\) \(node 12\) failed validation"):
+        MiniComfy(CLASSES).run(prompt, outputs=["13"])   # 12 and the preview after it (14) did not validate
 
 
 def test_the_close_node_plans_from_the_prompt_alone_so_it_runs_first():

@@ -216,3 +216,54 @@ def test_workflow_runs_on_the_built_in_models(path, comfy, monkeypatch):
               and n["inputs"]["images"][0] != close]
     for node_id in inside:
         assert len(run.ui[node_id]) == frames
+
+
+OUTPUT_TYPES = {"PreviewImage", "SaveImage"} | {name for name, cls in nodes.NODE_CLASS_MAPPINGS.items()
+                                                if getattr(cls, "OUTPUT_NODE", False)}
+
+
+def upstream(prompt: dict, node_id: str) -> set:
+    """Every node ``node_id`` needs, through its links (itself excluded)."""
+    seen, todo = set(), [node_id]
+    while todo:
+        for value in prompt[todo.pop()]["inputs"].values():
+            if isinstance(value, list) and len(value) == 2 and value[0] not in seen:
+                seen.add(value[0])
+                todo.append(value[0])
+    return seen
+
+
+def outputs_comfyui_would_run(prompt: dict, invalid: str) -> list:
+    """ComfyUI's rule (execution.validate_prompt): a prompt is queued with every output node whose inputs, all the
+    way up, validate; it is refused only when no output is left."""
+    return [i for i, n in prompt.items() if n["class_type"] in OUTPUT_TYPES and invalid not in upstream(prompt, i)
+            and invalid != i]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_one_invalid_node_anywhere_in_the_chain_refuses_the_whole_story(path):
+    """Every output waits for the whole chain, so a bad t', a missing model or a removed link in any node of the
+    story leaves ComfyUI nothing to run: the prompt is refused before anything runs (no half-run "success")."""
+    prompt = to_api(json.loads(path.read_text()))
+    close = next(i for i, n in prompt.items() if n["class_type"] == "ACDC_LoopClose")
+    chain = upstream(prompt, close) | {close}
+    assert {prompt[i]["class_type"] for i in chain} >= {"ACDC_LoadARM", "ACDC_ARMTokenGenerator", "ACDC_VQDetokenize",
+                                                         "ACDC_SDEditCorrect", "ACDC_InpaintFix", "ACDC_ReTokenize"}
+    opener = next(i for i, n in prompt.items() if n["class_type"] == "ACDC_LoopOpen")
+    for node_id in sorted(chain - {close}):
+        assert outputs_comfyui_would_run(prompt, node_id) == [], (node_id, prompt[node_id]["class_type"])
+    # Without the close node only outputs inside the loop are left, and each waits on the wired open node, which
+    # stops the run with the reason before any frame is made (test_nodes_loop.py).
+    assert all(opener in upstream(prompt, i) for i in outputs_comfyui_would_run(prompt, close))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_the_saved_frame_is_the_frame_that_went_back_into_the_story(path):
+    prompt = to_api(json.loads(path.read_text()))
+    saves = [n for n in prompt.values() if n["class_type"] == "SaveImage"]
+    assert saves
+    for save in saves:
+        source, slot = save["inputs"]["images"]
+        assert prompt[source]["class_type"] == "ACDC_ReTokenize" and slot == 2     # its "image" output
+        fed, _ = prompt[source]["inputs"]["image"]
+        assert prompt[fed]["class_type"] == "ACDC_InpaintFix"                    # the fixed frame went back
