@@ -103,6 +103,10 @@ def memory_prompt(state: StoryState, memory: Memory, corrector: Optional[Correct
     i = state.next_index
     if state.done:
         raise InvalidInputError(f"the story has {len(state.prompts)} frame(s); all are made.")
+    if any(not r.corrected for r in state.records):
+        # ACDC #k counts from frame 1: after a frame left uncorrected, this one is left alone too and its DM prompt
+        # is never used. A host that asks anyway (ComfyUI's --cache-none evaluates eagerly) gets the story line.
+        return MemoryAnswer(state.prompts[i])
     if state.planned_memory is not None:
         answer = state.planned_memory[i]
     else:

@@ -5,6 +5,8 @@ ComfyUI's IMAGE is ``[B, H, W, C]`` in [0, 1] (channels last); the engine's imag
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from acdc_core.errors import InvalidInputError
@@ -69,3 +71,35 @@ def story_results(state: StoryState) -> dict:
                         [r.story_prompt for r in records])
     ui = {"images": [bridge.save_picture(strip, "story")], "acdc_frames": [len(records)]}
     return {"ui": ui, "result": (state, to_image(frames), to_image(arm_frames), dm_prompts)}
+
+
+def names_frame_in_errors(cls, display: str):
+    """Make a per-frame stage node (one with a ``frame`` or ``story`` input of the pack) say which node and frame
+    failed: its errors start "<display name>, frame k: ". Inside the story loop ComfyUI reports a copy's error on
+    Loop Frame (close), so without this a user cannot tell which step of which frame stopped. Returns ``cls``."""
+    from acdc_core.errors import ACDCError
+    from acdc_core.state import Frame, StoryState
+
+    required = cls.INPUT_TYPES().get("required", {})
+    if getattr(cls, "OUTPUT_NODE", False) or not ({"frame", "story"} & set(required)):
+        return cls
+    run = getattr(cls, cls.FUNCTION)
+    if getattr(run, "names_frame", False):
+        return cls
+
+    @functools.wraps(run)
+    def named(self, *args, **kwargs):
+        try:
+            return run(self, *args, **kwargs)
+        except ACDCError as error:
+            frame, story = kwargs.get("frame"), kwargs.get("story")
+            number = frame.number if isinstance(frame, Frame) else \
+                story.next_index + 1 if isinstance(story, StoryState) and not story.done else None
+            text = str(error)
+            if number is not None and not text.startswith(display):
+                error.args = (f"{display}, frame {number}: {text}",) + error.args[1:]
+            raise
+
+    named.names_frame = True
+    setattr(cls, cls.FUNCTION, named)
+    return cls

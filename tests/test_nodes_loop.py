@@ -322,6 +322,25 @@ def test_under_cache_none_a_lazy_input_would_redo_every_earlier_frame(reference,
     assert len(made) > 3 and len(set(made)) == 3          # frames made again
 
 
+def test_an_error_inside_the_loop_names_the_node_and_the_frame(reference):
+    """ComfyUI reports a copy's error on Loop Frame (close); the message says which step of which frame failed."""
+    prompt = chain_prompt()
+    prompt["9"]["inputs"]["sampler_name"] = "plms"          # a sampler this DM does not have
+    with pytest.raises(InvalidInputError, match=r"^SDEdit Correct \(ACDC\), frame 1: scheduler 'plms'"):
+        MiniComfy(CLASSES).run(prompt)
+
+
+def test_acdc_k_under_cache_none_asks_no_memory_for_frames_it_leaves_alone(reference):
+    """Under --cache-none the prompts are eager, so the memory node runs for frames past k too: it answers with the
+    story line without a query (the frame is not corrected), and the story is the one ACDC #k makes."""
+    from collections import Counter
+
+    run = MiniComfy(CLASSES, cache="none").run(chain_prompt(correct_frames="1"))
+    records = run.values["12"][0].records
+    assert [r.corrected for r in records] == [True, False, False]
+    assert Counter(run.dyn.get_node(n)["class_type"] for n in run.executed)["ACDC_LLMMemoryPrompt"] == 3
+
+
 def test_without_a_cache_the_loop_still_runs(reference):
     _, _, expected = reference
     run = MiniComfy(CLASSES, cache=False).run(chain_prompt(story="A red fox in the snow.\nShe naps."))
