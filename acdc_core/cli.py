@@ -284,7 +284,8 @@ def _frames(run_part, folder, key: str):
         else:
             logger.debug("the story stopped", exc_info=True)
             why = f"stopped: {error}" if isinstance(error, ACDCError) else f"stopped: {type(error).__name__}: {error}"
-        saved = f"frames 1-{done} are saved in {folder.out}" if done else f"no frame was finished ({folder.out})"
+        saved = (f"frame 1 is saved in {folder.out}" if done == 1 else f"frames 1-{done} are saved in {folder.out}"
+                 if done else f"no frame was finished ({folder.out})")
         raise Stopped(f"{what}frame {done + 1} of {total} {why}\n{saved}; run the same command with --resume to "
                       "continue from there.", interrupted=interrupted) from None
 
@@ -299,7 +300,7 @@ def demo(args) -> dict:
     settings = settings_from(args)
     mem_settings = memory_settings(args)
     check_device(args.device)
-    check_demo_folder(Path(args.out))
+    folder = check_demo_folder(Path(args.out))
     if not defaults.available():
         return tiny_demo(args)
     if prompts is not None:
@@ -308,6 +309,7 @@ def demo(args) -> dict:
         story = split_stories("heldout", 1, start=args.story)[0]
         prompts = list(story.prompts)
     arm, corrector, llm = defaults.load_toy_models(device=str(pick_device(args.device)))
+    folder.clear()      # the earlier demo's pictures go now, so none is left beside the new ones
     result = run_demo(Path(args.out), prompts, arm, corrector, llm, settings, mem_settings, story=story,
                       progress=print_progress())
     print(f"wrote {Path(args.out) / 'strip.png'}, judge.md and run.json\n\n{result['table']}")
@@ -316,7 +318,7 @@ def demo(args) -> dict:
     return result
 
 
-def check_demo_folder(out: Path) -> None:
+def check_demo_folder(out: Path):
     """The demo replaces its own earlier output in ``out`` (and only that): a folder holding an ``acdc story`` run
     is refused, so a demo never overwrites a story."""
     from .report import RunFolder
@@ -327,7 +329,7 @@ def check_demo_folder(out: Path) -> None:
         raise InvalidInputError(f"{folder.out} holds an `acdc story` run; the demo replaces only its own output. "
                                 "Give the demo another --out.")
     folder.check(overwrite=True)
-    folder.clear()      # the earlier demo's pictures go, so none is left beside the new ones
+    return folder
 
 
 def tiny_demo(args) -> dict:
@@ -451,7 +453,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"acdc: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("acdc: interrupted before the first frame; nothing was written.", file=sys.stderr)
+        print("acdc: interrupted; the frames finished so far are in --out (continue with --resume).", file=sys.stderr)
         return 130
     return 0
 

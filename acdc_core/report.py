@@ -75,7 +75,7 @@ class RunFolder:
 
     def __init__(self, out, identity: dict) -> None:
         self.out = Path(out).expanduser()
-        self.identity = identity
+        self.identity = json.loads(json.dumps(identity))   # as run.json will hold it (tuples become lists)
         self.record: dict = {}
         self._replacing = False
 
@@ -120,10 +120,15 @@ class RunFolder:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            raise InvalidInputError(f"{path} is not a readable run record ({error}); use --overwrite to replace "
-                                    "the run, or another --out.") from None
+            record, why = None, str(error)
+        else:
+            why = "not a JSON object"
+        if not isinstance(record, dict) or not isinstance(record.get("identity", {}), dict):
+            raise InvalidInputError(f"{path} is not a readable run record ({why}); use --overwrite to replace "
+                                    "the run, or another --out.")
+        return record
 
     def clear(self) -> None:
         """Remove the files an earlier run wrote here (and nothing else of the folder)."""

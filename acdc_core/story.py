@@ -104,9 +104,10 @@ def memory_prompt(state: StoryState, memory: Memory, corrector: Optional[Correct
     if state.done:
         raise InvalidInputError(f"the story has {len(state.prompts)} frame(s); all are made.")
     if any(not r.corrected for r in state.records):
-        # ACDC #k counts from frame 1: after a frame left uncorrected, this one is left alone too and its DM prompt
-        # is never used. A host that asks anyway (ComfyUI's --cache-none evaluates eagerly) gets the story line.
-        return MemoryAnswer(state.prompts[i])
+        # An earlier frame has no DM prompt (ACDC #k left it alone), so per-frame memory has no history to write
+        # from: the story line stands in, marked. Under ACDC #k this frame is left alone too and the prompt is never
+        # used (a host that asks anyway: ComfyUI's --cache-none evaluates eagerly), so no LLM query is made.
+        return MemoryAnswer(state.prompts[i], fallback=True)
     if state.planned_memory is not None:
         answer = state.planned_memory[i]
     else:

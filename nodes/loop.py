@@ -121,8 +121,9 @@ class LoopOpen:
             if running is not None and not running & set(closes):
                 # ComfyUI runs the outputs that validate: the nodes inside the loop would make nothing without it.
                 raise InvalidInputError(
-                    f"Loop Frame (close) (node {closes[0]}) failed validation, so the story cannot run: fix the "
-                    "error shown on it (e.g. a removed story link); no frame is made.")
+                    f"Loop Frame (close) (node {closes[0]}) is not part of this run, so the story cannot run: it "
+                    "failed validation (fix the error shown on it, e.g. a removed story link), or only outputs inside "
+                    "the loop were queued (queue the whole workflow); no frame is made.")
             blocked = bridge.blocker()  # the wired chain itself computes nothing
             return (LoopHandle(str(unique_id), total, state), blocked, blocked, blocked)
         if state.done:

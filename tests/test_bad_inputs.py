@@ -172,5 +172,14 @@ def test_a_text_story_may_start_with_a_bracket_and_json_is_chosen_by_the_file_na
     assert read_prompts(tmp_path / "story.json") == ["Benny the dog plays", "He sleeps"]
 
 
+def test_a_run_record_that_is_not_an_object_is_refused_not_a_traceback(world, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text("[]")
+    assert main(base_argv(world["models"], world["files"], out)) == 2
+    err = capsys.readouterr().err
+    assert "is not a readable run record (not a JSON object)" in err and "Traceback" not in err
+
+
 def test_the_table_is_at_least_forty_inputs():
     assert len(ROWS) >= 40

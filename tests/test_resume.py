@@ -102,3 +102,16 @@ def test_resume_refuses_another_run_and_overwrite_replaces_it(models, tmp_path, 
     assert len(record["frames"]) == 2
     assert sorted(p.name for p in (out / "frames").glob("*.png")) == [
         f"{kind}_{k:02d}.png" for kind in ("acdc", "arm", "base") for k in (1, 2)]   # no frame 3-5 of the old run
+
+
+def test_resume_with_a_correction_size_is_the_same_run(models, tmp_path, monkeypatch, capsys):
+    """Settings held as tuples (correction_size) compare equal to run.json's lists."""
+    prompts = tmp_path / "story.txt"
+    prompts.write_text(STORY)
+    out, extra = tmp_path / "out", ("--memory", "off", "--correction-size", "64")
+    with monkeypatch.context() as patch:
+        stop_after(patch, 5 + 1, KeyboardInterrupt())
+        assert main(argv(models, out, prompts, *extra)) == 130
+    assert "frame 1 is saved" in capsys.readouterr().err
+    assert main(argv(models, out, prompts, *extra, "--resume")) == 0
+    assert "resuming after frame 1 of 5" in capsys.readouterr().err
