@@ -18,6 +18,18 @@ from .memory.module import MemoryAnswer
 from .state import FrameRecord, StorySettings, StoryState, new_story, parse_frame_ranges
 
 
+def story_rows(records) -> list:
+    """The strip's two rows of a story: the ARM's frames, and the frames as corrected and put back in context,
+    labelled by what the corrector was given: ACDC's memory prompts, or (the no-memory ablation, or a memory that
+    fell back everywhere) the story lines themselves."""
+    corrected = [r for r in records if r.corrected and r.memory_prompt is not None]
+    plain = bool(corrected) and all(" ".join(r.memory_prompt.split()) == " ".join(r.story_prompt.split())
+                                    for r in corrected)
+    label = "ACDC without memory (DM given the story lines)" if plain else "ACDC (corrected, in context)"
+    return [("ARM frame (before correction)", [r.arm_image for r in records]),
+            (label, [r.corrected_image for r in records])]
+
+
 def strip_image(rows: Sequence[tuple[str, Sequence[torch.Tensor]]], prompts: Sequence[str],
                 cell: int = 192) -> Image.Image:
     """One picture a person reads at a glance: a row per variant (label on the left), a column per frame,
@@ -153,8 +165,7 @@ class RunFolder:
         if baseline is not None:
             self._save_frames(baseline, ("base",), "baseline")
         rows = ([("ARM only (no correction)", [r.arm_image for r in baseline.records])] if baseline is not None
-                else []) + [("ARM frame (before correction)", [r.arm_image for r in state.records]),
-                            ("ACDC (corrected, in context)", [r.corrected_image for r in state.records])]
+                else []) + story_rows(state.records)
         _atomic(self.out / "strip.png",
                 lambda tmp: strip_image(rows, list(state.prompts)).save(tmp, format="PNG"))
         self.record["planned_memory"] = ([{"text": a.text, "fallback": a.fallback} for a in state.planned_memory]

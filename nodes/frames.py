@@ -11,7 +11,7 @@ import torch
 
 from acdc_core.errors import InvalidInputError
 from acdc_core.images import bhwc_to_nchw, nchw_to_bhwc, resize_to
-from acdc_core.report import strip_image
+from acdc_core.report import story_rows, strip_image
 from acdc_core.state import StoryState
 from . import bridge
 
@@ -66,9 +66,7 @@ def story_results(state: StoryState) -> dict:
     arm_size = tuple(records[0].arm_image.shape[-2:])
     arm_frames = torch.cat([resize_to(r.arm_image[None].float(), arm_size) for r in records])
     dm_prompts = "\n".join(r.memory_prompt if r.memory_prompt is not None else r.story_prompt for r in records)
-    strip = strip_image([("ARM frame (before correction)", [r.arm_image for r in records]),
-                         ("ACDC (corrected, in context)", [r.corrected_image for r in records])],
-                        [r.story_prompt for r in records])
+    strip = strip_image(story_rows(records), [r.story_prompt for r in records])
     ui = {"images": [bridge.save_picture(strip, "story")], "acdc_frames": [len(records)]}
     return {"ui": ui, "result": (state, to_image(frames), to_image(arm_frames), dm_prompts)}
 

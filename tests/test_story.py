@@ -186,3 +186,15 @@ def test_a_t_prime_is_checked_against_the_steps_only_where_it_is_used():
     with pytest.raises(InvalidInputError, match="strength \\(t'\\) 0.4 with 2 steps"):
         run_story(PROMPTS, arm, FakeCorrector(), FakeMemory(), StorySettings(steps=2, strength=0.4))
     assert arm.contexts_seen == []
+
+
+def test_the_strip_says_when_the_dm_was_given_the_story_lines():
+    from acdc_core.memory import MemoryModule, MemorySettings
+    from acdc_core.report import story_rows
+
+    settings = StorySettings(steps=2, strength=1.0)
+    with_memory = run_story(PROMPTS, FakeARM(), FakeCorrector(), FakeMemory(), settings)
+    without = run_story(PROMPTS, FakeARM(), FakeCorrector(), MemoryModule(None, MemorySettings(mode="off")), settings)
+    assert [label for label, _ in story_rows(with_memory.records)] == ["ARM frame (before correction)",
+                                                                       "ACDC (corrected, in context)"]
+    assert story_rows(without.records)[1][0] == "ACDC without memory (DM given the story lines)"
