@@ -236,7 +236,7 @@ def check_local_llm_folder(folder: Union[str, os.PathLike], *, trust_remote_code
         raise MissingModelFilesError(f"The LLM path {path} is a file, not a model folder.{hint}")
     if not (path / "config.json").is_file():
         raise MissingModelFilesError(f"No config.json in the LLM folder {path}: it is not a transformers model folder.")
-    _check_model_type(path, trust_remote_code)
+    check_remote_code(path, trust_remote_code, "LLM")   # a known model_type, or custom code the caller trusts
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
         pickles = pickle_files(path)
         if pickles:
@@ -276,11 +276,6 @@ def _load_tokenizer(path: Path, trust_remote_code: bool) -> Any:
         # model_type (e.g. Qwen2Tokenizer for qwen2), which rebuilds its own pre-tokenizer.
         return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
     return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-
-
-def _check_model_type(path: Path, trust_remote_code: bool) -> None:
-    """A model_type this transformers knows, or custom code (auto_map) the caller trusts: ``check_remote_code``."""
-    check_remote_code(path, trust_remote_code, "LLM")
 
 
 def load_local_llm(folder: Union[str, os.PathLike], *, device: Union[str, torch.device] = "cpu",

@@ -3,7 +3,7 @@
 Chat models wrap their answer in many ways: reasoning blocks (``<think>...</think>``), code fences,
 quotes, labels ("Rewritten prompt:"), list markers ("1.", "- "), a polite preamble ("Sure! Here is the
 prompt:") or notes after it. :func:`clean_prompt` keeps only the answer, on one line; it returns ``""``
-when nothing usable is left, and :func:`clean_or_fallback` then falls back to the raw story sentence.
+when nothing usable is left, and :func:`clean_answer` then falls back to the raw story sentence.
 :func:`parse_numbered_list` reads the whole-story answer (one numbered line per sentence).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Optional
 
 logger = logging.getLogger("acdc_core.memory")
 
-__all__ = ["strip_reasoning", "clean_line", "clean_prompt", "clean_answer", "clean_or_fallback", "parse_numbered_list"]
+__all__ = ["strip_reasoning", "clean_line", "clean_prompt", "clean_answer", "parse_numbered_list"]
 
 _REASONING_TAGS = r"(?:think|thinking|reasoning|reflection|analysis)"
 # A complete reasoning block anywhere in the text.
@@ -145,11 +145,6 @@ def clean_answer(raw: str, fallback: str, *, what: str = "memory prompt") -> tup
     logger.warning("The LLM gave no usable %s (answer was %d characters); using the story sentence as is.",
                    what, len(raw))
     return " ".join(fallback.split()), True
-
-
-def clean_or_fallback(raw: str, fallback: str, *, what: str = "memory prompt") -> str:
-    """The text of :func:`clean_answer`."""
-    return clean_answer(raw, fallback, what=what)[0]
 
 
 _NUMBERED = re.compile(
