@@ -35,6 +35,50 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array.astype(np.uint8), "RGB")
 
 
+# Frames smaller than this are shown enlarged (whole-number factor, nearest neighbour: pixels stay sharp
+# squares), so a 32 px frame is readable and can be painted on; the painted mask is brought back by ``fit_mask``.
+PREVIEW_SIDE = 256
+
+
+def preview_factor(height: int, width: int) -> int:
+    """How many times a frame of this size is enlarged for a preview (1 for frames of PREVIEW_SIDE and up)."""
+    return max(1, PREVIEW_SIDE // max(height, width, 1))
+
+
+def to_preview(image: torch.Tensor, caption: str | None = None) -> Image.Image:
+    """One image [3, H, W] in [0, 1] -> PIL RGB enlarged by ``preview_factor`` (what a person looks at and paints
+    on). With ``caption`` the picture is dimmed and the caption written across it (e.g. "cancelled" over a
+    half-drawn frame)."""
+    picture = to_pil(image)
+    factor = preview_factor(picture.height, picture.width)
+    if factor > 1:
+        picture = picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST)
+    if caption:
+        from PIL import ImageDraw, ImageEnhance, ImageFont
+
+        picture = ImageEnhance.Brightness(picture).enhance(0.4)
+        draw = ImageDraw.Draw(picture)
+        font = ImageFont.load_default(size=max(12, picture.width // 10))
+        box = draw.textbbox((0, 0), caption, font=font)
+        at = ((picture.width - (box[2] - box[0])) // 2, (picture.height - (box[3] - box[1])) // 2)
+        draw.text(at, caption, fill=(255, 255, 255), font=font)
+    return picture
+
+
+def fit_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
+    """A mask [h, w] painted on the frame or on a whole-number enlargement of it (a preview) -> [H, W] of the
+    frame's ``size``: a frame pixel is masked when any painted pixel over it is. None if the mask is neither
+    (another size or shape: painted on something else)."""
+    h, w = mask.shape[-2:]
+    height, width = size
+    if (h, w) == (height, width):
+        return mask
+    if h % height or w % width or h // height != w // width:
+        return None
+    factor = h // height
+    return F.max_pool2d(mask.float()[None, None], factor)[0, 0]
+
+
 def load_mask(path) -> torch.Tensor:
     """A mask file -> [H, W] float in {0, 1}, 1 = repaint. A picture with transparency (as ComfyUI's mask
     editor saves it) is masked where it is transparent (1 - alpha); one without counts its light pixels

@@ -80,6 +80,7 @@ class Host:
     def blocker(self) -> Any: ...
     def running_outputs(self) -> Optional[set[str]]: ...   # the output nodes this run executes; None: unknown
     def keeps_outputs(self) -> bool: ...                   # False under ComfyUI's --cache-none
+    def executing_node(self) -> Optional[str]: ...         # the id of the node running now (a loop copy's own id)
     # ComfyUI's own models, for the corrector made from them (nodes/comfy_corrector.py)
     def sampler_names(self) -> list[str]: ...
     def scheduler_names(self) -> list[str]: ...
@@ -102,6 +103,7 @@ class StandaloneHost(Host):
         self.interrupted = False
         self.outputs: Optional[set[str]] = None     # an executor sets the output nodes of its run here
         self.keep_outputs = True                     # an executor without an output cache sets False
+        self.executing: Optional[str] = None         # an executor sets the id of the node it runs here
 
     def models(self) -> Path:
         return Path(self.models_dir or os.environ.get("ACDC_MODELS_DIR") or Path.cwd() / "models")
@@ -157,6 +159,8 @@ class StandaloneHost(Host):
     def keeps_outputs(self) -> bool:
         return self.keep_outputs
 
+    def executing_node(self) -> Optional[str]:
+        return self.executing
 
     def sampler_names(self) -> list[str]:
         from acdc_core.correct import SCHEDULERS
@@ -249,6 +253,14 @@ class ComfyHost(Host):
             return not args.cache_none
         except Exception:
             return True
+
+    def executing_node(self) -> Optional[str]:
+        try:
+            from comfy_execution.utils import get_executing_context  # type: ignore
+            context = get_executing_context()
+            return None if context is None else str(context.node_id)
+        except Exception:   # an older ComfyUI without it
+            return None
 
     def running_outputs(self) -> Optional[set[str]]:
         """The output nodes of the prompt running now, from ComfyUI's queue (one prompt runs at a time): the
@@ -432,9 +444,10 @@ def save_picture(picture, prefix: str = "acdc") -> dict:
 
 
 def save_preview(image: torch.Tensor, prefix: str = "acdc") -> dict:
-    """Save one image [3, H, W] in [0, 1] (see ``save_picture``)."""
-    from acdc_core.images import to_pil
-    return save_picture(to_pil(image), prefix)
+    """Save one image [3, H, W] in [0, 1], a small frame enlarged (``acdc_core.images.to_preview``; see
+    ``save_picture``)."""
+    from acdc_core.images import to_preview
+    return save_picture(to_preview(image), prefix)
 
 
 # -- devices and model management ----------------------------------------------------------------------------
@@ -491,11 +504,11 @@ def check_interrupt() -> None:
     HOST.check_interrupt()
 
 
-def _preview(image: Optional[torch.Tensor]):
+def _preview(image: Optional[torch.Tensor], caption: Optional[str] = None):
     if image is None:
         return None
-    from acdc_core.images import to_pil
-    return ("JPEG", to_pil(image), PREVIEW_SIZE)
+    from acdc_core.images import to_preview
+    return ("JPEG", to_preview(image, caption), PREVIEW_SIZE)
 
 
 def progress(frames: Optional[int] = None, node_id: Optional[str] = None) -> Callable:
@@ -503,22 +516,34 @@ def progress(frames: Optional[int] = None, node_id: Optional[str] = None) -> Cal
 
     With ``frames`` (the all-in-one story node), "frame" reports set the frame and every stage's steps
     fill that frame's share of one bar; otherwise the bar follows whichever stage reports. Previews
-    ([3, H, W] in [0, 1], e.g. the ARM's frame as its tokens arrive) are shown on the node.
+    ([3, H, W] in [0, 1], e.g. the ARM's frame as its tokens arrive) are shown on the node; after Cancel the
+    last one is shown dimmed with "cancelled" across it, so a half-drawn frame does not pass for a result.
     """
-    update = HOST.bar(max(1, frames or 1), node_id)
+    bar = HOST.bar(max(1, frames or 1), node_id)
     current = {"frame": 0}
+    shown: dict = {}   # the last preview shown, with the bar's value then
+
+    def update(value: int, total: int, preview: Optional[torch.Tensor] = None) -> None:
+        if preview is not None:
+            shown.update(preview=preview, value=value, total=total)
+        bar(value, total, _preview(preview))
 
     def report(stage: str, step: int, total: int, preview: Optional[torch.Tensor] = None) -> None:
-        check_interrupt()
+        try:
+            check_interrupt()
+        except BaseException:
+            if shown:
+                bar(shown["value"], shown["total"], _preview(shown["preview"], "cancelled"))
+            raise
         if frames:
             if stage == "frame":
                 current["frame"] = step
                 update(step * 1000, frames * 1000)
                 return
             within = step / total if total else 1.0
-            update(int(current["frame"] * 1000 + within * 999), frames * 1000, _preview(preview))
+            update(int(current["frame"] * 1000 + within * 999), frames * 1000, preview)
         else:
-            update(step, total, _preview(preview))
+            update(step, total, preview)
 
     return report
 
@@ -546,6 +571,11 @@ def lazy_inputs() -> bool:
     there an input asked for after its node ran is computed again, with everything above it, and inside the
     story loop that doubles the work with every frame. Eager there, every frame's chain runs once."""
     return HOST.keeps_outputs()
+
+
+def executing_node() -> Optional[str]:
+    """The id of the node running now (inside the story loop, its copy's id), or None where the host cannot say."""
+    return HOST.executing_node()
 
 
 def running_outputs() -> Optional[set[str]]:

@@ -24,6 +24,7 @@ from typing import Optional
 import torch
 
 from acdc_core.errors import InvalidInputError
+from acdc_core.images import fit_mask
 from acdc_core.state import StorySettings
 from acdc_core.story import fix
 from . import bridge
@@ -139,7 +140,8 @@ class InpaintFix:
     @staticmethod
     def _mask(pixels: torch.Tensor, frame: int, masks: str, image: str, paint_frame: int,
               mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """The mask for this frame, [1, H, W] in [0, 1], or None. Sizes must match the frame.
+        """The mask for this frame, [1, H, W] in [0, 1], or None. A painted mask is the frame's size or its
+        enlarged preview's (``fit_mask``); a wired MASK must be the frame's size.
 
         Checked before any diffusion work (and before the lazy prompt is asked for); a wired MASK can only be
         checked here, when the node runs, since ComfyUI's validation never sees a linked value.
@@ -155,12 +157,13 @@ class InpaintFix:
             combined = wired
         painted = effective_masks(masks, image, paint_frame).get(frame)
         if painted is not None:
-            drawn = load_mask(painted)
-            if tuple(drawn.shape) != (height, width):
+            painted_mask = load_mask(painted)
+            drawn = fit_mask(painted_mask, (height, width))   # painted on the enlarged preview: back to the frame
+            if drawn is None:
                 raise InvalidInputError(
-                    f"{DISPLAY_NAME}, frame {frame}: the mask painted for it is {drawn.shape[0]}x{drawn.shape[1]} "
-                    f"but the frame is {height}x{width} (was the correction size changed?); paint it again on this "
-                    f"node's preview.")
+                    f"{DISPLAY_NAME}, frame {frame}: the mask painted for it is {painted_mask.shape[0]}x"
+                    f"{painted_mask.shape[1]}, which is neither the frame's {height}x{width} nor its preview's "
+                    f"(was the correction size changed?); paint it again on this node's preview.")
             combined = drawn[None] if combined is None else torch.maximum(combined, drawn[None])
         return combined
 

@@ -14,6 +14,7 @@ from acdc_core.images import bhwc_to_nchw, nchw_to_bhwc, resize_to
 from acdc_core.report import story_rows, strip_image
 from acdc_core.state import StoryState
 from . import bridge
+from .graph import copy_of
 
 
 def image_to_nchw(image, what: str = "image") -> torch.Tensor:
@@ -74,7 +75,8 @@ def story_results(state: StoryState) -> dict:
 def names_frame_in_errors(cls, display: str):
     """Make a per-frame stage node (one with a ``frame`` or ``story`` input of the pack) say which node and frame
     failed: its errors start "<display name>, frame k: ". Inside the story loop ComfyUI reports a copy's error on
-    Loop Frame (close), so without this a user cannot tell which step of which frame stopped. Returns ``cls``."""
+    Loop Frame (close), so without this a user cannot tell which step of which frame stopped; an "acdc.failed"
+    message also tells the web extension which node to mark. Returns ``cls``."""
     from acdc_core.errors import ACDCError
     from acdc_core.state import Frame, StoryState
 
@@ -96,6 +98,12 @@ def names_frame_in_errors(cls, display: str):
             text = str(error)
             if number is not None and not text.startswith(display):
                 error.args = (f"{display}, frame {number}: {text}",) + error.args[1:]
+            # ComfyUI reports an error inside the story loop on Loop Frame (close), the node that made the copy;
+            # the web extension marks the node the user placed instead (the copy's original).
+            running = bridge.executing_node()
+            copy = copy_of(running) if running else None
+            if copy is not None:
+                bridge.send("acdc.failed", {"node": copy[2], "frame": copy[1], "loop": copy[0], "message": str(error)})
             raise
 
     named.names_frame = True

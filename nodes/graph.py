@@ -69,6 +69,13 @@ def loop_body(graph: Graph, open_id: str, close_id: str) -> list[str]:
     return _topological(graph, body)
 
 
+def copy_of(copy_id: str) -> Optional[tuple[str, int, str]]:
+    """(close node, frame, original node) of a loop copy's id (``clone_id``'s inverse), or None for another id."""
+    close, _, rest = str(copy_id).rpartition(".")
+    close, _, frame = close.rpartition(".")
+    return (close, int(frame), rest) if close and frame.isdigit() and rest else None
+
+
 def clone_id(close_id: str, frame: int, node_id: str) -> str:
     """The id of ``node_id``'s copy for ``frame`` (1-based): unique in the prompt and the same every run."""
     return f"{close_id}.{frame}.{node_id}"

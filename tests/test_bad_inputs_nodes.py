@@ -125,7 +125,7 @@ ROWS = [
      "Inpaint Physical Fix (ACDC), frame 1: the mask input holds a batch of 3 masks"),
     ("ACDC_InpaintFix", "run", fix_inputs(mask=torch.ones(1, 1, 64, 64)), ("mask",), "must be a MASK [B, H, W]"),
     ("ACDC_InpaintFix", "run", lambda: fix_inputs(mask=None, image=painted("small.png", 32)), ("mask",),
-     "frame 1: the mask painted for it is 32x32 but the frame is 64x64"),
+     "frame 1: the mask painted for it is 32x32, which is neither the frame's 64x64 nor its preview's"),
     # painted masks: unparsable, a frame that is no number, traversal, missing files
     ("ACDC_InpaintFix", "validate", {"masks": "{nope"}, ("masks",), "the masks field is not valid JSON"),
     ("ACDC_InpaintFix", "validate", {"masks": '{"x": "a.png [input]"}'}, ("masks",),

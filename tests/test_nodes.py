@@ -128,8 +128,13 @@ def comfy_bridge(monkeypatch, tmp_path):
         def __init__(self, message):
             self.message = message
 
+    class InterruptProcessingException(Exception):
+        pass
+
     def interrupted():
         calls["interrupt"] += 1
+        if calls.get("cancel"):
+            raise InterruptProcessingException()
 
     folder_paths = types.SimpleNamespace(
         models_dir=str(tmp_path / "models"),
@@ -176,7 +181,20 @@ def test_inside_comfyui_the_bridge_registers_folders_and_reports_progress_previe
     assert calls["interrupt"] == 2                                     # Cancel checked on every report
     assert calls["bar"][0][:3] == (1, 4, None)
     kind, picture, size = calls["bar"][1][2]
-    assert kind == "JPEG" and picture.size == (8, 8) and size == 512
+    assert kind == "JPEG" and picture.size == (256, 256) and size == 512   # an 8 px frame shown 32x, sharp
+    # Cancel while a frame is half drawn: its last preview comes back dimmed, marked "cancelled", then it stops.
+    frame = torch.full((3, 8, 8), 0.9)
+    progress("arm", 2, 4, frame)
+    calls["cancel"] = True
+    with pytest.raises(Exception, match="") as stopped:
+        progress("arm", 3, 4)
+    assert type(stopped.value).__name__ == "InterruptProcessingException"
+    value, total, (_, marked, _), _ = calls["bar"][-1]
+    assert (value, total) == (2, 4) and marked.size == (256, 256)
+    pixels = np.asarray(marked, dtype=np.float32)
+    assert pixels[:8, :8].mean() < 0.5 * 0.9 * 255                     # dimmed
+    assert (pixels > 250).all(-1).any()                                # the caption, in white
+    calls["cancel"] = False
     frames = bridge_in.progress(frames=3)
     frames("frame", 1, 3)
     frames("sdedit", 5, 10)

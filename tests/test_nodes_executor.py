@@ -210,7 +210,11 @@ class MiniComfy:
                        else {link[0]: self.evaluate(link[0]) for link in links.values()})
                 for name, link in links.items():
                     kwargs[name] = got[link[0]][link[1]]
-        result = getattr(obj, cls.FUNCTION)(**kwargs)
+        bridge.HOST.executing = node_id              # what ComfyUI's execution context says while a node runs
+        try:
+            result = getattr(obj, cls.FUNCTION)(**kwargs)
+        finally:
+            bridge.HOST.executing = None
         run.executed.append(node_id)
         ui = None
         if isinstance(result, dict):

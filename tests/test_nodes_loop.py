@@ -21,7 +21,7 @@ from acdc_core.images import resize_to
 from acdc_core.state import StorySettings
 from acdc_core.story import run_story
 from nodes import bridge
-from nodes.graph import CLOSE, OPEN, clone_id, expand_story_loop, loop_body
+from nodes.graph import CLOSE, OPEN, clone_id, copy_of, expand_story_loop, loop_body
 from nodes.loop import rewrite_for_frame
 from nodes.wires import BUILTIN
 from tests.test_nodes_executor import MiniComfy
@@ -108,6 +108,7 @@ def test_expansion_copies_the_body_once_per_frame_with_unique_deterministic_ids(
     first, result = expand_story_loop(graph, open_id="5", close_id="12", first=0, total=3, outputs=4)
     again, _ = expand_story_loop(copy.deepcopy(graph), open_id="5", close_id="12", first=0, total=3, outputs=4)
     assert first == again                                         # deterministic
+    assert copy_of("6") is None and copy_of("5:12.2.6") == ("5:12", 2, "6")   # (ids inside a subgraph too)
     assert len(first) == 3 * (len(body) + 1) + 1 and not set(first) & set(graph)
     assert result == tuple(["12.3.12", k] for k in range(4))
     for frame in (1, 2, 3):
@@ -115,6 +116,7 @@ def test_expansion_copies_the_body_once_per_frame_with_unique_deterministic_ids(
         assert gen["inputs"]["story"] == [clone_id("12", frame, "5"), 1]    # links stay inside the frame
         assert gen["inputs"]["arm"] == ["1", 0]                             # loaders are shared
         assert gen["override_display_id"] == "6"
+        assert copy_of(clone_id("12", frame, "6")) == ("12", frame, "6")   # an error names the node placed
         opened = first[clone_id("12", frame, "5")]["inputs"]
         # The body is re-emitted with the story the previous frame's Re-Tokenize made.
         assert opened.get("resume") == (None if frame == 1 else [clone_id("12", frame - 1, "11"), 0])
@@ -252,12 +254,45 @@ def test_a_mask_painted_on_frame_2_fixes_it_there_only_and_the_story_resumes_fro
     assert set(comfy.run(browse).executed) == {"12", "5", "14"}
 
 
-def test_a_mask_of_the_wrong_size_is_refused_with_both_sizes(reference, host):
+def test_the_fix_node_shows_frames_enlarged_and_a_mask_painted_there_is_the_frame_s_mask(reference, host):
     comfy, _, _ = reference
+    small, large = chain_prompt(), chain_prompt()
+    small["10"]["inputs"].update(image=write_mask(host, "painted-64.png", 64, (8, 8, 24, 24)), paint_frame=2)
+    # The same square painted on the 256 px preview, plus one stroke covering a quarter of a frame pixel.
+    picture = np.full((256, 256, 4), 255, np.uint8)
+    picture[32:96, 32:96, 3] = 0
+    picture[200:202, 200:202, 3] = 0
+    Image.fromarray(picture, "RGBA").save(host / "input" / "painted-256.png")
+    large["10"]["inputs"].update(image="painted-256.png [input]", paint_frame=2)
+    expected_mask = torch.zeros(64, 64)
+    expected_mask[8:24, 8:24] = 1
+    expected_mask[50, 50] = 1                                  # any painted pixel over a frame pixel masks it
+    got = comfy.run(large)
+    shown = got.ui["10"][-1]["images"]
+    with Image.open(host / "temp" / shown[0]["subfolder"] / shown[0]["filename"]) as preview:
+        assert preview.size == (256, 256)                      # the 64 px frame, 4x, sharp squares
+    assert torch.equal(got.values[clone_id("12", 2, "10")][1][0], expected_mask)   # the fix node's mask output
+    # Without the extra stroke the two masks are the same, and so are the fixed frames.
+    picture[200:202, 200:202, 3] = 255
+    Image.fromarray(picture, "RGBA").save(host / "input" / "painted-256.png")
+    from_preview = comfy.run(large).values["12"][0].records[1].corrected_image
+    from_frame = comfy.run(small).values["12"][0].records[1].corrected_image
+    assert torch.equal(from_preview, from_frame)
+
+
+def test_a_mask_of_the_wrong_size_is_refused_with_both_sizes_on_the_node_that_failed(reference, host, monkeypatch):
+    comfy, _, _ = reference
+    sent = []
+    monkeypatch.setattr(bridge, "send", lambda event, data: sent.append((event, data)))
     prompt = chain_prompt()
-    prompt["10"]["inputs"].update(image=write_mask(host, "small.png", 32, (0, 0, 8, 8)), paint_frame=1)
-    with pytest.raises(InvalidInputError, match="32x32 but the frame is 64x64"):
+    prompt["10"]["inputs"].update(image=write_mask(host, "small.png", 32, (0, 0, 8, 8)), paint_frame=2)
+    with pytest.raises(InvalidInputError, match="frame 2: the mask painted for it is 32x32, which is neither the "
+                                                "frame's 64x64 nor its preview's"):
         comfy.run(prompt)
+    # ComfyUI reports it on Loop Frame (close); the web extension is told which node the user placed failed.
+    failed = [data for event, data in sent if event == "acdc.failed"]
+    assert [(d["node"], d["frame"], d["loop"]) for d in failed] == [("10", 2, "12")]
+    assert failed[0]["message"].startswith("Inpaint Physical Fix (ACDC), frame 2: the mask painted")
 
 
 def test_acdc_k_leaves_later_frames_to_the_arm_and_skips_their_memory(reference):

@@ -129,3 +129,62 @@ export function afterRun(state, previews) {
   if (isPainted(state.image)) return { ...state };
   return { ...state, image: previews[Number(state.paint_frame)] ?? state.image ?? "" };
 }
+
+/**
+ * The frame buttons under the fix node: one per frame shown (and per painted frame), "3●" for a frame with a
+ * painted mask (including one the mask editor has just saved into `image`), the current frame marked.
+ * `frames`: the frames the node's previews show, in any order (may be empty before the first run).
+ */
+export function frameButtons(state, frames = []) {
+  const masked = new Set(maskedFrames(state));
+  const current = Number(state.paint_frame);
+  const all = [...new Set([...frames.map(Number), ...masked, current])].filter((f) => Number.isInteger(f) && f >= 1);
+  return all.sort((a, b) => a - b).map((frame) => ({
+    frame,
+    label: masked.has(frame) ? `${frame}●` : String(frame),
+    title: masked.has(frame) ? `Frame ${frame} (has a painted mask)` : `Paint frame ${frame}`,
+    current: frame === current,
+  }));
+}
+
+/**
+ * Call `onChange(value)` after every assignment to `target[name]`, whoever makes it (the mask editor assigns
+ * the `image` widget's value directly, with no callback). Keeps the property's own getter/setter, or its
+ * stored value, working as before. Calling it again on the same property adds nothing.
+ */
+export function watchValue(target, name, onChange) {
+  if (!target) return;
+  const marker = `__acdcWatch_${name}`;
+  if (target[marker]) return;
+  let owner = target, descriptor;
+  while (owner && !(descriptor = Object.getOwnPropertyDescriptor(owner, name))) owner = Object.getPrototypeOf(owner);
+  let stored = target[name];
+  const get = descriptor?.get ? () => descriptor.get.call(target) : () => stored;
+  const set = descriptor?.set ? (v) => descriptor.set.call(target, v) : (v) => { stored = v; };
+  Object.defineProperty(target, name, {
+    configurable: true,
+    enumerable: descriptor?.enumerable ?? true,
+    get,
+    set(value) {
+      const before = get();
+      set(value);
+      if (get() !== before) onChange(get());
+    },
+  });
+  Object.defineProperty(target, marker, { value: true });
+}
+
+/** The story line on Loop Frame (close): from the loop's "acdc.frame" message ({done, total}). */
+export function progressText(done, total) {
+  done = Number(done);
+  total = Number(total);
+  return done >= total ? `story done: ${total} frame(s)` : `making frame ${done + 1} / ${total}`;
+}
+
+/** What Loop Frame (close) says after Cancel, given the last "acdc.frame" message (or null). */
+export function cancelledText(last) {
+  if (!last || Number(last.done) >= Number(last.total)) return "";
+  const done = Number(last.done);
+  const kept = done === 0 ? "no frame was finished" : `frames 1-${done} are kept (cached)`;
+  return `cancelled during frame ${done + 1} / ${Number(last.total)}: ${kept}; Queue again to go on`;
+}

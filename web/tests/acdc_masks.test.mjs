@@ -5,16 +5,20 @@ import { test } from "node:test";
 import {
   afterRun,
   annotationType,
+  cancelledText,
   clearFrame,
   dumpMasks,
   effectiveMasks,
+  frameButtons,
   framesFromOutput,
   isPainted,
   maskedFrames,
   mergePreviews,
   parseMasks,
+  progressText,
   refToValue,
   selectFrame,
+  watchValue,
 } from "../acdc_masks.js";
 
 const PREVIEWS = { 1: "acdc/frame_a.png [temp]", 2: "acdc/frame_b.png [temp]", 3: "acdc/frame_c.png [temp]" };
@@ -97,4 +101,63 @@ test("preview messages from the frame copies merge into every frame, whatever th
   const fixed = { ...ref(2), filename: "frame_2_fixed.png" };
   state = mergePreviews(state.byFrame, { images: [ref(1), fixed], acdc_frames: [1, 2] });
   assert.deepEqual(state.images.map((r) => r.filename), ["frame_1.png", "frame_2_fixed.png", "frame_3.png"]);
+});
+
+// The mask editor's save, as ComfyUI's frontend (1.49) does it: it assigns the `image` widget's value directly
+// (no callback) with the painted file; widgets keep their value behind a getter/setter on their class.
+class FakeWidget {
+  #value;
+  constructor(name, value) { this.name = name; this.#value = value; this.sets = 0; }
+  get value() { return this.#value; }
+  set value(v) { this.sets += 1; this.#value = v; }
+}
+
+test("a mask saved in the mask editor turns the frame's button into 3● at once", () => {
+  const widgets = {
+    paint_frame: new FakeWidget("paint_frame", 3),
+    image: new FakeWidget("image", PREVIEWS[3]),
+    masks: new FakeWidget("masks", ""),
+  };
+  const state = () => ({ paint_frame: widgets.paint_frame.value, image: widgets.image.value, masks: widgets.masks.value });
+  const labels = () => frameButtons(state(), [1, 2, 3]).map((b) => b.label);
+  const drawn = [];
+  watchValue(widgets.image, "value", () => drawn.push(labels()));
+  watchValue(widgets.image, "value", () => drawn.push("twice"));   // a second watch adds nothing
+  assert.deepEqual(labels(), ["1", "2", "3"]);
+
+  widgets.image.value = PAINTED;                                  // what the mask editor's Save does
+  assert.deepEqual(drawn, [["1", "2", "3●"]]);
+  assert.equal(widgets.image.value, PAINTED);                     // the widget's own setter still ran
+  assert.equal(widgets.image.sets, 1);
+  widgets.image.value = PAINTED;                                  // the same value again: nothing to redraw
+  assert.equal(drawn.length, 1);
+  assert.deepEqual(frameButtons(state(), [1, 2, 3]).find((b) => b.frame === 3),
+    { frame: 3, label: "3●", title: "Frame 3 (has a painted mask)", current: true });
+});
+
+test("watchValue also works on a plain data property", () => {
+  const w = { value: "a" };
+  const seen = [];
+  watchValue(w, "value", (v) => seen.push(v));
+  w.value = "b";
+  assert.deepEqual(seen, ["b"]);
+  assert.equal(w.value, "b");
+  assert.deepEqual(Object.keys(w), ["value"]);
+});
+
+test("frame buttons: frames shown, painted frames and the current one, in order", () => {
+  const state = { paint_frame: 5, image: "", masks: dumpMasks({ 2: PAINTED }) };
+  assert.deepEqual(frameButtons(state, [3, 1]).map((b) => [b.label, b.current]),
+    [["1", false], ["2●", false], ["3", false], ["5", true]]);
+  assert.deepEqual(frameButtons({ paint_frame: 1, image: "", masks: "" }).map((b) => b.label), ["1"]);
+});
+
+test("the close node's line: progress, done, and what Cancel kept", () => {
+  assert.equal(progressText(2, 6), "making frame 3 / 6");
+  assert.equal(progressText(6, 6), "story done: 6 frame(s)");
+  assert.equal(cancelledText({ done: 2, total: 6 }),
+    "cancelled during frame 3 / 6: frames 1-2 are kept (cached); Queue again to go on");
+  assert.match(cancelledText({ done: 0, total: 6 }), /no frame was finished/);
+  assert.equal(cancelledText({ done: 6, total: 6 }), "");   // finished before Cancel: nothing to say
+  assert.equal(cancelledText(null), "");
 });
