@@ -12,10 +12,14 @@ MODELS = Path(__file__).resolve().parent / "models"
 ARM_DIR, DM_DIR, MEMORY_DIR = MODELS / "arm", MODELS / "dm", MODELS / "memory"
 
 # The settings every toy run uses unless told otherwise: the paper's t' = 0.5 with a 20-step DDIM
-# schedule (10 steps run), and the ARM's own sampling defaults. Fixed before the toy benchmark first ran;
-# not tuned on its results.
+# schedule (10 steps run), and the ARM's own sampling defaults. t', steps and the ARM's settings were fixed
+# before the toy benchmark first ran. The DM's CFG was 3 until its overshoot was found to be the source of
+# black/white/green fringe pixels around the animals (clipped, out-of-range pixels where the prompt disagrees
+# with the frame; nothing to do with resizing or the mask blend); 1.5 was then chosen on 20 *training-split*
+# stories (CFG 1 / 1.25 / 1.5 / 2 / 3; it had the fewest clipped pixels and the best judge scores there), and
+# the held-out benchmark was run again with it (README, "Toy benchmark").
 TOY_SETTINGS = StorySettings(sampling=SamplingSettings(guidance_scale=1.0, temperature=1.0), strength=0.5,
-                             steps=20, guidance_scale=3.0, correction_size=None)
+                             steps=20, guidance_scale=1.5, correction_size=None)
 TOY_MEMORY_SETTINGS = MemorySettings(mode="per-frame")
 
 
