@@ -89,6 +89,44 @@ def test_the_example_workflows_ship_with_thumbnails():
                 assert thumbnail.format == kind and min(thumbnail.size) >= 128
 
 
+def check_node(node: dict) -> None:
+    """One node of a UI workflow (or of a subgraph) against its definition: sockets, outputs, widget values."""
+    kind = node["type"]
+    assert kind in nodes.NODE_CLASS_MAPPINGS or kind in CORE or kind in VIRTUAL, f"unknown node type {kind}"
+    if kind in VIRTUAL:
+        return
+    sockets = socket_inputs(kind)
+    assert [i["name"] for i in node["inputs"]] == list(sockets), f"{kind} inputs"
+    for slot in node["inputs"]:
+        group, entry = sockets[slot["name"]]
+        assert slot["type"] == entry[0]
+        if group == "required":
+            assert slot["link"] is not None, f"{kind}.{slot['name']} is not connected"
+    outputs = definition(kind)["output"]
+    assert [o["type"] for o in node.get("outputs", [])] == list(outputs)
+    # Widget values: one per widget, in order, each valid for its input.
+    widgets = widget_inputs(kind)
+    assert len(node["widgets_values"]) == len(widgets), f"{kind} widgets_values"
+    for (name, entry), value in zip(widgets, node["widgets_values"]):
+        kind_of, options = entry[0], (entry[1] if len(entry) > 1 else {})
+        if isinstance(kind_of, list):
+            assert value in kind_of, f"{kind}.{name}={value!r}"
+        elif kind_of == "INT":
+            assert isinstance(value, int) and options.get("min", value) <= value <= options.get("max", value)
+        elif kind_of == "FLOAT":
+            assert isinstance(value, (int, float)) and options.get("min", value) <= value <= options.get("max",
+                                                                                                        value)
+        elif kind_of == "STRING":
+            assert isinstance(value, str)
+        else:
+            assert isinstance(value, bool)
+    if hasattr(nodes.NODE_CLASS_MAPPINGS.get(kind), "VALIDATE_INPUTS"):
+        cls = nodes.NODE_CLASS_MAPPINGS[kind]
+        values = dict(zip([n for n, _ in widgets], node["widgets_values"]))
+        names = cls.VALIDATE_INPUTS.__code__.co_varnames[1:cls.VALIDATE_INPUTS.__code__.co_argcount]
+        assert cls.VALIDATE_INPUTS(**{n: values.get(n) for n in names}) is True
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_matches_the_node_definitions(path):
     workflow = json.loads(path.read_text())
@@ -97,40 +135,7 @@ def test_workflow_matches_the_node_definitions(path):
     assert len(by_id) == len(workflow["nodes"]) and workflow["last_node_id"] >= max(by_id)
     assert workflow["last_link_id"] >= max(link[0] for link in workflow["links"])
     for node in workflow["nodes"]:
-        kind = node["type"]
-        assert kind in nodes.NODE_CLASS_MAPPINGS or kind in CORE or kind in VIRTUAL, f"unknown node type {kind}"
-        if kind in VIRTUAL:
-            continue
-        sockets = socket_inputs(kind)
-        assert [i["name"] for i in node["inputs"]] == list(sockets), f"{kind} inputs"
-        for slot in node["inputs"]:
-            group, entry = sockets[slot["name"]]
-            assert slot["type"] == entry[0]
-            if group == "required":
-                assert slot["link"] is not None, f"{kind}.{slot['name']} is not connected"
-        outputs = definition(kind)["output"]
-        assert [o["type"] for o in node.get("outputs", [])] == list(outputs)
-        # Widget values: one per widget, in order, each valid for its input.
-        widgets = widget_inputs(kind)
-        assert len(node["widgets_values"]) == len(widgets), f"{kind} widgets_values"
-        for (name, entry), value in zip(widgets, node["widgets_values"]):
-            kind_of, options = entry[0], (entry[1] if len(entry) > 1 else {})
-            if isinstance(kind_of, list):
-                assert value in kind_of, f"{kind}.{name}={value!r}"
-            elif kind_of == "INT":
-                assert isinstance(value, int) and options.get("min", value) <= value <= options.get("max", value)
-            elif kind_of == "FLOAT":
-                assert isinstance(value, (int, float)) and options.get("min", value) <= value <= options.get("max",
-                                                                                                            value)
-            elif kind_of == "STRING":
-                assert isinstance(value, str)
-            else:
-                assert isinstance(value, bool)
-        if hasattr(nodes.NODE_CLASS_MAPPINGS.get(kind), "VALIDATE_INPUTS"):
-            cls = nodes.NODE_CLASS_MAPPINGS[kind]
-            values = dict(zip([n for n, _ in widgets], node["widgets_values"]))
-            names = cls.VALIDATE_INPUTS.__code__.co_varnames[1:cls.VALIDATE_INPUTS.__code__.co_argcount]
-            assert cls.VALIDATE_INPUTS(**{n: values.get(n) for n in names}) is True
+        check_node(node)
     # Links: both ends exist, slots and types agree, and each end records the link.
     for link_id, source, out_slot, target, in_slot, link_type in workflow["links"]:
         src, dst = by_id[source], by_id[target]
