@@ -129,25 +129,23 @@ function setupFixNode(node) {
   renderBar(node);
 }
 
+/** Run `setup(node)` on every new node of this type, after the frontend's own creation. */
+function afterCreated(nodeType, setup) {
+  const created = nodeType.prototype.onNodeCreated;
+  nodeType.prototype.onNodeCreated = function () {
+    const result = created?.apply(this, arguments);
+    setup(this);
+    return result;
+  };
+}
+
 app.registerExtension({
   name: "acdc.story",
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name === CLOSE) {
-      const created = nodeType.prototype.onNodeCreated;
-      nodeType.prototype.onNodeCreated = function () {
-        const result = created?.apply(this, arguments);
-        setupCloseNode(this);
-        return result;
-      };
-    }
+    if (nodeData.name === CLOSE) afterCreated(nodeType, setupCloseNode);
     if (nodeData.name === FIX) {
-      const created = nodeType.prototype.onNodeCreated;
-      nodeType.prototype.onNodeCreated = function () {
-        const result = created?.apply(this, arguments);
-        setupFixNode(this);
-        return result;
-      };
+      afterCreated(nodeType, setupFixNode);
       const configured = nodeType.prototype.onConfigure;
       nodeType.prototype.onConfigure = function () {
         const result = configured?.apply(this, arguments);
