@@ -99,7 +99,7 @@ def names_frame_in_errors(cls, display: str):
             if number is not None and not text.startswith(display):
                 error.args = (f"{display}, frame {number}: {text}",) + error.args[1:]
             # ComfyUI reports an error inside the story loop on Loop Frame (close), the node that made the copy;
-            # the web extension marks the node the user placed instead (the copy's original).
+            # the web extension marks the node the user placed as well (the copy's original).
             running = bridge.executing_node()
             copy = copy_of(running) if running else None
             if copy is not None:
