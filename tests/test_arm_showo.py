@@ -17,8 +17,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from acdc_core.arm.showo import (ShowoVocab, additive, build_phi, guided, lm_state, maskgit_fill,
-                                 omni_attention_mask, t2i_prompt)
+from acdc_core.arm.showo import (FramePrefix, ShowoVocab, additive, build_phi, chunk_length, frames_that_fit, guided,
+                                 lm_state, maskgit_fill, omni_attention_mask, t2i_prompt)
 from acdc_core.errors import ACDCError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "showo_upstream.safetensors"
@@ -133,9 +133,47 @@ def test_the_omni_mask_is_causal_over_text_and_whole_inside_a_frame():
     assert allowed.sum(-1).tolist() == [1, 1, 2, 6, 6, 6, 6, 7, 10, 10, 10]
 
 
+def test_how_many_frames_fit_in_phi_s_2048_positions(upstream):
+    data, meta = upstream
+    n, max_text = int(meta["num_vq_tokens"]), int(meta["max_text_len"])
+    assert chunk_length(n, max_text) == data["blank_ids"].shape[1]            # what upstream's prompt takes
+    assert (chunk_length(256), chunk_length(1024)) == (387, 1155)
+    assert (frames_that_fit(2048, 256), frames_that_fit(2048, 1024)) == (5, 1)
+
+
 def test_bad_input_is_refused_before_any_model_runs():
     vocab = ShowoVocab(llm_vocab_size=100, codebook_size=64, bos=99, eos=99)
     with pytest.raises(ACDCError, match="steps must be at least 1"):
         maskgit_fill(lambda ids: pytest.fail("ran"), torch.full((1, 4), vocab.mask), vocab, steps=0)
     with pytest.raises(ACDCError, match="not a Show-o checkpoint"):
         lm_state({"model.embed_tokens.weight": torch.zeros(1)})
+
+
+def test_the_frame_prefix_is_run_once_and_every_maskgit_step_gives_the_full_sequence_s_logits(setup):
+    """A two-frame story (frame 1's block, then frame 2's prompt): the prefix before frame 2's <|soi|> runs once;
+    each step runs only the block, and its logits are those of the whole sequence run at once."""
+    model, vocab, data, meta = setup
+    n = int(meta["num_vq_tokens"])
+    frame1 = data["known_ids"][:2]                                         # a prompt and its (partly known) frame
+    frame2 = data["blank_ids"][:2]
+    story = torch.cat([frame1, frame2], 1)
+    prefix = story[:, :-(n + 2)]                                           # up to frame 2's <|soi|>
+    lengths = []
+    hook = model.model.register_forward_pre_hook(lambda m, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]),
+                                                 with_kwargs=True)
+    try:
+        cached = FramePrefix(model, prefix, vocab)
+        g = torch.Generator().manual_seed(3)
+        for _ in range(3):                                                 # three different blocks, one prefix
+            block = torch.cat([torch.full((2, 1), vocab.soi),
+                               torch.randint(0, 64, (2, n), generator=g) + vocab.image_offset,
+                               torch.full((2, 1), vocab.eoi)], 1)
+            got = cached.block_logits(block)
+            whole = torch.cat([prefix, block], 1)
+            with torch.no_grad():
+                expected = model(whole, attention_mask=additive(omni_attention_mask(whole, vocab))).logits[:, -(n + 2):]
+            torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+    finally:
+        hook.remove()
+    assert lengths[0] == prefix.shape[1] and lengths[1::2] == [n + 2] * 3    # the prefix once, then blocks only
+    assert cached.cache.get_seq_length() == prefix.shape[1]                # cut back after every step

@@ -82,6 +82,17 @@ def t2i_prompt(text_ids: Sequence[int], image_tokens: torch.Tensor, vocab: Showo
     return torch.cat([torch.tensor(ids + [vocab.soi]), image_tokens.long().cpu(), torch.tensor([vocab.eoi])])
 
 
+def chunk_length(tokens_per_image: int, max_text_len: int = 128) -> int:
+    """Positions one frame takes in the sequence: the padded ``<|t2i|>`` text slot (``max_text_len + 1``),
+    ``<|soi|>``, the image tokens and ``<|eoi|>`` (387 at 256 px, 1,155 at 512 px)."""
+    return max_text_len + 1 + tokens_per_image + 2
+
+
+def frames_that_fit(positions: int, tokens_per_image: int, max_text_len: int = 128) -> int:
+    """How many frames a story can hold in ``positions`` (Phi-1.5: 2,048 -> 5 frames at 256 px, 1 at 512 px)."""
+    return positions // chunk_length(tokens_per_image, max_text_len)
+
+
 def omni_attention_mask(ids: torch.Tensor, vocab: ShowoVocab) -> torch.Tensor:
     """Show-o's attention for [B, L] ids -> bool [B, 1, L, L] (True = may attend). Text is causal; every position
     of an image block (``<|soi|>`` .. ``<|eoi|>``) sees everything before the block's end, itself included, so the
@@ -176,3 +187,34 @@ def guided(logits: torch.Tensor, scale: float) -> torch.Tensor:
     """Show-o's classifier-free guidance: (1 + w) * cond - w * uncond, on a [2B, ...] batch stacked [cond; uncond]."""
     cond, uncond = logits.chunk(2)
     return (1 + scale) * cond - scale * uncond
+
+
+class FramePrefix:
+    """The part of a frame's sequence no image token of the frame can change, run once per frame: the earlier
+    frames and prompts and this frame's prompt, up to (not including) its ``<|soi|>``. Every MaskGIT step then runs
+    only the block ``<|soi|> tokens <|eoi|>`` against the cached keys and values, and the cache is cut back to the
+    prefix afterwards, so the steps never see each other's blocks. (``<|soi|>`` itself sees the whole block, so
+    its keys change with the tokens: it belongs to the block.)"""
+
+    def __init__(self, model, prefix_ids: torch.Tensor, vocab: ShowoVocab, block_length: int = 0) -> None:
+        from .cache import StoryCache
+
+        self.model, self.vocab, self.prefix_ids = model, vocab, prefix_ids
+        self.cache = StoryCache()
+        self.cache.reserve(prefix_ids.shape[1] + block_length)    # a step appends in place, a crop is free
+        with torch.no_grad():
+            model(prefix_ids, attention_mask=additive(omni_attention_mask(prefix_ids, vocab)), cache=self.cache,
+                  use_cache=True)
+
+    @property
+    def length(self) -> int:
+        return self.prefix_ids.shape[1]
+
+    def block_logits(self, block_ids: torch.Tensor) -> torch.Tensor:
+        """[B, n] ids of ``<|soi|> tokens <|eoi|>`` -> their [B, n, vocabulary] logits, as if the whole sequence ran."""
+        full = torch.cat([self.prefix_ids, block_ids], 1)
+        mask = omni_attention_mask(full, self.vocab)[:, :, self.length:]
+        with torch.no_grad():
+            logits = self.model(block_ids, attention_mask=additive(mask), cache=self.cache, use_cache=True).logits
+        self.cache.crop(self.length - self.cache.get_seq_length())
+        return logits
