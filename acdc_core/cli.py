@@ -164,7 +164,7 @@ def settings_from(args) -> StorySettings:
     size = (args.correction_size, args.correction_size) if args.correction_size else None
     return StorySettings(
         sampling=SamplingSettings(guidance_scale=args.arm_cfg, temperature=args.temperature, top_k=args.top_k,
-                                  top_p=args.top_p),
+                                  top_p=args.top_p, maskgit_steps=args.maskgit_steps),
         strength=args.strength, steps=args.steps, guidance_scale=args.cfg, negative_prompt=args.negative_prompt,
         scheduler=args.scheduler, correct_frames=parse_correct_frames(args.correct_frames),
         fix_strength=args.fix_strength, correction_size=size, seed=args.seed, dm_seed=args.dm_seed,
@@ -360,6 +360,8 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--maskgit-steps", type=int, default=18,
+                   help="MaskGIT steps of an ARM that fills a frame in parallel (Show-o; default 18, as upstream)")
     p.add_argument("--seed", type=int, default=0, help="base seed; frame k samples the ARM with seed + k - 1")
     p.add_argument("--dm-seed", type=int, help="base seed of the DM's correction (default: --seed)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")

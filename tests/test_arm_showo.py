@@ -159,8 +159,8 @@ def test_the_frame_prefix_is_run_once_and_every_maskgit_step_gives_the_full_sequ
     story = torch.cat([frame1, frame2], 1)
     prefix = story[:, :-(n + 2)]                                           # up to frame 2's <|soi|>
     lengths = []
-    hook = model.model.register_forward_pre_hook(lambda m, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]),
-                                                 with_kwargs=True)
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: lengths.append(
+        (kwargs.get("input_ids") if "input_ids" in kwargs else args[0]).shape[1]), with_kwargs=True)
     try:
         cached = FramePrefix(model, prefix, vocab)
         g = torch.Generator().manual_seed(3)

@@ -25,12 +25,15 @@ from ..progress import ProgressFn, no_progress
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How an ARM samples image tokens. ``top_k``/``top_p`` of 0 / 1.0 mean off."""
+    """How an ARM samples image tokens. ``top_k``/``top_p`` of 0 / 1.0 mean off. ``maskgit_steps``: the steps of a
+    family that fills a frame by parallel masked prediction (Show-o; 18 as upstream), ignored by token-by-token
+    families."""
 
     guidance_scale: float = 5.0
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    maskgit_steps: int = 18
 
     def validate(self) -> "SamplingSettings":
         check_number(self.temperature, "temperature", minimum=0, hint=" 0 means greedy.")
@@ -39,6 +42,8 @@ class SamplingSettings:
         if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
             raise InvalidInputError(f"top_p must be in (0, 1] (1 turns it off), got {self.top_p}.")   # NaN too
         check_number(self.guidance_scale, "the ARM's guidance_scale", minimum=0, hint=" 1 turns CFG off.")
+        if isinstance(self.maskgit_steps, bool) or not isinstance(self.maskgit_steps, int) or self.maskgit_steps < 1:
+            raise InvalidInputError(f"MaskGIT steps must be a whole number >= 1, got {self.maskgit_steps!r}.")
         return self
 
 

@@ -39,6 +39,11 @@ class Family:
     backend: str          # "package.module:ClassName"
     hint: str = ""        # what checkpoints it takes, for error messages
     manifest: bool = False   # the folder is described by acdc_arm.json, not by a top-level config.json
+    class_names: tuple[str, ...] = ()   # config.json "_class_name"s it reads (checkpoints saved with diffusers' mixins)
+
+    def reads(self, config: dict) -> bool:
+        """Whether a folder's config.json is one of this family's."""
+        return config.get("model_type") in self.model_types or config.get("_class_name") in self.class_names
 
 
 FAMILIES: dict[str, Family] = {
@@ -47,6 +52,10 @@ FAMILIES: dict[str, Family] = {
     "unified": Family((), "acdc_core.arm.unified:UnifiedARM",
                       "a causal LM over text + VQ image tokens with a separate VQModel: a folder with "
                       "acdc_arm.json, lm/ and vq/, e.g. the built-in toy ARM", manifest=True),
+    "showo": Family((), "acdc_core.arm.showo:ShowoARM",
+                    "Show-o as published (showlab/show-o, show-o-512x512, SJTU-Deng-Lab/Show-o-Turbo-256: config.json + "
+                    "pytorch_model.safetensors) with showlab/magvitv2 in magvitv2/ and microsoft/phi-1_5's tokenizer "
+                    "files in phi-1_5/ inside it", class_names=("Showo",)),
 }
 
 MANIFEST = "acdc_arm.json"
@@ -130,7 +139,7 @@ def detect_family(folder: str | Path) -> str:
     config = _read_config(Path(folder))
     model_type = config.get("model_type")
     for name, family in FAMILIES.items():
-        if model_type in family.model_types:
+        if family.reads(config):
             return name
     extra = f" ({_KNOWN_UNSUPPORTED[model_type]})" if model_type in _KNOWN_UNSUPPORTED else ""
     raise UnknownModelFamilyError(
@@ -161,11 +170,12 @@ def check_arm_folder(path: str | Path, *, family: str = "auto", trust_remote_cod
         if manifest is not None:
             raise InvalidInputError(f"{folder} holds a {manifest['family']!r} ARM (see its {MANIFEST}), not a "
                                     f"{family} model; use family='auto'.")
-        model_type = _read_config(folder).get("model_type")
-        if model_type not in FAMILIES[family].model_types:
+        config = _read_config(folder)
+        if not FAMILIES[family].reads(config):
+            kind = config.get("model_type") or config.get("_class_name")
             raise InvalidInputError(
-                f"{folder} holds a {model_type!r} model, not one of the {family} family "
-                f"({', '.join(FAMILIES[family].model_types)}); use family='auto'.")
+                f"{folder} holds a {kind!r} model, not one of the {family} family "
+                f"({', '.join(FAMILIES[family].model_types + FAMILIES[family].class_names)}); use family='auto'.")
     module = importlib.import_module(FAMILIES[family].backend.split(":")[0])
     _check_required(folder, getattr(module, "REQUIRED_FILES", ()), family)
     for sub, what in getattr(module, "CODE_FOLDERS", {}).items():

@@ -196,15 +196,23 @@ class FramePrefix:
     prefix afterwards, so the steps never see each other's blocks. (``<|soi|>`` itself sees the whole block, so
     its keys change with the tokens: it belongs to the block.)"""
 
-    def __init__(self, model, prefix_ids: torch.Tensor, vocab: ShowoVocab, block_length: int = 0) -> None:
+    def __init__(self, model, prefix_ids: torch.Tensor, vocab: ShowoVocab, block_length: int = 0, *,
+                 cache=None, start: int = 0) -> None:
+        """Run ``prefix_ids`` [B, P] from position ``start`` on: ``cache`` (a ``StoryCache``) may already hold the
+        first ``start`` positions (an earlier frame's prefix: ``cache.CacheKeeper``); None starts a fresh one."""
         from .cache import StoryCache
 
         self.model, self.vocab, self.prefix_ids = model, vocab, prefix_ids
-        self.cache = StoryCache()
+        self.cache = cache if cache is not None else StoryCache()
         self.cache.reserve(prefix_ids.shape[1] + block_length)    # a step appends in place, a crop is free
-        with torch.no_grad():
-            model(prefix_ids, attention_mask=additive(omni_attention_mask(prefix_ids, vocab)), cache=self.cache,
-                  use_cache=True)
+        if start < prefix_ids.shape[1]:
+            mask = omni_attention_mask(prefix_ids, vocab)[:, :, start:]
+            with torch.no_grad():
+                model(input_ids=prefix_ids[:, start:], attention_mask=additive(mask, self._dtype()), cache=self.cache,
+                      use_cache=True)
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     @property
     def length(self) -> int:
@@ -215,6 +223,226 @@ class FramePrefix:
         full = torch.cat([self.prefix_ids, block_ids], 1)
         mask = omni_attention_mask(full, self.vocab)[:, :, self.length:]
         with torch.no_grad():
-            logits = self.model(block_ids, attention_mask=additive(mask), cache=self.cache, use_cache=True).logits
+            logits = self.model(input_ids=block_ids, attention_mask=additive(mask, self._dtype()), cache=self.cache,
+                                use_cache=True).logits
         self.cache.crop(self.length - self.cache.get_seq_length())
         return logits
+
+
+# --------------------------------------------------------------------------------------------------
+# The Show-o ARM family
+# --------------------------------------------------------------------------------------------------
+# A Show-o folder, as published, plus the two folders its code fetches by name, placed inside it:
+#   config.json                 {"_class_name": "Showo", "vocab_size", "llm_vocab_size", "codebook_size",
+#                               "num_vq_tokens", "llm_model_path": "microsoft/phi-1_5", ...}
+#   pytorch_model.safetensors   PhiForCausalLM's tensors under "showo."
+#   magvitv2/                   showlab/magvitv2 (config.json + pytorch_model.safetensors)
+#   phi-1_5/                    microsoft/phi-1_5's tokenizer files (its config.json too, if there)
+CLASS_NAME = "Showo"
+VQ_DIR, TEXT_DIR = "magvitv2", "phi-1_5"
+REQUIRED_FILES = (("config.json",), ("pytorch_model.safetensors",), (f"{VQ_DIR}/pytorch_model.safetensors",),
+                  (f"{TEXT_DIR}/tokenizer.json", f"{TEXT_DIR}/vocab.json"))
+WEIGHT_FOLDERS = (".", VQ_DIR)
+# microsoft/phi-1_5's config.json (transformers' PhiConfig defaults are the same), for a folder without one.
+PHI_1_5 = {"model_type": "phi", "vocab_size": 51200, "hidden_size": 2048, "intermediate_size": 8192,
+           "num_hidden_layers": 24, "num_attention_heads": 32, "max_position_embeddings": 2048,
+           "hidden_act": "gelu_new", "layer_norm_eps": 1e-5, "partial_rotary_factor": 0.5, "rope_theta": 10000.0,
+           "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attention_dropout": 0.0, "tie_word_embeddings": False}
+MAX_TEXT_LEN = 128       # the text slot upstream's configs train and sample with (dataset.preprocessing)
+
+
+from .decoding import CachedDecoder  # noqa: E402  (the family's base: decode/encode/fit_context/to)
+
+
+class ShowoARM(CachedDecoder):
+    """Show-o as an ARM of the protocol (``base.ARMBackend``). The story sequence (the paper's Eq. 1) is the
+    chunks' t2i prompts one after another, each followed by its frame::
+
+        [t2i slot: u_1] <|soi|> v_1 <|eoi|> [t2i slot: u_2] <|soi|> v_2 <|eoi|> ... [t2i slot: u_i] <|soi|> ? <|eoi|>
+
+    Under the omni mask (``omni_attention_mask``) text is causal and each frame's block sees everything before
+    its end, so everything before the frame being filled is context that the frame cannot change: it is run
+    once per frame (``FramePrefix``) and kept in the context's cache memo, so after a swap of frame k only frame
+    k onward is run again (the ids are the cache key, ``cache.py``). The frame is filled by MaskGIT
+    (``maskgit_fill``) with ``settings.maskgit_steps`` steps.
+
+    CFG: ``guidance_scale`` s is the project's (s = 1: off) and Show-o's w = s - 1, so (1 + w) c - w u =
+    u + s (c - u) (Show-o's demo w = 5 is s = 6). The unconditional row is the same story with every prompt
+    empty (``<|t2i|> bos eos``, padded: the same length, frames kept), which for a one-frame story is upstream's
+    own empty-prompt row. ``temperature`` is MaskGIT's confidence-noise temperature; top-k and top-p do not
+    apply.
+    """
+
+    family = "showo"
+
+    def __init__(self, lm, tokenizer, vq, vocab: ShowoVocab, *, tokens_per_image: int,
+                 max_text_len: int = MAX_TEXT_LEN, previews: bool = False) -> None:
+        from .cache import CacheKeeper
+
+        grid = math.isqrt(tokens_per_image)
+        if grid * grid != tokens_per_image:
+            raise InvalidInputError(f"Show-o's num_vq_tokens must be a square grid; got {tokens_per_image}.")
+        if vq.config.codebook_size != vocab.codebook_size:
+            raise InvalidInputError(f"the MAGVIT-v2 tokenizer has {vq.config.codebook_size} codes but the Show-o "
+                                    f"checkpoint expects {vocab.codebook_size}: a tokenizer of another model?")
+        self.lm, self.tokenizer, self.vq, self.vocab = lm, tokenizer, vq, vocab
+        self.grid = (grid, grid)
+        self.tokens_per_image = tokens_per_image
+        self.codebook_size = vocab.codebook_size
+        self.image_size = (grid * vq.config.downsampling, grid * vq.config.downsampling)
+        self.max_text_len = max_text_len
+        self.code_key_offset = vocab.image_offset
+        self.context_window = int(lm.config.max_position_embeddings)
+        self.previews = previews
+        self.device = next(lm.parameters()).device
+        self.dtype = next(lm.parameters()).dtype
+        self.vq_dtype = next(vq.parameters()).dtype
+        self._keeper = CacheKeeper()
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, folder, *, device="cpu", dtype=None, trust_remote_code: bool = False,
+                        previews: bool = False) -> "ShowoARM":
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+        from transformers import AutoTokenizer, PhiConfig
+
+        from ..devices import pick_dtype
+        from ..weights import check_state_matches, on_meta, weight_shapes
+        from .magvit import load_magvit
+
+        folder = Path(folder)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if config.get("_class_name") != CLASS_NAME:
+            raise InvalidInputError(f"{folder / 'config.json'} is not a Show-o config (_class_name "
+                                    f"{config.get('_class_name')!r}).")
+        if config.get("w_clip_vit"):
+            raise InvalidInputError(f"{folder} is a Show-o variant with a CLIP-ViT image encoder (w_clip_vit), made "
+                                    f"for understanding; use showlab/show-o, show-o-512x512 or Show-o-Turbo.")
+        text_dir = folder / TEXT_DIR
+        tokenizer = AutoTokenizer.from_pretrained(text_dir, local_files_only=True)
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        vocab = ShowoVocab(llm_vocab_size=int(config["llm_vocab_size"]), codebook_size=int(config["codebook_size"]),
+                           bos=int(bos), eos=int(tokenizer.eos_token_id))
+        if vocab.size != int(config["vocab_size"]):
+            raise InvalidInputError(f"{folder / 'config.json'}: vocab_size {config['vocab_size']} is not "
+                                    f"llm_vocab_size + 10 + codebook_size + 1 = {vocab.size}.")
+        phi_file = text_dir / "config.json"
+        phi = json.loads(phi_file.read_text(encoding="utf-8")) if phi_file.is_file() else dict(PHI_1_5)
+        phi_config = PhiConfig.from_dict({**phi, "vocab_size": vocab.size})
+        shapes = {name[len(PREFIX):]: shape for name, shape in weight_shapes(folder, "pytorch_model").items()
+                  if name.startswith(PREFIX)}
+        where = f"the Show-o weights in {folder / 'pytorch_model.safetensors'}"
+        if not shapes:
+            raise InvalidInputError(f"{where} have no {PREFIX!r} tensors: not a Show-o checkpoint.")
+        check_state_matches(on_meta(lambda: build_phi(phi_config)), shapes, where)
+        dtype = dtype or pick_dtype(torch.device(device))
+        lm = build_phi(phi_config)
+        lm.load_state_dict(lm_state(load_file(folder / "pytorch_model.safetensors")), strict=True)
+        lm = lm.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        vq = load_magvit(folder / VQ_DIR, device=device)
+        return cls(lm, tokenizer, vq, vocab, tokens_per_image=int(config["num_vq_tokens"]),
+                   max_text_len=int(config.get("max_text_len", MAX_TEXT_LEN)), previews=previews)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"lm": self.lm, "vq": self.vq}
+
+    # ---------------------------------------------------------------- the sequence
+    def text_ids(self, prompt: str) -> list[int]:
+        """The prompt's text ids (no special tokens); an id that is not text (an added token typed into the
+        prompt) is refused."""
+        ids = list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        if any(i >= self.vocab.llm_vocab_size for i in ids):
+            from ..errors import quote_head
+            raise InvalidInputError(f"the prompt {quote_head(prompt)} holds Show-o control tokens (such as <|soi|>); "
+                                    f"remove them.")
+        return ids
+
+    def _slot(self, text: list[int]) -> torch.Tensor:
+        """One chunk's t2i text slot, ``max_text_len + 1`` ids (see ``t2i_prompt``)."""
+        return t2i_prompt(text, torch.empty(0, dtype=torch.long), self.vocab, self.max_text_len)[:-2]
+
+    def sequence_key(self, context, prompt: str, *, cfg: bool) -> torch.Tensor:
+        """[rows, L] ids of everything before the next frame's ``<|soi|>``: cond, then (with CFG) the same story with
+        every prompt empty."""
+        rows = [[self.text_ids(c.prompt) for c in context.chunks] + [self.text_ids(prompt)]]
+        if cfg:
+            rows.append([[] for _ in range(len(context.chunks) + 1)])
+        keys = []
+        for texts in rows:
+            parts = []
+            for index, chunk in enumerate(context.chunks):
+                self.check_chunk_tokens(index, chunk.tokens)
+                for image in chunk.tokens:
+                    parts += [self._slot(texts[index]), torch.tensor([self.vocab.soi]),
+                              image.cpu().long() + self.vocab.image_offset, torch.tensor([self.vocab.eoi])]
+            parts.append(self._slot(texts[-1]))
+            keys.append(torch.cat(parts))
+        return torch.stack(keys)
+
+    # ---------------------------------------------------------------- pixels
+    def _decode_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.vq.decode(tokens, self.grid)
+
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.vq.encode(pixels)
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample_chunk(self, context, prompt: str, *, settings, generator: torch.Generator, images_per_chunk: int = 1,
+                     progress=None, known: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Codes [1, tokens_per_image] (long, CPU) of the frame for ``prompt`` after everything in ``context``,
+        filled by MaskGIT. ``known`` ([tokens_per_image] codes, -1 where to fill) keeps the codes it gives and
+        fills the rest: token-level inpainting of a region of a frame by the ARM itself."""
+        from ..progress import no_progress
+        from .sampling import uses_cfg
+
+        progress = progress or no_progress
+        settings.validate()
+        if images_per_chunk != 1:
+            raise InvalidInputError(f"the showo ARM makes one image per chunk (a story frame); got "
+                                    f"images_per_chunk={images_per_chunk}.")
+        if settings.top_k or settings.top_p != 1.0:
+            raise InvalidInputError("Show-o's MaskGIT sampling has no top-k or top-p; set them to 0 and 1.")
+        cfg = uses_cfg(settings)
+        key = self.sequence_key(context, prompt, cfg=cfg)
+        rows, n = key.shape[0], self.tokens_per_image
+        codes = torch.full((1, n), self.vocab.mask, dtype=torch.long)
+        if known is not None:
+            known = known.reshape(-1).long().cpu()
+            if known.shape[0] != n or bool(((known < -1) | (known >= self.codebook_size)).any()):
+                raise InvalidInputError(f"known codes must be {n} values in [-1, {self.codebook_size}) (-1: fill).")
+            codes = torch.where(known[None] >= 0, known[None], codes)
+        cache, start = self._take_cache(context.memo, key, n + 2)
+        covered = None
+        try:
+            prefix = FramePrefix(self.lm, key.to(self.device), self.vocab, n + 2, cache=cache, start=start)
+            covered = key
+            soi = torch.full((rows, 1), self.vocab.soi, device=self.device)
+            eoi = torch.full((rows, 1), self.vocab.eoi, device=self.device)
+
+            def code_logits(ids: torch.Tensor) -> torch.Tensor:
+                block = torch.cat([soi, ids.to(self.device).expand(rows, n), eoi], 1)
+                logits = prefix.block_logits(block)[:, 1:-1, self.vocab.image_offset:self.vocab.mask].float()
+                return guided(logits, settings.guidance_scale - 1) if cfg else logits
+
+            def on_step(step: int, partial: torch.Tensor) -> None:
+                preview = self._masked_preview(partial[0]) if self.previews else None
+                progress("arm", step + 1, settings.maskgit_steps, preview)
+
+            filled = maskgit_fill(code_logits, codes, self.vocab, steps=settings.maskgit_steps,
+                                  temperature=settings.temperature, generator=generator, on_step=on_step)
+        finally:
+            if covered is not None:
+                self._give_cache(context.memo, cache, covered)
+        return filled.cpu()
+
+    def _masked_preview(self, partial: torch.Tensor) -> torch.Tensor:
+        """The frame as far as MaskGIT has it: decoded codes where known, grey where still masked. [3, H, W]."""
+        unknown = partial == self.vocab.mask
+        image = self.decode(torch.where(unknown, 0, partial)[None])[0]
+        cell = self.image_size[0] // self.grid[0]
+        grey = unknown.reshape(self.grid).repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+        return torch.where(grey[None], torch.full_like(image, 0.5), image)
