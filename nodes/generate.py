@@ -34,15 +34,21 @@ class ARMTokenGenerator:
                                      max=1 << 20)),
             "top_p": ("FLOAT", tooltip("Nucleus sampling; 1 turns it off.", default=1.0, min=0.01, max=1.0,
                                        step=0.01)),
+        }, "optional": {
+            "maskgit_steps": ("INT", tooltip("Show-o only (it fills a frame in parallel, MaskGIT): the number of steps; "
+                                             "18 as upstream, 4 for Show-o-Turbo. Show-o takes no top-k/top-p, and "
+                                             "its cfg is 1 + Show-o's w (its demo's w 5 is cfg 6).", default=18,
+                                             min=1, max=1000)),
         }}
 
     @classmethod
     def VALIDATE_INPUTS(cls, cfg=None, temperature=None, top_p=None):
         return check_float_widgets(cls, cfg=cfg, temperature=temperature, top_p=top_p) or True
 
-    def generate(self, arm, story, seed, cfg, temperature, top_k, top_p):
+    def generate(self, arm, story, seed, cfg, temperature, top_k, top_p, maskgit_steps=18):
         settings = StorySettings(sampling=SamplingSettings(guidance_scale=cfg, temperature=temperature, top_k=top_k,
-                                                           top_p=top_p), seed=int(seed)).validate()   # before arm.use()
+                                                           top_p=top_p, maskgit_steps=int(maskgit_steps)),
+                                 seed=int(seed)).validate()   # before arm.use()
         return (generate(story, arm.use(), settings, progress=bridge.progress()),)
 
 
