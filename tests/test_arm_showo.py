@@ -143,7 +143,7 @@ def test_how_many_frames_fit_in_phi_s_2048_positions(upstream):
 
 def test_bad_input_is_refused_before_any_model_runs():
     vocab = ShowoVocab(llm_vocab_size=100, codebook_size=64, bos=99, eos=99)
-    with pytest.raises(ACDCError, match="steps must be at least 1"):
+    with pytest.raises(ACDCError, match="MaskGIT steps must be a whole number >= 1"):
         maskgit_fill(lambda ids: pytest.fail("ran"), torch.full((1, 4), vocab.mask), vocab, steps=0)
     with pytest.raises(ACDCError, match="not a Show-o checkpoint"):
         lm_state({"model.embed_tokens.weight": torch.zeros(1)})

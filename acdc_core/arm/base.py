@@ -23,6 +23,13 @@ from ..errors import InvalidInputError, check_number
 from ..progress import ProgressFn, no_progress
 
 
+def check_maskgit_steps(steps) -> int:
+    """The number of MaskGIT steps, or a clear error (a whole number >= 1)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InvalidInputError(f"MaskGIT steps must be a whole number >= 1, got {steps!r}.")
+    return steps
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """How an ARM samples image tokens. ``top_k``/``top_p`` of 0 / 1.0 mean off. ``maskgit_steps``: the steps of a
@@ -42,8 +49,7 @@ class SamplingSettings:
         if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
             raise InvalidInputError(f"top_p must be in (0, 1] (1 turns it off), got {self.top_p}.")   # NaN too
         check_number(self.guidance_scale, "the ARM's guidance_scale", minimum=0, hint=" 1 turns CFG off.")
-        if isinstance(self.maskgit_steps, bool) or not isinstance(self.maskgit_steps, int) or self.maskgit_steps < 1:
-            raise InvalidInputError(f"MaskGIT steps must be a whole number >= 1, got {self.maskgit_steps!r}.")
+        check_maskgit_steps(self.maskgit_steps)
         return self
 
 

@@ -18,6 +18,8 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..errors import InvalidInputError
+from .base import check_maskgit_steps
+from .decoding import CachedDecoder
 
 # Added to Phi's tokenizer by upstream, in this order, right after its own tokens: [PAD] first, then the nine
 # task/segment tokens. Their ids follow from the text vocabulary's size.
@@ -157,8 +159,7 @@ def maskgit_fill(code_logits: Callable[[torch.Tensor], torch.Tensor], tokens: to
     (1 - (step + 1) / steps) every step, as upstream anneals it. ``on_step(step, codes)`` sees the partly filled
     codes (mask where still unknown) after every step, e.g. for a preview, and may raise to cancel.
     """
-    if steps < 1:
-        raise InvalidInputError(f"MaskGIT steps must be at least 1; got {steps}.")
+    check_maskgit_steps(steps)
     codes = tokens.clone()
     total = codes.shape[1]
     sampled = codes
@@ -250,8 +251,6 @@ PHI_1_5 = {"model_type": "phi", "vocab_size": 51200, "hidden_size": 2048, "inter
            "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attention_dropout": 0.0, "tie_word_embeddings": False}
 MAX_TEXT_LEN = 128       # the text slot upstream's configs train and sample with (dataset.preprocessing)
 
-
-from .decoding import CachedDecoder  # noqa: E402  (the family's base: decode/encode/fit_context/to)
 
 
 class ShowoARM(CachedDecoder):
