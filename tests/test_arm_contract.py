@@ -1,6 +1,7 @@
-"""The ARM protocol's contract, for every family on a tiny random model: the shared decoding loop
-(``arm/decoding.py``) with its key/value-cache reuse (``arm/cache.py``), seeds and CFG. What differs between
-families (sequence layout, what a swap or an appended chunk costs, loading) is in test_arm_<family>.py."""
+"""The ARM protocol's contract, for every family on a tiny random model: the key/value-cache reuse
+(``arm/cache.py``), swaps, seeds and CFG, whether a family decodes token by token (``arm/decoding.py``) or fills a
+frame in parallel (Show-o's MaskGIT). What differs between families (sequence layout, what a swap or an
+appended chunk costs, loading) is in test_arm_<family>.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,10 +13,16 @@ import torch
 from acdc_core.arm import ARMContext, SamplingSettings, load_arm
 from acdc_core.arm.sampling import combine_cfg, warp
 from acdc_core.tiny.janus import build_tiny_janus
+from acdc_core.tiny.showo import build_tiny_showo
 from acdc_core.tiny.unified import build_tiny_unified
 from tests.fakes import LMCalls, gen, other_tokens, sample_story
 
 pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
+
+
+def one_pass(arm, total: int) -> list:
+    """What a token-by-token family runs for ``next_token_logits`` without a cache: the whole key at once."""
+    return [(2, total)]
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,13 @@ class Family:
     prompts: tuple[str, ...]
     next_prompt: str
     guidance: float
+    token_by_token: bool = True      # False: the frame is filled in parallel (progress counts steps, no top-k)
+    fresh_calls: Callable = one_pass  # (arm, key length) -> the (rows, positions) next_token_logits runs uncached
+    sampling: tuple = ()             # extra SamplingSettings fields for this family's runs
+
+    def steps(self, arm, settings: SamplingSettings) -> int:
+        """The progress reports of one frame: one per code, or one per MaskGIT step."""
+        return arm.tokens_per_image if self.token_by_token else settings.maskgit_steps
 
 
 FAMILIES = {
@@ -35,6 +49,12 @@ FAMILIES = {
     "unified": Family(build_tiny_unified, lambda arm: arm.lm, "input_ids",
                       ("Mia is a red rabbit. She stands on the left of a meadow by day.", "She jumps.",
                        "She hops to the right."), "She barks.", 3.0),
+    # The context before the frame runs once, then the frame's block (<|soi|> codes <|eoi|>) on top of it.
+    "showo": Family(build_tiny_showo, lambda arm: arm.lm, "input_ids",
+                    ("Mia is a red rabbit. She stands on the left of a meadow by day.", "She jumps.",
+                     "She hops to the right."), "She barks.", 2.0, token_by_token=False,
+                    fresh_calls=lambda arm, total: [(2, total), (2, arm.tokens_per_image + 2)],
+                    sampling=(("maskgit_steps", 4),)),
 }
 
 
@@ -46,7 +66,10 @@ class Case:
 
     @property
     def cfg(self) -> SamplingSettings:
-        return SamplingSettings(guidance_scale=self.family.guidance, temperature=1.0)
+        return self.settings(guidance_scale=self.family.guidance, temperature=1.0)
+
+    def settings(self, **values) -> SamplingSettings:
+        return SamplingSettings(**{**dict(self.family.sampling), **values})
 
     def story(self, n: int, seed: int = 0) -> ARMContext:
         return sample_story(self.arm, self.family.prompts, n, self.cfg, seed)
@@ -89,7 +112,7 @@ def test_cache_of_another_backend_is_not_used(case):
     total = other.sequence_key(ctx, prompt, cfg=True).shape[1]
     with case.calls(other) as lm:
         logits = other.next_token_logits(ctx, prompt, guidance_scale=scale)
-    assert lm.calls == [(2, total)]
+    assert lm.calls == case.family.fresh_calls(other, total)
     torch.testing.assert_close(logits, case.arm.next_token_logits(fresh(ctx), prompt, guidance_scale=scale))
 
 
@@ -104,7 +127,7 @@ def test_cancelled_sampling_leaves_a_truthful_cache(case):
 
     with pytest.raises(KeyboardInterrupt):
         case.arm.sample_chunk(ctx, case.family.next_prompt, settings=case.cfg, generator=gen(0), progress=cancel_at_3)
-    n = case.arm.tokens_per_image
+    n = case.family.steps(case.arm, case.cfg)
     assert seen == [("arm", 1, n), ("arm", 2, n), ("arm", 3, n)]
     assert ctx.memo.covered.shape[1] == ctx.memo.cache.cache.get_seq_length()
     assert torch.equal(case.sample(ctx, 5), case.sample(fresh(ctx), 5))
@@ -145,14 +168,15 @@ def test_seeds(case):
     assert a.shape == (1, case.arm.tokens_per_image) and a.dtype == torch.long
     assert bool((a >= 0).all()) and bool((a < case.arm.codebook_size).all())
     assert torch.equal(a, b) and not torch.equal(a, c)
-    greedy = SamplingSettings(guidance_scale=case.family.guidance, temperature=0.0)
-    assert torch.equal(case.sample(ctx, 1, greedy), case.sample(ctx, 2, greedy))
+    if case.family.token_by_token:     # (MaskGIT samples every step; its temperature is only the re-masking noise)
+        greedy = SamplingSettings(guidance_scale=case.family.guidance, temperature=0.0)
+        assert torch.equal(case.sample(ctx, 1, greedy), case.sample(ctx, 2, greedy))
 
 
 def test_guidance_one_runs_a_single_row(case):
     ctx = case.story(1)
     with case.calls() as lm:
-        tokens = case.sample(ctx, 0, SamplingSettings(guidance_scale=1.0))
+        tokens = case.sample(ctx, 0, case.settings(guidance_scale=1.0))
     assert tokens.shape == (1, case.arm.tokens_per_image)
     assert {rows for rows, _ in lm.calls} == {1}
     assert case.arm.next_token_logits(ctx, case.family.next_prompt, guidance_scale=1.0).shape == \
@@ -160,6 +184,8 @@ def test_guidance_one_runs_a_single_row(case):
 
 
 def test_cfg_step_equals_manual_combine(case):
+    if not case.family.token_by_token:
+        pytest.skip("a parallel family: its guided first step is checked against upstream (test_arm_showo.py)")
     ctx = case.story(1)
     settings = SamplingSettings(guidance_scale=3.0, temperature=0.8, top_k=20, top_p=0.9)
     raw = case.arm.next_token_logits(fresh(ctx), case.family.next_prompt, guidance_scale=3.0)

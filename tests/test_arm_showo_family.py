@@ -77,7 +77,12 @@ def test_after_a_swap_only_the_swapped_frame_onward_runs_again(arm):
     swapped = ctx.swap(1, other_tokens(arm, ctx.chunks[1].tokens))
     with LMCalls(arm.lm, "input_ids") as calls:
         after = arm.sample_chunk(swapped, PROMPTS[2], settings=CFG, generator=gen(1))
-    assert calls.calls[0] == (2, N + 1 + SLOT)              # from frame 2's first code on (its <|soi|> is unchanged)
+    # From frame 2's <|soi|> on: every position of a block sees the whole block, so its <|soi|> (unchanged as
+    # an id) changes with the codes and cannot be kept; everything before the block is kept.
+    assert calls.calls[0] == (2, N + 2 + SLOT)
+    logits = arm.next_token_logits(swapped, PROMPTS[2], guidance_scale=CFG.guidance_scale)
+    torch.testing.assert_close(logits, arm.next_token_logits(ARMContext(chunks=swapped.chunks), PROMPTS[2],
+                                                             guidance_scale=CFG.guidance_scale), rtol=0, atol=1e-6)
     assert torch.equal(after, arm.sample_chunk(ARMContext(chunks=swapped.chunks), PROMPTS[2], settings=CFG,
                                                generator=gen(1)))
 

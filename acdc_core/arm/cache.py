@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -148,11 +148,14 @@ class CacheKeeper:
         self._live: "weakref.WeakSet[_CacheState]" = weakref.WeakSet()
 
     def take(self, memo: CacheMemo, key: torch.Tensor, extra: int, *, device: torch.device,
-             dtype: torch.dtype) -> tuple[StoryCache, int]:
+             dtype: torch.dtype, valid: Optional[Callable[[torch.Tensor, int], int]] = None) -> tuple[StoryCache, int]:
         """Take the memo's cache (leaving the memo empty), cropped to its common prefix with ``key``.
 
         At least the last position of ``key`` stays uncached so there are logits to sample from.
         ``extra`` is how many positions the caller will add after ``key`` (storage is reserved for them).
+        ``valid(key, keep)``: for a family whose positions can see later ones (Show-o's image blocks are
+        bidirectional), how many of the first ``keep`` positions stay valid when ``key`` differs from position
+        ``keep`` on (never more than ``keep``); by default all of them (causal attention).
         Returns the cache and the number of positions of ``key`` it still covers (where prefill starts).
         """
         state, covered = memo.cache, memo.covered
@@ -165,6 +168,8 @@ class CacheKeeper:
             cache.reserve(key.shape[1] + extra)
             return cache, 0
         keep = min(common_prefix(covered, key), key.shape[1] - 1)
+        if valid is not None:
+            keep = min(keep, valid(key, keep))
         cache = state.cache
         cache.reserve(key.shape[1] + extra)
         if covered.shape[1] > keep:

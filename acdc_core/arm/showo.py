@@ -121,11 +121,11 @@ def additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Te
 
 def build_phi(config) -> "torch.nn.Module":
     """transformers' ``PhiForCausalLM`` for Show-o: a copy of ``config`` with q/k layer norms (as Show-o's Phi has
-    them) and eager attention for an additive 4-D mask; ``config`` is not changed."""
+    them) and SDPA attention, which takes the additive 4-D mask as it is; ``config`` is not changed."""
     from transformers import PhiForCausalLM
 
     config = config.__class__.from_dict({**config.to_dict(), "qk_layernorm": True, "use_cache": False})
-    config._attn_implementation = "eager"
+    config._attn_implementation = "sdpa"
     return PhiForCausalLM(config)
 
 
@@ -381,6 +381,20 @@ class ShowoARM(CachedDecoder):
             keys.append(torch.cat(parts))
         return torch.stack(keys)
 
+    def _take_cache(self, memo, key: torch.Tensor, extra: int):
+        """As every family, but a cache cut inside an image block is cut back to before the block's ``<|soi|>``:
+        every position of a block sees the whole block, so a changed code changes them all."""
+        return self._keeper.take(memo, key, extra, device=self.device, dtype=self.dtype, valid=self._before_open_block)
+
+    def _before_open_block(self, key: torch.Tensor, keep: int) -> int:
+        """``keep``, or the ``<|soi|>`` of the block still open at position ``keep`` (rows share the layout)."""
+        row = key[0, :keep]
+        starts = (row == self.vocab.soi).nonzero()
+        ends = (row == self.vocab.eoi).nonzero()
+        if len(starts) and (not len(ends) or int(starts[-1]) > int(ends[-1])):
+            return int(starts[-1])
+        return keep
+
     # ---------------------------------------------------------------- pixels
     def _decode_codes(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.vq.decode(tokens, self.grid)
@@ -435,8 +449,29 @@ class ShowoARM(CachedDecoder):
                                   temperature=settings.temperature, generator=generator, on_step=on_step)
         finally:
             if covered is not None:
+                if cache.get_seq_length() > covered.shape[1]:        # stopped inside a step: back to the prefix
+                    cache.crop(covered.shape[1] - cache.get_seq_length())
                 self._give_cache(context.memo, cache, covered)
         return filled.cpu()
+
+    @torch.no_grad()
+    def next_token_logits(self, context, prompt: str, *, guidance_scale: float = 5.0) -> torch.Tensor:
+        """Raw code logits [rows, codebook] (cond, then uncond when ``guidance_scale != 1``) of the frame's first
+        position in MaskGIT's first step (every code masked), using and updating the context's cache as
+        ``sample_chunk`` does. For tests and tools."""
+        from .base import SamplingSettings
+        from .sampling import uses_cfg
+
+        cfg = uses_cfg(SamplingSettings(guidance_scale=guidance_scale))
+        key = self.sequence_key(context, prompt, cfg=cfg)
+        rows, n = key.shape[0], self.tokens_per_image
+        cache, start = self._take_cache(context.memo, key, n + 2)
+        prefix = FramePrefix(self.lm, key.to(self.device), self.vocab, n + 2, cache=cache, start=start)
+        block = torch.full((rows, n + 2), self.vocab.mask, device=self.device)
+        block[:, 0], block[:, -1] = self.vocab.soi, self.vocab.eoi
+        logits = prefix.block_logits(block)[:, 1, self.vocab.image_offset:self.vocab.mask]
+        self._give_cache(context.memo, cache, key)
+        return logits.float()
 
     def _masked_preview(self, partial: torch.Tensor) -> torch.Tensor:
         """The frame as far as MaskGIT has it: decoded codes where known, grey where still masked. [3, H, W]."""
