@@ -129,6 +129,12 @@ def test_bad_folders_and_settings_are_refused_before_generation(folder, tmp_path
     (clip / "config.json").write_text(json.dumps({**config, "w_clip_vit": True}))
     with pytest.raises(ACDCError, match="CLIP-ViT"):
         load_arm(clip)
+    from acdc_core.tiny.janus import build_tiny_janus
+    janus = build_tiny_janus(tmp_path / "janus", seed=0)
+    with pytest.raises(ACDCError, match="not one of the showo family"):
+        check_arm_folder(janus, family="showo")                            # and the reverse, above
+    with pytest.raises(ACDCError, match="is 64x64 .* but the ARM works at 32x32"):
+        arm.encode(torch.rand(1, 3, 64, 64))                               # a size the checkpoint was not made for
     ctx = ARMContext()
     with pytest.raises(ACDCError, match="MaskGIT steps must be a whole number >= 1"):
         arm.sample_chunk(ctx, PROMPTS[0], settings=SamplingSettings(maskgit_steps=0), generator=gen(0))
