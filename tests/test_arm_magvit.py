@@ -8,16 +8,15 @@ through the published folder layout, so a tensor under another name would get ot
 from __future__ import annotations
 
 import json
-import zlib
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from acdc_core.arm.magvit import MagvitConfig, MagvitV2, load_magvit
 from acdc_core.errors import ACDCError
+from tests.fixtures.upstream.tiny_weights import read_fixture, weight
 from acdc_core.weights import on_meta
 
 FIXTURE = Path(__file__).parent / "fixtures" / "magvit_upstream.safetensors"
@@ -25,21 +24,9 @@ TINY = MagvitConfig(channels=32, encoder_multipliers=(1, 2, 2), encoder_blocks=(
                     decoder_multipliers=(1, 1, 2), decoder_blocks=(2, 1, 1), decoder_attention=(1,))
 
 
-def weight(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """The fixture's rule (tests/fixtures/upstream/make_magvit.py): every tensor from its name and shape."""
-    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-    if name.endswith(("norm.weight", "norm_out.weight")) or ".norm1.weight" in name or ".norm2.weight" in name:
-        return 1 + 0.1 * torch.randn(shape, generator=g)
-    if name.endswith(".bias"):
-        return 0.1 * torch.randn(shape, generator=g)
-    fan_in = max(1, int(torch.tensor(shape[1:]).prod())) if len(shape) > 1 else 1
-    return torch.randn(shape, generator=g) / fan_in ** 0.5
-
-
 @pytest.fixture(scope="module")
 def upstream():
-    with safe_open(FIXTURE, "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    return read_fixture(FIXTURE)
 
 
 @pytest.fixture(scope="module")

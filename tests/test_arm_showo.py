@@ -10,35 +10,22 @@ checkpoint's names (``lm_state``), so a wrong name, mask or sampling order shows
 from __future__ import annotations
 
 import json
-import zlib
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from acdc_core.arm.showo import (FramePrefix, ShowoVocab, additive, build_phi, chunk_length, frames_that_fit, guided,
                                  lm_state, maskgit_fill, omni_attention_mask, t2i_prompt)
 from acdc_core.errors import ACDCError
+from tests.fixtures.upstream.tiny_weights import read_fixture, weight
 
 FIXTURE = Path(__file__).parent / "fixtures" / "showo_upstream.safetensors"
 
 
-def weight(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """The fixture's rule (tests/fixtures/upstream/make_showo.py)."""
-    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-    if "layernorm.weight" in name or name.endswith("norm.weight"):
-        return 1 + 0.1 * torch.randn(shape, generator=g)
-    if name.endswith(".bias"):
-        return 0.1 * torch.randn(shape, generator=g)
-    fan_in = int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1
-    return torch.randn(shape, generator=g) / fan_in ** 0.5
-
-
 @pytest.fixture(scope="module")
 def upstream():
-    with safe_open(FIXTURE, "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    return read_fixture(FIXTURE)
 
 
 @pytest.fixture(scope="module")
