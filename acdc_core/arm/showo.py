@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..errors import InvalidInputError
+from ..progress import ProgressFn, no_progress
 from .base import check_maskgit_steps
 from .decoding import CachedDecoder
 
@@ -405,14 +406,12 @@ class ShowoARM(CachedDecoder):
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample_chunk(self, context, prompt: str, *, settings, generator: torch.Generator, images_per_chunk: int = 1,
-                     progress=None, known: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     progress: ProgressFn = no_progress, known: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Codes [1, tokens_per_image] (long, CPU) of the frame for ``prompt`` after everything in ``context``,
         filled by MaskGIT. ``known`` ([tokens_per_image] codes, -1 where to fill) keeps the codes it gives and
         fills the rest: token-level inpainting of a region of a frame by the ARM itself."""
-        from ..progress import no_progress
         from .sampling import uses_cfg
 
-        progress = progress or no_progress
         settings.validate()
         if images_per_chunk != 1:
             raise InvalidInputError(f"the showo ARM makes one image per chunk (a story frame); got "
