@@ -12,6 +12,7 @@ import torch
 
 from acdc_core.arm import ARMContext, SamplingSettings, load_arm
 from acdc_core.arm.sampling import combine_cfg, warp
+from acdc_core.tiny.emu3 import build_tiny_emu3
 from acdc_core.tiny.janus import build_tiny_janus
 from acdc_core.tiny.showo import build_tiny_showo
 from acdc_core.tiny.unified import build_tiny_unified
@@ -36,6 +37,7 @@ class Family:
     token_by_token: bool = True      # False: the frame is filled in parallel (progress counts steps, no top-k)
     fresh_calls: Callable = one_pass  # (arm, key length) -> the (rows, positions) next_token_logits runs uncached
     sampling: tuple = ()             # extra SamplingSettings fields for this family's runs
+    logit_cfg: bool = True           # CFG combines raw codebook logits (False: the family's is generate's, tested there)
 
     def steps(self, arm, settings: SamplingSettings) -> int:
         """The progress reports of one frame: one per code, or one per MaskGIT step."""
@@ -55,6 +57,11 @@ FAMILIES = {
                      "She hops to the right."), "She barks.", 2.0, token_by_token=False,
                     fresh_calls=lambda arm, total: [(2, total), (2, arm.tokens_per_image + 2)],
                     sampling=(("maskgit_steps", 4),)),
+    # CFG's unconditional row is a sequence of its own (the negative prompt), as in transformers' generate.
+    "emu3": Family(build_tiny_emu3, lambda arm: arm.model.model.text_model, "input_ids",
+                   ("Mia is a red rabbit. She stands on the left of a meadow by day.", "She jumps.",
+                    "She hops to the right."), "She barks.", 3.0,
+                   fresh_calls=lambda arm, total: [(1, total), (1, arm.uncond_key().shape[1])], logit_cfg=False),
 }
 
 
@@ -186,6 +193,8 @@ def test_guidance_one_runs_a_single_row(case):
 def test_cfg_step_equals_manual_combine(case):
     if not case.family.token_by_token:
         pytest.skip("a parallel family: its guided first step is checked against upstream (test_arm_showo.py)")
+    if not case.family.logit_cfg:
+        pytest.skip("CFG as transformers' generate does it: checked against generate (test_arm_<family>.py)")
     ctx = case.story(1)
     settings = SamplingSettings(guidance_scale=3.0, temperature=0.8, top_k=20, top_p=0.9)
     raw = case.arm.next_token_logits(fresh(ctx), case.family.next_prompt, guidance_scale=3.0)

@@ -14,6 +14,19 @@ A family subclasses ``CachedDecoder`` and says only what differs between familie
   ``tokens_per_image``, ``image_size``, ``previews``, ``device``, ``dtype`` (the LM's), ``vq_dtype``, ``_keeper``,
   and ``_preview_geometry()``: (codes per image row, pixels per code row) for the live preview.
 
+Optional hooks, for a family whose image is more than a run of sampled codes (Emu3: an end-of-line token after
+every row, full-vocabulary logits, CFG's unconditional row as a sequence of its own):
+
+- ``_image_plan()``: the positions one image takes after the key, ``None`` where a code is sampled and a key id
+  where the family forces a token (default: ``tokens_per_image`` codes);
+- ``_codes_key(codes)``: sampled codes as key ids (default: offset by ``code_key_offset``);
+- ``_uncond_branch()``: an ``UnconditionalBranch`` when CFG's unconditional row is a separate sequence rather
+  than a second row of the key (default: ``None``);
+- ``_next(logits, settings, generator, forced)``: the code (or, where ``forced``, the forced id) for one position
+  from the rows' logits (default: ``sampling.next_tokens``); ``_code_logits(logits)``: the codebook's slice of
+  ``_forward``'s logits (default: they are that already);
+- ``_new_positions(images)``: the positions ``images`` new images take after the key (default: codes, EOI, EOS).
+
 The base class owns what every family does the same way: checking a context's chunks, the unconditional CFG
 row (``unconditional_row``), moving weights and caches (``to``), and the pixel range and checks of ``decode``
 and ``encode``.
@@ -29,7 +42,7 @@ from ..progress import ProgressFn, no_progress
 from .base import ARMContext, CacheMemo, SamplingSettings, check_images
 from .sampling import next_tokens, uses_cfg
 
-__all__ = ["CachedDecoder", "unconditional_row", "window_policy"]
+__all__ = ["CachedDecoder", "UnconditionalBranch", "unconditional_row", "window_policy"]
 
 
 def window_policy(chunks: int) -> "list[tuple[int, ...]]":
@@ -49,6 +62,40 @@ def unconditional_row(cond: torch.Tensor, *, keep_ids: list[int], code_offset: i
     ``cond``, so positions line up; for a story of one frame this is Janus' own unconditional row."""
     keep = (cond >= code_offset) | torch.isin(cond, torch.tensor(keep_ids, device=cond.device))
     return torch.where(keep, cond, torch.full_like(cond, pad))
+
+
+class UnconditionalBranch:
+    """CFG's unconditional row as a sequence of its own, the way transformers' ``generate`` runs it
+    (``UnbatchedClassifierFreeGuidanceLogitsProcessor``): a fixed ``prefix`` key (the negative prompt), then every
+    position the conditional row is fed, with a cache of its own. The cache lives in ``memo`` (one per backend:
+    the prefix does not depend on the story), so the prefix runs once and each image crops back to it. Like the
+    story's cache, it is given back only with the key it truly covers."""
+
+    def __init__(self, arm: "CachedDecoder", memo: CacheMemo, prefix: torch.Tensor) -> None:
+        self.arm, self.memo, self.prefix = arm, memo, prefix      # prefix: [1, L] key ids
+        self.cache: Any = None
+        self.fed: list[torch.Tensor] = []
+        self.true = False   # whether the cache holds exactly prefix + fed
+
+    def first(self, extra: int) -> torch.Tensor:
+        """The logits after the prefix (``extra``: positions to reserve for the image)."""
+        self.cache, start = self.arm._take_cache(self.memo, self.prefix, extra)
+        logits = self.arm._forward(self.arm._prefill_input(self.prefix[:, start:]), self.cache)
+        self.true = True
+        return logits
+
+    def step(self, key_id: torch.Tensor) -> torch.Tensor:
+        """Feed one more position (key id ``[1]``) and return its logits."""
+        self.true = False
+        logits = self.arm._forward(self.arm._prefill_input(key_id[None]), self.cache)
+        self.fed.append(key_id)
+        self.true = True
+        return logits
+
+    def close(self) -> None:
+        if self.cache is not None and self.true:
+            fed = torch.cat(self.fed).to("cpu")[None] if self.fed else self.prefix[:, :0]
+            self.arm._give_cache(self.memo, self.cache, torch.cat([self.prefix, fed], dim=1))
 
 
 class CachedDecoder:
@@ -82,6 +129,26 @@ class CachedDecoder:
 
     def modules(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
+
+    # ---------------------------------------------------------------- optional hooks (defaults: raster codes)
+    def _image_plan(self) -> tuple[Optional[int], ...]:
+        return (None,) * self.tokens_per_image
+
+    def _codes_key(self, codes: torch.Tensor) -> torch.Tensor:
+        return codes + self.code_key_offset
+
+    def _uncond_branch(self) -> Optional[UnconditionalBranch]:
+        return None
+
+    def _next(self, logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator,
+              forced: Optional[int]) -> torch.Tensor:
+        return next_tokens(logits, settings, generator)
+
+    def _code_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits
+
+    def _new_positions(self, images: int) -> int:
+        return images * (self.tokens_per_image + 2)     # the codes, then EOI and EOS (BOI is in the key)
 
     # ---------------------------------------------------------------- shared by every family
     def check_chunk_tokens(self, index: int, tokens: torch.Tensor) -> None:
@@ -131,7 +198,7 @@ class CachedDecoder:
     def fit_context(self, context: ARMContext, prompt: str, *, images_per_chunk: int = 1) -> tuple[int, ...]:
         """The chunks of ``context`` (indices) that ``prompt``'s chunk is conditioned on: every chunk while the whole
         sequence and the new image's codes fit ``context_window``, else the first of ``window_policy`` that fits."""
-        new = images_per_chunk * (self.tokens_per_image + 2)     # the codes, and BOI/EOI around each image
+        new = self._new_positions(images_per_chunk)
         for indices in window_policy(len(context)):
             length = self.sequence_key(context.select(indices), prompt, cfg=False).shape[-1] + new
             if self.context_window is None or length <= self.context_window:
@@ -154,11 +221,17 @@ class CachedDecoder:
         """Raw code logits ``[rows, codebook]`` (cond, then uncond when ``guidance_scale != 1``) of the first
         code of the next image, using and updating the context's cache like ``sample_chunk``. For tests and tools."""
         cfg = uses_cfg(SamplingSettings(guidance_scale=guidance_scale))
-        key = self.sequence_key(context, prompt, cfg=cfg)
+        branch = self._uncond_branch() if cfg else None
+        key = self.sequence_key(context, prompt, cfg=cfg and branch is None)
         cache, start = self._take_cache(context.memo, key, 0)
         logits = self._forward(self._prefill_input(key[:, start:]), cache)
         self._give_cache(context.memo, cache, key)
-        return logits.float()
+        if branch is not None:
+            try:
+                logits = torch.cat([logits, branch.first(0)])
+            finally:
+                branch.close()
+        return self._code_logits(logits).float()
 
     @torch.no_grad()
     def sample_chunk(self, context: ARMContext, prompt: str, *, settings: SamplingSettings,
@@ -170,30 +243,44 @@ class CachedDecoder:
             raise InvalidInputError(f"the {self.family} ARM makes one image per chunk (a story frame); got "
                                     f"images_per_chunk={images_per_chunk}.")
         cfg = uses_cfg(settings)
-        key = self.sequence_key(context, prompt, cfg=cfg)
+        branch = self._uncond_branch() if cfg else None     # None: the unconditional row is a row of the key
+        key = self.sequence_key(context, prompt, cfg=cfg and branch is None)
+        plan = self._image_plan()
         rows, total = key.shape[0], self.tokens_per_image
         memo = context.memo
-        cache, start = self._take_cache(memo, key, total)
+        cache, start = self._take_cache(memo, key, len(plan))
         covered: Optional[torch.Tensor] = None  # what `cache` holds; None while a forward is under way
         tokens = torch.empty(total, dtype=torch.long, device=self.device)
-        fed = 0  # sampled codes already run through the model
+        fed: list[torch.Tensor] = []  # key ids [1] of the positions run through the model after the key
+        done = 0  # codes sampled
         try:
             logits = self._forward(self._prefill_input(key[:, start:]), cache)
             covered = key
-            for k in range(total):
-                token = next_tokens(logits, settings, generator)          # [1], a code in [0, K)
-                tokens[k] = token[0]
-                progress("arm", k + 1, total, self._preview(tokens, k + 1) if self.previews else None)
-                if k + 1 == total:
+            uncond = branch.first(len(plan)) if branch is not None else None
+            for position, forced in enumerate(plan):
+                both = logits if uncond is None else torch.cat([logits, uncond])
+                token = self._next(both, settings, generator, forced)             # [1]
+                if forced is None:
+                    tokens[done] = token[0]
+                    done += 1
+                    progress("arm", done, total, self._preview(tokens, done) if self.previews else None)
+                if position + 1 == len(plan):
                     break
+                key_id = self._codes_key(token) if forced is None else torch.tensor([forced], device=self.device)
+                step = (self._code_input(token, rows) if forced is None
+                        else self._prefill_input(key_id.expand(rows, 1)))
                 covered = None
-                logits = self._forward(self._code_input(token, rows), cache)
-                fed = k + 1
+                logits = self._forward(step, cache)
+                fed.append(key_id)
                 covered = key
+                if branch is not None:
+                    uncond = branch.step(key_id)
         finally:
             if covered is not None:
-                codes = (tokens[:fed].to("cpu") + self.code_key_offset).expand(rows, fed)
-                self._give_cache(memo, cache, torch.cat([key, codes], dim=1))
+                ids = torch.cat(fed).to("cpu").expand(rows, len(fed)) if fed else key[:, :0]
+                self._give_cache(memo, cache, torch.cat([key, ids], dim=1))
+            if branch is not None:
+                branch.close()
         return tokens.to("cpu")[None]
 
     def _preview(self, tokens: torch.Tensor, done: int) -> Optional[torch.Tensor]:

@@ -56,6 +56,9 @@ FAMILIES: dict[str, Family] = {
                     "Show-o as published (showlab/show-o, show-o-512x512, SJTU-Deng-Lab/Show-o-Turbo-256: config.json + "
                     "pytorch_model.safetensors) with showlab/magvitv2 in magvitv2/ and microsoft/phi-1_5's tokenizer "
                     "files in phi-1_5/ inside it", class_names=("Showo",)),
+    "emu3": Family(("emu3",), "acdc_core.arm.emu3:Emu3ARM",
+                   "Emu3-Gen in transformers format (BAAI/Emu3-Gen-hf); frames 256 px unless its acdc_emu3.json "
+                   "says otherwise"),
 }
 
 MANIFEST = "acdc_arm.json"
