@@ -74,13 +74,14 @@ def read_text_file(path: str, what: str) -> str:
         raise InvalidInputError(f"{what} {file} is not UTF-8 text; save it as UTF-8.") from None
 
 
-def parse_masks(specs: Sequence[str]) -> dict[int, torch.Tensor]:
-    """--mask FRAME:PATH (1-based frame; white = repaint, or a PNG's transparent pixels as ComfyUI paints)."""
+def parse_masks(specs: Sequence[str], option: str = "--mask") -> dict[int, torch.Tensor]:
+    """--mask (or --token-mask) FRAME:PATH (1-based frame; white = repaint, or a PNG's transparent pixels as ComfyUI
+    paints)."""
     masks = {}
     for spec in specs:
         frame, _, path = spec.partition(":")
         if not frame.isdigit() or int(frame) < 1 or not path:
-            raise InvalidInputError(f"--mask takes FRAME:PATH (e.g. 3:moon_mask.png), got {spec!r}.")
+            raise InvalidInputError(f"{option} takes FRAME:PATH (e.g. 3:moon_mask.png), got {spec!r}.")
         if not Path(path).is_file():
             raise InvalidInputError(f"mask file {path} does not exist.")
         masks[int(frame) - 1] = load_mask(path)
@@ -187,6 +188,8 @@ def run_identity(args, prompts, settings: StorySettings, dtype: torch.dtype) -> 
         "memory": args.memory,
         "system_prompt": _sha256(args.system_prompt) if args.system_prompt else None,
         "masks": {spec.partition(":")[0]: _sha256(spec.partition(":")[2]) for spec in (args.mask or [])},
+        **({"token_masks": {spec.partition(":")[0]: _sha256(spec.partition(":")[2]) for spec in args.token_mask}}
+           if args.token_mask else {}),
         "baseline": bool(args.baseline),
     }
 
@@ -204,6 +207,10 @@ def run(args) -> dict:
     settings.check_seeds(len(prompts))
     masks = parse_masks(args.mask or [])
     check_masks(masks, prompts, settings)
+    token_masks = parse_masks(args.token_mask or [], "--token-mask")
+    for index in sorted(token_masks):
+        if index >= len(prompts):
+            raise InvalidInputError(f"--token-mask names frame {index + 1} but the story has {len(prompts)} frames.")
     device = check_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     mem_settings = memory_settings(args)
@@ -230,7 +237,8 @@ def run(args) -> dict:
     memory = MemoryModule(backend, mem_settings)
     arm = load_arm(args.arm, device=load_device, dtype=dtype, trust_remote_code=args.trust_remote_code)
     loaded = time.perf_counter() - started
-    validate_inputs(new_story(prompts), arm, corrector, memory, settings, masks)   # needs the models; before any frame
+    validate_inputs(new_story(prompts), arm, corrector, memory, settings, masks,  # needs the models; before any frame
+                    token_masks)
 
     meta = {"arm": str(args.arm), "dm": str(args.dm), "memory": args.memory, "device": str(device),
             "dtype": str(dtype).replace("torch.", ""), "load_seconds": round(loaded, 3)}
@@ -250,8 +258,8 @@ def run(args) -> dict:
     if state.records:
         print(f"resuming after frame {len(state.records)} of {len(prompts)}", file=sys.stderr)
     state = _frames(lambda: run_story(
-        prompts, arm, corrector, memory, settings, fix_masks=masks, start=state, placement=placement,
-        progress=progress, on_frame=lambda s: folder.save(s, baseline=baseline)), folder, "frames")
+        prompts, arm, corrector, memory, settings, fix_masks=masks, token_masks=token_masks, start=state,
+        placement=placement, progress=progress, on_frame=lambda s: folder.save(s, baseline=baseline)), folder, "frames")
     record = folder.save(state, baseline=baseline, complete=True,
                          meta={"total_seconds": round(time.perf_counter() - started, 3)})
     print(f"wrote {folder.out / 'strip.png'} and run.json ({len(state.records)} frames)", file=sys.stderr)
@@ -393,6 +401,9 @@ def add_story_options(p: argparse.ArgumentParser) -> None:
                         "first k only) or 'none' / 0 (the ARM alone)")
     p.add_argument("--fix-strength", type=float, default=0.8, help="t' of the masked physical fix")
     p.add_argument("--mask", action="append", metavar="FRAME:PATH", help="physical-fix mask for a frame")
+    p.add_argument("--token-mask", action="append", metavar="FRAME:PATH",
+                   help="token-level inpainting (Show-o): the ARM fills this region of the frame again, at the ARM's "
+                        "frame size, before correction")
     p.add_argument("--fix-seed", type=int, help="base seed of the physical fix (default: the frame's DM seed)")
     p.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
     p.add_argument("--no-offload", action="store_true", help="keep every model on the device")
@@ -409,7 +420,7 @@ def add_story_options(p: argparse.ArgumentParser) -> None:
 DEMO_STORY_DEFAULTS = {"arm": None, "dm": None, "dm_config": None, "memory": "per-frame", "llm": None,
                        "endpoint": None, "llm_model": None, "api_key_env": "ACDC_LLM_API_KEY", "allow_http_key": False,
                        "endpoint_timeout": 60.0, "strict_memory": False, "correct_frames": "all", "fix_strength": 0.8, "mask": None,
-                       "fix_seed": None, "dtype": "auto", "no_offload": False, "trust_remote_code": False,
+                       "token_mask": None, "fix_seed": None, "dtype": "auto", "no_offload": False, "trust_remote_code": False,
                        "resume": False, "overwrite": True}
 
 

@@ -2,6 +2,7 @@
 
 For frame i with story prompt u_i:
   1. the ARM samples v_i given every earlier (swapped-in) frame and prompt       -> generate
+     (optional: the ARM fills a painted region of v_i again, keeping the rest)     -> inpaint_tokens
   2. the VQ decoder turns the tokens into pixels, x_i = D(v_i)                      -> decode
   3. the memory module writes a self-contained DM prompt y_i from y_<i and u_i      -> memory_prompt
   4. SDEdit: noise x_i to t' and denoise with the DM conditioned on y_i             -> correct
@@ -77,7 +78,7 @@ def generate(state: StoryState, arm: ARMBackend, settings: StorySettings, *,
     settings.sampling.validate()
     arm_seed = settings.seeds(i)[0]
     seen = arm.fit_context(state.context, state.prompts[i])
-    context = state.context if len(seen) == len(state.context) else state.context.select(seen)
+    context = _seen_context(state, seen)
     if len(seen) < len(state.context):
         logger.warning("frame %d: the story no longer fits the ARM's context window; it sees frames %s (README: "
                        "long stories).", i + 1, frame_ranges(seen))
@@ -85,6 +86,57 @@ def generate(state: StoryState, arm: ARMBackend, settings: StorySettings, *,
         tokens = arm.sample_chunk(context, state.prompts[i], settings=settings.sampling,
                                   generator=torch.Generator().manual_seed(arm_seed), progress=progress)
     return Frame(state=state, index=i, tokens=tokens, arm_seed=arm_seed, context_frames=seen).timed("arm", took[0])
+
+
+def _seen_context(state: StoryState, seen: Optional[tuple[int, ...]]) -> ARMContext:
+    """The context the ARM conditions a frame on: the story's, or the frames ``fit_context`` kept of it."""
+    if seen is None or len(seen) == len(state.context):
+        return state.context
+    return state.context.select(seen)
+
+
+def check_token_inpainting(arm: ARMBackend) -> None:
+    """A clear error unless the ARM can fill part of a frame again (``inpaints_tokens``: Show-o's MaskGIT)."""
+    if not getattr(arm, "inpaints_tokens", False):
+        raise InvalidInputError(
+            f"the {arm.family} ARM cannot re-generate a region of a frame: it writes a frame token by token, each "
+            "after the ones before, so the codes after a region depend on it. Token-level inpainting needs an ARM "
+            "that fills a frame in parallel (Show-o); repaint the region with the diffusion model instead "
+            "(Inpaint Physical Fix, --mask).")
+
+
+def token_cells(mask: torch.Tensor, arm: ARMBackend, index: int) -> torch.Tensor:
+    """A mask ([H, W] or [1, H, W] at the ARM's frame size, 1 = re-generate) -> ``[tokens_per_image]`` bool: the
+    codes whose cell of the frame has a pixel of at least 0.5 in it."""
+    m = mask.detach().float()
+    if m.ndim == 3 and m.shape[0] == 1:
+        m = m[0]
+    height, width = arm.image_size
+    grid = round(arm.tokens_per_image ** 0.5)
+    if m.ndim != 2 or tuple(m.shape) != (height, width):
+        raise InvalidInputError(
+            f"the token mask of frame {index + 1} is {'x'.join(map(str, m.shape))} but the ARM's frame is "
+            f"{height}x{width}; paint it on the ARM's frame (before SDEdit Correct resizes it).")
+    if grid * grid != arm.tokens_per_image or height % grid or width % grid:
+        raise InvalidInputError(f"the {arm.family} ARM's {arm.tokens_per_image} codes are not a square grid over "
+                                f"its {height}x{width} frame; token masks need one.")
+    return (torch.nn.functional.max_pool2d(m[None, None], height // grid)[0, 0] >= 0.5).flatten()
+
+
+def inpaint_tokens(frame: Frame, arm: ARMBackend, settings: StorySettings, cells: Optional[torch.Tensor], *,
+                   progress: ProgressFn = no_progress) -> Frame:
+    """Optional, after step 1: token-level inpainting by the ARM itself. The frame's codes in ``cells``
+    (``token_cells``) are masked again and filled by the ARM with the same story and prompt in its context and the
+    frame's own ARM seed; every other code is kept exactly. ``cells`` None or empty returns the frame as it is."""
+    if cells is None or not bool(cells.any()):
+        return frame
+    check_token_inpainting(arm)
+    known = torch.where(cells, torch.full_like(frame.tokens[0], -1), frame.tokens[0])
+    with _clock() as took:
+        tokens = arm.sample_chunk(_seen_context(frame.state, frame.context_frames), frame.state.prompts[frame.index],
+                                  settings=settings.sampling, generator=torch.Generator().manual_seed(frame.arm_seed),
+                                  progress=progress, known=known)
+    return frame.timed("arm_inpaint", took[0], tokens=tokens, arm_image=None, image=None)
 
 
 def decode(frame: Frame, arm: ARMBackend) -> Frame:
@@ -219,9 +271,10 @@ def prepare_mask(mask: torch.Tensor, size: tuple[int, int], arm_size: tuple[int,
 
 
 def validate_inputs(state: StoryState, arm: ARMBackend, corrector: Optional[Corrector], memory: Optional[Memory],
-                    settings: StorySettings,
-                    fix_masks: Optional[Mapping[int, torch.Tensor]] = None) -> dict[int, torch.Tensor]:
-    """Every check that can fail, run before any model is called. Returns the prepared masks."""
+                    settings: StorySettings, fix_masks: Optional[Mapping[int, torch.Tensor]] = None,
+                    token_masks: Optional[Mapping[int, torch.Tensor]] = None
+                    ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """Every check that can fail, run before any model is called. Returns the prepared fix masks and token cells."""
     settings.validate()
     if not state.prompts:
         raise InvalidInputError("the story is empty: give at least one prompt (one line per frame).")
@@ -261,21 +314,31 @@ def validate_inputs(state: StoryState, arm: ARMBackend, corrector: Optional[Corr
                 f"frame {index + 1} has a fix mask but is not corrected (correct_frames = "
                 f"{describe_correct_frames(settings.correct_frames)}).")
         masks[index] = prepare_mask(mask, correction_size(settings, corrector), arm.image_size, index)
+    cells: dict[int, torch.Tensor] = {}
+    for index, mask in (token_masks or {}).items():
+        if not 0 <= index < len(state.prompts):
+            raise InvalidInputError(
+                f"a token mask is given for frame {index + 1} but the story has {len(state.prompts)} frames.")
+        check_token_inpainting(arm)
+        cells[index] = token_cells(mask, arm, index)
     if needs_dm:
         memory.check()   # e.g. an unreachable LLM endpoint fails here, not after the first frame
-    return masks
+    return masks, cells
 
 
 def step_frame(state: StoryState, arm: ARMBackend, corrector: Optional[Corrector], memory: Optional[Memory],
                settings: StorySettings, *, fix_mask: Optional[torch.Tensor] = None,
-               placement: Optional[Placement] = None, progress: ProgressFn = no_progress) -> StoryState:
+               cells: Optional[torch.Tensor] = None, placement: Optional[Placement] = None,
+               progress: ProgressFn = no_progress) -> StoryState:
     """Generate, correct and swap in the next frame; return the new state (``state`` is untouched).
 
-    ``fix_mask`` is a prepared [1, 1, H, W] mask at the correction size (see ``validate_inputs``).
+    ``fix_mask`` is a prepared [1, 1, H, W] mask at the correction size, ``cells`` the codes the ARM fills
+    again (see ``validate_inputs``).
     """
     place = (placement or _Stay).use
     place(arm)
-    frame = decode(generate(state, arm, settings, progress=progress), arm)          # 1-2
+    frame = generate(state, arm, settings, progress=progress)                       # 1
+    frame = decode(inpaint_tokens(frame, arm, settings, cells, progress=progress), arm)          # 2
     if settings.corrects(frame.index):
         place(memory)
         with _clock() as took:
@@ -302,22 +365,23 @@ def plan_memory(state: StoryState, memory: Optional[Memory], settings: StorySett
 
 def run_story(prompts, arm: ARMBackend, corrector: Optional[Corrector], memory: Optional[Memory],
               settings: StorySettings = StorySettings(), *, fix_masks: Optional[Mapping[int, torch.Tensor]] = None,
-              start: Optional[StoryState] = None, placement: Optional[Placement] = None,
+              token_masks: Optional[Mapping[int, torch.Tensor]] = None, start: Optional[StoryState] = None, placement: Optional[Placement] = None,
               progress: ProgressFn = no_progress,
               on_frame: Optional[Callable[[StoryState], None]] = None) -> StoryState:
     """Run ACDC over a whole story (or resume ``start``) and return the final state.
 
-    ``fix_masks`` maps a 0-based frame index to a mask ([H, W], 1 = repaint) for the physical fix.
+    ``fix_masks`` maps a 0-based frame index to a mask ([H, W], 1 = repaint) for the physical fix;
+    ``token_masks`` likewise to a mask at the ARM's size of the codes the ARM fills again (``inpaint_tokens``).
     ``on_frame(state)`` is called as each frame is done (the CLI writes the frame to disk there).
     """
     state = start if start is not None else new_story(prompts)
-    masks = validate_inputs(state, arm, corrector, memory, settings, fix_masks)
+    masks, cells = validate_inputs(state, arm, corrector, memory, settings, fix_masks, token_masks)
     state = plan_memory(state, memory, settings, placement)
     total = len(state.prompts)
     while not state.done:
         progress("frame", state.next_index, total)
         state = step_frame(state, arm, corrector, memory, settings, fix_mask=masks.get(state.next_index),
-                           placement=placement, progress=progress)
+                           cells=cells.get(state.next_index), placement=placement, progress=progress)
         if on_frame is not None:
             on_frame(state)
     progress("frame", total, total)

@@ -17,19 +17,17 @@ An empty mask passes the frame through unchanged.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from typing import Optional
 
 import torch
 
 from acdc_core.errors import InvalidInputError
-from acdc_core.images import fit_mask
 from acdc_core.state import StorySettings
 from acdc_core.story import fix
 from . import bridge
-from .frames import frame_to_nchw, one_mask, to_image
-from .masks import FIX, effective_masks, is_painted, load_mask, parse_masks
+from .frames import frame_to_nchw, to_image
+from .masks import FIX, check_painted_files, frame_mask, frame_previews, painted_stamp, painting_inputs
 from .widgets import check_float_widgets, optional_seed, sampler_input, seed_input, tooltip
 from .wires import CATEGORY, DM, FRAME
 
@@ -72,14 +70,7 @@ class InpaintFix:
                 "feather": ("INT", tooltip("Blend the repaint into the frame over this many pixels beyond the grown "
                                            "mask; farther pixels stay exactly as they were.", default=8, min=0,
                                            max=256)),
-                "paint_frame": ("INT", tooltip("The frame the mask editor paints (the frame shown in the image "
-                                               "field). The web extension's frame buttons set it.", default=1,
-                                               min=1, max=10000)),
-                "masks": ("STRING", tooltip("Masks painted for other frames, as JSON {frame: file}; kept by the web "
-                                            "extension when you switch frames. Clear it to drop them.", default="")),
-                "image": ("STRING", tooltip("The frame the mask editor opens, then the painted file it saved (for "
-                                            "paint_frame). Set by the mask editor and the web extension.",
-                                            default="")),
+                **painting_inputs(),
                 "sampler_name": sampler_input(),
                 "frame": (FRAME, tooltip("The frame (from SDEdit Correct): which frame this is, for its painted mask "
                                          "and seed, and the previews of earlier frames.")),
@@ -95,77 +86,22 @@ class InpaintFix:
 
     @classmethod
     def VALIDATE_INPUTS(cls, masks=None, image=None, t_prime=None, cfg=None):
-        """Every painted file named in ``masks`` and ``image`` must exist (checked before anything runs).
-
-        A wired MASK is checked when the node runs (``_mask``): ComfyUI's validation never sees a linked value.
-        """
-        problem = check_float_widgets(cls, t_prime=t_prime, cfg=cfg)
-        if problem:
-            return problem
-        try:
-            found = parse_masks(masks or "")
-        except InvalidInputError as error:
-            return str(error)
-        if is_painted(image):
-            found[0] = image.strip()
-        for frame, value in sorted(found.items()):
-            which = f"for frame {frame} in the masks field" if frame else "in the image field"
-            try:
-                path = bridge.annotated_path(value)
-            except ValueError as error:
-                return f"the mask painted {which}: {error}"
-            if not path.is_file():
-                return (f"the mask painted {which} ({value}) is not in ComfyUI's input folder; paint it again "
-                        f"or clear it.")
-        return True
+        """Every painted file named in ``masks`` and ``image`` must exist (checked before anything runs)."""
+        return check_float_widgets(cls, t_prime=t_prime, cfg=cfg) or check_painted_files(masks, image) or True
 
     @classmethod
     def IS_CHANGED(cls, masks=None, image=None, paint_frame=None, **_):
-        """The painted files' names, sizes and times: a file changed in place still re-runs the fix."""
-        try:
-            found = effective_masks(masks or "", image or "", paint_frame or 1)
-        except InvalidInputError:
-            return ""
-        stamp = []
-        for frame, value in sorted(found.items()):
-            try:
-                info = os.stat(bridge.annotated_path(value))
-                stamp.append(f"{frame}:{value}:{info.st_size}:{info.st_mtime_ns}")
-            except (OSError, ValueError):
-                stamp.append(f"{frame}:{value}:missing")
-        return "|".join(stamp)
+        return painted_stamp(masks, image, paint_frame)
 
     # -- running ---------------------------------------------------------------------------------------------
 
     @staticmethod
     def _mask(pixels: torch.Tensor, frame: int, masks: str, image: str, paint_frame: int,
               mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """The mask for this frame, [1, H, W] in [0, 1], or None. A painted mask is the frame's size or its
-        enlarged preview's (``fit_mask``); a wired MASK must be the frame's size.
-
-        Checked before any diffusion work (and before the lazy prompt is asked for); a wired MASK can only be
-        checked here, when the node runs, since ComfyUI's validation never sees a linked value.
-        """
-        height, width = pixels.shape[-2:]
-        combined = None
-        if mask is not None:
-            wired = one_mask(mask, f"{DISPLAY_NAME}, frame {frame}: the mask input")
-            if tuple(wired.shape[-2:]) != (height, width):
-                raise InvalidInputError(
-                    f"{DISPLAY_NAME}, frame {frame}: the mask input is {wired.shape[-2]}x{wired.shape[-1]} but the "
-                    f"frame is {height}x{width}; give a mask of the frame's size (the size SDEdit Correct makes).")
-            combined = wired
-        painted = effective_masks(masks, image, paint_frame).get(frame)
-        if painted is not None:
-            painted_mask = load_mask(painted)
-            drawn = fit_mask(painted_mask, (height, width))   # painted on the enlarged preview: back to the frame
-            if drawn is None:
-                raise InvalidInputError(
-                    f"{DISPLAY_NAME}, frame {frame}: the mask painted for it is {painted_mask.shape[0]}x"
-                    f"{painted_mask.shape[1]}, which is neither the frame's {height}x{width} nor its preview's "
-                    f"(was the correction size changed?); paint it again on this node's preview.")
-            combined = drawn[None] if combined is None else torch.maximum(combined, drawn[None])
-        return combined
+        """The mask for this frame, [1, H, W] in [0, 1], or None (``masks.frame_mask``). Checked before any
+        diffusion work (and before the lazy prompt is asked for)."""
+        return frame_mask(tuple(pixels.shape[-2:]), frame, masks, image, paint_frame, mask, DISPLAY_NAME,
+                          "SDEdit Correct")
 
     def check_lazy_status(self, pixels=None, fix_prompt="", masks="", image="", paint_frame=1, prompt=None,
                           frame=None, mask=None, **_):
@@ -195,14 +131,10 @@ class InpaintFix:
 
     @staticmethod
     def previews(frame, out: torch.Tensor) -> dict:
-        """Every frame so far as it left this node: earlier frames from the story, then this one.
-
-        The web extension lets the user pick one to paint; ``acdc_frames`` numbers the images.
-        """
+        """Every frame so far as it left this node: earlier frames from the story, then this one."""
         earlier = frame.state.records
-        images = [bridge.save_preview(r.corrected_image, "frame") for r in earlier]
-        images.append(bridge.save_preview(out[0].permute(2, 0, 1), "frame"))  # [H, W, 3] -> [3, H, W]
-        return {"images": images, "acdc_frames": [r.index + 1 for r in earlier] + [frame.number]}
+        return frame_previews([r.corrected_image for r in earlier], [r.index + 1 for r in earlier],
+                              out[0].permute(2, 0, 1), frame.number)        # [H, W, 3] -> [3, H, W]
 
 
 NODES = {FIX: (InpaintFix, DISPLAY_NAME)}

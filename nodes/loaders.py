@@ -76,9 +76,11 @@ class LoadARM:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "arm": (arm_choices(), tooltip("A model folder in models/acdc_arm (Janus-1.3B, Janus-Pro-1B/7B in "
-                                           "transformers format, e.g. deepseek-community/Janus-Pro-7B, or a "
-                                           "unified-vocabulary ARM with acdc_arm.json).")),
+            "arm": (arm_choices(), tooltip("A model folder in models/acdc_arm: Janus-1.3B or Janus-Pro-1B/7B in "
+                                           "transformers format (deepseek-community/Janus-Pro-7B), Show-o as "
+                                           "published with magvitv2/ and phi-1_5/ inside, Emu3-Gen in transformers "
+                                           "format (BAAI/Emu3-Gen-hf), or a unified-vocabulary ARM with "
+                                           "acdc_arm.json. The family is detected from the folder.")),
             "dtype": dtype_input(),
             "live_preview": ("BOOLEAN", tooltip("Show the frame on the generating node as its tokens arrive "
                                                 "(a VQ decode at each quarter of the image).", default=True)),

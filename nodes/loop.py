@@ -44,12 +44,12 @@ from acdc_core.state import StoryState, new_story, story_lines
 from . import bridge
 from .frames import story_results
 from .graph import CLOSE, FRAME_INPUT, OPEN, expand_story_loop, plan_from_graph, prompt_graph
-from .masks import FIX, frame_inputs
+from .masks import PAINTED, frame_inputs
 from .widgets import tooltip
 from .wires import CATEGORY, LOOP, STORY, STORY_OUTPUT_NAMES, STORY_OUTPUT_TOOLTIPS, STORY_OUTPUTS, LoopHandle
 
 # Node classes whose copy for a frame adapts its literal inputs to that frame: class_type -> (inputs, frame) -> inputs.
-FRAME_ADAPTERS = {FIX: frame_inputs}
+FRAME_ADAPTERS = {name: frame_inputs for name in PAINTED}
 
 
 def rewrite_for_frame(class_type: str, inputs: dict, frame: int) -> dict:

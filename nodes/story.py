@@ -86,6 +86,10 @@ class ACDCStory:
                                            "story lines.")),
                 "mask": ("MASK", tooltip("Region of frame fix_frame to inpaint (1 = repaint), at the frame's "
                                          "corrected size or the ARM's size: one mask (set fix_frame too).")),
+                "arm_top_k": ("INT", tooltip("The ARM samples among the k most likely codes; 0 turns it off (Emu3's "
+                                             "own setting: 2048). Not for Show-o.", default=0, min=0, max=1 << 20)),
+                "maskgit_steps": ("INT", tooltip("Show-o only: MaskGIT steps per frame (18 as upstream, 4 for "
+                                                 "Show-o-Turbo).", default=18, min=1, max=1000)),
             },
         }
 
@@ -97,12 +101,14 @@ class ACDCStory:
                 or check_correct_frames(correct_frames) or check_story_text(story))
 
     def run(self, arm, story, seed, t_prime, steps, cfg, correct_frames, arm_cfg, temperature, fix_frame,
-            fix_t_prime, negative_prompt, dm_seed, fix_seed, sampler_name, dm=None, memory=None, mask=None):
+            fix_t_prime, negative_prompt, dm_seed, fix_seed, sampler_name, dm=None, memory=None, mask=None,
+            arm_top_k=0, maskgit_steps=18):
         # Every check before any model runs (the engine's run_story checks the rest before its first frame).
         state = new_story(story)
         masks = fix_masks(mask, fix_frame, len(state.prompts), dm is not None)
         settings = StorySettings(
-            sampling=SamplingSettings(guidance_scale=arm_cfg, temperature=temperature),
+            sampling=SamplingSettings(guidance_scale=arm_cfg, temperature=temperature, top_k=int(arm_top_k),
+                                      maskgit_steps=int(maskgit_steps)),
             strength=t_prime, steps=steps, guidance_scale=cfg, negative_prompt=negative_prompt, scheduler=sampler_name,
             correct_frames=(0 if dm is None else read_correct_frames(correct_frames)), fix_strength=fix_t_prime,
             seed=int(seed), dm_seed=optional_seed(dm_seed), fix_seed=optional_seed(fix_seed)).validate()

@@ -154,3 +154,17 @@ def test_a_whole_story_runs_through_the_cli(folder, tmp_path):
     record = json.loads((out / "run.json").read_text())
     assert record["complete"] and [f["corrected"] for f in record["frames"]] == [True] * 3
     assert len(list((out / "frames").glob("acdc_*.png"))) == 3
+
+
+def test_the_all_in_one_node_takes_showos_maskgit_steps(arm, standalone_host):
+    import nodes
+    from acdc_core.state import StorySettings
+    from acdc_core.story import run_story
+    from nodes.loaders import managed
+
+    node = nodes.NODE_CLASS_MAPPINGS["ACDC_Story"]()
+    out = node.run(managed(arm, "tiny-showo"), "\n".join(PROMPTS[:2]), 7, 0.5, 4, 1.5, "none", 2.0, 1.0, 0, 0.8, "",
+                   -1, -1, "ddim", maskgit_steps=4)
+    state = out["result"][0]
+    engine = run_story(PROMPTS[:2], arm, None, None, StorySettings(sampling=CFG, seed=7, correct_frames=0))
+    assert [torch.equal(a.tokens_before, b.tokens_before) for a, b in zip(state.records, engine.records)] == [True] * 2

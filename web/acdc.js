@@ -1,5 +1,5 @@
 // ACDC for ComfyUI: the browser side.
-//  * Inpaint Physical Fix: a row of frame buttons under the node's previews. Pressing a frame shows it and
+//  * Inpaint Physical Fix and ARM Token Inpaint: a row of frame buttons under the node's previews. Pressing a frame shows it and
 //    puts it in the node's `image` widget, which is what ComfyUI's mask editor opens ("Open in MaskEditor"
 //    in the node's menu). Painted masks are kept per frame (`masks`); "Clear" drops the current frame's.
 //    The two fields that hold this state (`masks`, `image`) are hidden: the buttons are how they are set.
@@ -15,6 +15,7 @@ import {
 } from "./acdc_masks.js";
 
 const FIX = "ACDC_InpaintFix";
+const PAINTED = new Set([FIX, "ACDC_ARMTokenInpaint"]);   // nodes painted on (nodes/masks.py PAINTED)
 const CLOSE = "ACDC_LoopClose";
 
 function widget(node, name) {
@@ -144,7 +145,7 @@ app.registerExtension({
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name === CLOSE) afterCreated(nodeType, setupCloseNode);
-    if (nodeData.name === FIX) {
+    if (PAINTED.has(nodeData.name)) {
       afterCreated(nodeType, setupFixNode);
       const configured = nodeType.prototype.onConfigure;
       nodeType.prototype.onConfigure = function () {
@@ -195,7 +196,7 @@ app.registerExtension({
     // A new run starts a new set of frames on every fix node.
     api.addEventListener("execution_start", () => {
       for (const node of app.graph?._nodes ?? app.graph?.nodes ?? []) {
-        if (node.type === FIX) node._acdcRun = {};
+        if (PAINTED.has(node.type)) node._acdcRun = {};
         if (node.type === CLOSE) setLine(node, "", null);
         if (node._acdcFailed) {
           node._acdcFailed = false;

@@ -118,6 +118,8 @@ class ARMBackend(Protocol):
     codebook_size: int               # image tokens are ids in [0, codebook_size)
     device: torch.device
     previews: bool                   # whether ``sample_chunk`` hands partial frames to ``progress``
+    # Optional: ``inpaints_tokens = True`` where ``sample_chunk`` also takes ``known`` ([tokens_per_image] codes,
+    # -1 where to fill), keeps those codes and fills the rest (a frame filled in parallel: Show-o).
 
     def sample_chunk(self, context: ARMContext, prompt: str, *, settings: SamplingSettings,
                      generator: torch.Generator, images_per_chunk: int = 1,

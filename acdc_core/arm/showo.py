@@ -274,6 +274,7 @@ class ShowoARM(CachedDecoder):
     """
 
     family = "showo"
+    inpaints_tokens = True     # sample_chunk(known=...) keeps given codes and fills the rest (story.inpaint_tokens)
 
     def __init__(self, lm, tokenizer, vq, vocab: ShowoVocab, *, tokens_per_image: int,
                  max_text_len: int = MAX_TEXT_LEN, previews: bool = False) -> None:
