@@ -154,6 +154,12 @@ def test_bad_folders_and_prompts_are_refused_before_generation(folder, tmp_path,
     (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
     with pytest.raises(ACDCError, match="pickle"):
         check_arm_folder(pickled)
+    wrong = tmp_path / "wrong_tokenizer"
+    shutil.copytree(folder, wrong)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(janus / name, wrong / name)
+    with pytest.raises(ACDCError, match="Emu3 tokenizer lacks the special token"):
+        load_arm(wrong)
     odd = tmp_path / "odd"
     shutil.copytree(folder, odd)
     (odd / "acdc_emu3.json").write_text(json.dumps({"image_size": 36}))

@@ -11,7 +11,8 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { dedupeNodeErrors } from "./acdc_errors.js";
 import {
-  afterRun, cancelledText, clearFrame, frameButtons, framesFromOutput, mergePreviews, progressText, selectFrame, watchValue,
+  afterRun, cancelledText, clearFrame, dropLivePreviews, frameButtons, framesFromOutput, mergePreviews, progressText,
+  selectFrame, watchValue,
 } from "./acdc_masks.js";
 
 const FIX = "ACDC_InpaintFix";
@@ -166,6 +167,7 @@ app.registerExtension({
           output.acdc_frames = merged.frames;
           this._acdcPreviews = framesFromOutput(output);
           this._acdcFrameOrder = merged.frames;
+          dropLivePreviews(app.nodePreviewImages, this.id);   // the frames, not a copy's last live step
         }
         const result = executed?.apply(this, arguments);
         if (output?.acdc_frames) {

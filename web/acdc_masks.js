@@ -188,3 +188,15 @@ export function cancelledText(last) {
   const kept = done === 0 ? "no frame was finished" : `frames 1-${done} are kept (cached)`;
   return `cancelled during frame ${done + 1} / ${Number(last.total)}: ${kept}; Queue again to go on`;
 }
+
+// The live previews the frontend keeps for a node (app.nodePreviewImages, by node locator id: "17" on the root
+// graph, "<subgraph>:17" inside one) are shown instead of its outputs. The frontend drops them when the node
+// itself starts running, which a story-loop copy never does, so after a run the last MaskGIT or sampling step
+// would hide the node's frame previews. Removes this node's entries; returns how many there were.
+export function dropLivePreviews(previews, nodeId) {
+  if (!previews) return 0;
+  const id = String(nodeId);
+  const keys = Object.keys(previews).filter((key) => key === id || key.endsWith(`:${id}`));
+  for (const key of keys) delete previews[key];
+  return keys.length;
+}

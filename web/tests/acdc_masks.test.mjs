@@ -161,3 +161,11 @@ test("the close node's line: progress, done, and what Cancel kept", () => {
   assert.equal(cancelledText({ done: 6, total: 6 }), "");   // finished before Cancel: nothing to say
   assert.equal(cancelledText(null), "");
 });
+
+test("a painted node's leftover live previews are dropped so its frame previews show", async () => {
+  const { dropLivePreviews } = await import("../acdc_masks.js");
+  const previews = { 17: ["blob:a"], "sub-1:17": ["blob:b"], 170: ["blob:c"], 6: ["blob:d"] };
+  assert.equal(dropLivePreviews(previews, 17), 2);
+  assert.deepEqual(Object.keys(previews).sort(), ["170", "6"]);
+  assert.equal(dropLivePreviews(undefined, 17), 0);
+});
