@@ -145,10 +145,11 @@ def check_models(args, settings: StorySettings) -> None:
     """The model paths, without loading anything: folders and files exist, are of a kind the engine loads, and
     hold safetensors weights that are whole (headers only)."""
     from .arm import check_arm_folder
+    from .arm.registry import check_decoding
     from .correct import check_corrector_path
     from .memory import check_local_llm_folder
 
-    check_arm_folder(args.arm, trust_remote_code=args.trust_remote_code)
+    check_decoding(check_arm_folder(args.arm, trust_remote_code=args.trust_remote_code)[1], args.arm_decoding)
     if settings.correct_frames != 0:
         check_corrector_path(args.dm)
     if args.memory != "off" and not args.endpoint:
@@ -235,7 +236,8 @@ def run(args) -> dict:
     if args.memory != "off" and endpoint is None:
         backend = load_local_llm(args.llm, device="cpu", trust_remote_code=args.trust_remote_code)
     memory = MemoryModule(backend, mem_settings)
-    arm = load_arm(args.arm, device=load_device, dtype=dtype, trust_remote_code=args.trust_remote_code)
+    arm = load_arm(args.arm, device=load_device, dtype=dtype, trust_remote_code=args.trust_remote_code,
+                   decoding=args.arm_decoding)
     loaded = time.perf_counter() - started
     validate_inputs(new_story(prompts), arm, corrector, memory, settings, masks,  # needs the models; before any frame
                     token_masks)
@@ -368,6 +370,9 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--arm-decoding", default="dynamic", choices=("dynamic", "static", "compiled"),
+                   help="the ARM's key/value cache: dynamic (default), static, or static with the one-token step "
+                        "compiled (torch.compile; CUDA graphs on a GPU): README, speed")
     p.add_argument("--maskgit-steps", type=int, default=18,
                    help="MaskGIT steps of an ARM that fills a frame in parallel (Show-o; default 18, as upstream)")
     p.add_argument("--seed", type=int, default=0, help="base seed; frame k samples the ARM with seed + k - 1")
@@ -420,7 +425,7 @@ def add_story_options(p: argparse.ArgumentParser) -> None:
 DEMO_STORY_DEFAULTS = {"arm": None, "dm": None, "dm_config": None, "memory": "per-frame", "llm": None,
                        "endpoint": None, "llm_model": None, "api_key_env": "ACDC_LLM_API_KEY", "allow_http_key": False,
                        "endpoint_timeout": 60.0, "strict_memory": False, "correct_frames": "all", "fix_strength": 0.8, "mask": None,
-                       "token_mask": None, "fix_seed": None, "dtype": "auto", "no_offload": False, "trust_remote_code": False,
+                       "token_mask": None, "arm_decoding": "dynamic", "fix_seed": None, "dtype": "auto", "no_offload": False, "trust_remote_code": False,
                        "resume": False, "overwrite": True}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from acdc_core.arm.base import DECODING
 from acdc_core.errors import ACDCError
 from . import bridge
 from .comfy_corrector import DEFAULT_SCHEDULER, ComfyCorrector
@@ -86,27 +87,35 @@ class LoadARM:
                                                 "(a VQ decode at each quarter of the image).", default=True)),
             "trust_remote_code": ("BOOLEAN", tooltip("Let the model folder run its own Python code. Off unless "
                                                      "you trust the folder.", default=False)),
+        }, "optional": {
+            "decoding": (list(DECODING), tooltip(
+                "The ARM's key/value cache: dynamic (default); static; or compiled, a static cache with the "
+                "one-token step compiled by torch.compile (CUDA graphs on a GPU): the first frame waits for the "
+                "compile, later ones are faster (README, speed). Same tokens for the same seed. Not for Show-o.",
+                default="dynamic")),
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, arm, trust_remote_code=False):
+    def VALIDATE_INPUTS(cls, arm, trust_remote_code=False, decoding="dynamic"):
         if arm is None or arm == BUILTIN:  # None: the value comes from a link, checked when it runs
             return True
         path = bridge.find_model(bridge.ARM_FOLDER, arm)
         if path is None:
             return _not_found("ARM folder", arm, bridge.ARM_FOLDER)
         from acdc_core.arm import check_arm_folder
+        from acdc_core.arm.registry import check_decoding
         try:   # the family, its files, whole safetensors weights (headers only), no code unless allowed
-            check_arm_folder(path, trust_remote_code=bool(trust_remote_code))
+            _, family = check_arm_folder(path, trust_remote_code=bool(trust_remote_code))
+            check_decoding(family, decoding or "dynamic")
         except (ACDCError, OSError) as error:
             return str(error)
         return True
 
-    def load(self, arm, dtype, live_preview, trust_remote_code):
+    def load(self, arm, dtype, live_preview, trust_remote_code, decoding="dynamic"):
         from acdc_core.arm import load_arm
 
         backend = load_arm(arm_path(arm), device=bridge.offload_device(), dtype=bridge.dtype_for(dtype),
-                           trust_remote_code=trust_remote_code, previews=bool(live_preview))
+                           trust_remote_code=trust_remote_code, previews=bool(live_preview), decoding=decoding)
         return (managed(backend, arm),)
 
 

@@ -1,6 +1,6 @@
 """The ARM protocol's contract, for every family on a tiny random model: the key/value-cache reuse
 (``arm/cache.py``), swaps, seeds and CFG, whether a family decodes token by token (``arm/decoding.py``) or fills a
-frame in parallel (Show-o's MaskGIT). What differs between families (sequence layout, what a swap or an
+frame in parallel (Show-o's MaskGIT), and for the token-by-token families again with a static cache. What differs between families (sequence layout, what a swap or an
 appended chunk costs, loading) is in test_arm_<family>.py."""
 from __future__ import annotations
 
@@ -88,11 +88,17 @@ class Case:
         return self.arm.sample_chunk(ctx, self.family.next_prompt, settings=settings or self.cfg, generator=gen(seed))
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
+# Every family as it loads, and those that can with a static key/value cache (arm/decoding.py's "static" mode).
+CASES = sorted(FAMILIES) + ["emu3:static", "janus:static", "unified:static"]
+
+
+@pytest.fixture(scope="module", params=CASES)
 def case(request, tmp_path_factory) -> Case:
-    family = FAMILIES[request.param]
-    folder = family.build(tmp_path_factory.mktemp(f"tiny_{request.param}"), seed=0)
-    return Case(family, folder, load_arm(folder))
+    name, _, decoding = request.param.partition(":")
+    family = FAMILIES[name]
+    folder = family.build(tmp_path_factory.mktemp(f"tiny_{name}"), seed=0)
+    arm = load_arm(folder)
+    return Case(family, folder, arm.set_decoding(decoding) if decoding else arm)
 
 
 def fresh(ctx: ARMContext) -> ARMContext:

@@ -23,6 +23,10 @@ from ..errors import InvalidInputError, check_number
 from ..progress import ProgressFn, no_progress
 
 
+# How a token-by-token family decodes (``decoding.CachedDecoder.set_decoding``): its key/value cache and step.
+DECODING = ("dynamic", "static", "compiled")
+
+
 def check_maskgit_steps(steps) -> int:
     """The number of MaskGIT steps, or a clear error (a whole number >= 1)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

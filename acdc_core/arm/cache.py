@@ -14,6 +14,12 @@ true, so a cancelled or failed step never leaves a cache that claims more than i
 
 ``StoryCache`` is a ``DynamicCache`` of ``GrowingLayer``s: storage is preallocated and grows by 25 %,
 so appending one token does not copy the whole cache as ``DynamicCache``'s ``torch.cat`` does.
+
+A keeper made with ``static=`` a language-model config hands out transformers' ``StaticCache`` instead: fixed-size
+buffers written in place at the positions given, the layout a compiled one-token step (and, on CUDA, a captured
+graph) needs. It is cropped by position like any other (``StaticLayer.crop`` only moves its length back), so a swap
+still recomputes from the first changed token. Its size is the story's need rounded up (``static_capacity``); a story
+that outgrows it gets a larger one, prefilled from the start once.
 """
 from __future__ import annotations
 
@@ -22,11 +28,11 @@ import weakref
 from typing import Any, Callable, Optional
 
 import torch
-from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.cache_utils import DynamicCache, DynamicLayer, StaticCache
 
 from .base import CacheMemo
 
-__all__ = ["GrowingLayer", "StoryCache", "CacheKeeper", "common_prefix"]
+__all__ = ["GrowingLayer", "StoryCache", "CacheKeeper", "common_prefix", "static_capacity"]
 
 
 class GrowingLayer(DynamicLayer):
@@ -117,6 +123,18 @@ class StoryCache(DynamicCache):
             layer.reserve = n_tokens
 
 
+def static_capacity(needed: int, limit: Optional[int] = None) -> int:
+    """Positions of a static cache for a sequence of ``needed``: twice that, in whole 1,024s (so a story of a few
+    more frames still fits), never more than ``limit`` (the model's context window) unless ``needed`` is."""
+    capacity = -(-2 * needed // 1024) * 1024
+    return max(needed, min(capacity, limit)) if limit else capacity
+
+
+def cache_length(cache: Any) -> int:
+    """The positions a cache holds, as an int (a static cache counts them in a tensor)."""
+    return int(cache.get_seq_length())
+
+
 class _CacheState:
     """What a backend keeps in ``CacheMemo.cache``: the cache plus whose and where it is."""
 
@@ -143,9 +161,24 @@ class CacheKeeper:
     number of rows (CFG on or off); anything else starts a fresh cache, so a stale memo costs time only.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, static: Any = None, limit: Optional[int] = None) -> None:
         self.owner = object()  # identifies caches this keeper made (survives .to())
         self._live: "weakref.WeakSet[_CacheState]" = weakref.WeakSet()
+        self.static = static   # a language-model config: hand out StaticCaches for it (None: StoryCaches)
+        self.limit = limit     # the model's context window, the most a static cache is sized for
+
+    def new_cache(self, needed: int) -> Any:
+        """An empty cache for a sequence of ``needed`` positions (a static one is sized ahead, see above)."""
+        if self.static is not None:
+            return StaticCache(config=self.static, max_cache_len=static_capacity(needed, self.limit))
+        cache = StoryCache()
+        cache.reserve(needed)
+        return cache
+
+    def _fits(self, cache: Any, needed: int) -> bool:
+        if isinstance(cache, StaticCache):
+            return self.static is not None and cache.layers[0].max_cache_len >= needed
+        return self.static is None
 
     def take(self, memo: CacheMemo, key: torch.Tensor, extra: int, *, device: torch.device,
              dtype: torch.dtype, valid: Optional[Callable[[torch.Tensor, int], int]] = None) -> tuple[StoryCache, int]:
@@ -160,18 +193,19 @@ class CacheKeeper:
         """
         state, covered = memo.cache, memo.covered
         memo.cache, memo.covered = None, None
+        needed = key.shape[1] + extra
         reusable = (isinstance(state, _CacheState) and state.owner is self.owner
                     and state.device == device and state.dtype == dtype
-                    and covered is not None and covered.shape[0] == key.shape[0])  # same rows (CFG or not)
+                    and covered is not None and covered.shape[0] == key.shape[0]   # same rows (CFG or not)
+                    and self._fits(state.cache, needed))
         if not reusable:
-            cache = StoryCache()
-            cache.reserve(key.shape[1] + extra)
-            return cache, 0
+            return self.new_cache(needed), 0
         keep = min(common_prefix(covered, key), key.shape[1] - 1)
         if valid is not None:
             keep = min(keep, valid(key, keep))
         cache = state.cache
-        cache.reserve(key.shape[1] + extra)
+        if isinstance(cache, StoryCache):
+            cache.reserve(needed)
         if covered.shape[1] > keep:
             cache.crop(keep - covered.shape[1])
         return cache, keep
@@ -187,6 +221,9 @@ class CacheKeeper:
     def move_to(self, device: torch.device) -> None:
         """Move every live cache this keeper made to ``device`` (when the backend's weights move)."""
         for state in list(self._live):
+            if isinstance(state.cache, StaticCache):   # fixed buffers: moving them would break a compiled step
+                state.cache, state.device = None, None    # the next take starts afresh on the new device
+                continue
             for layer in state.cache.layers:
                 layer.move_to(device)
             state.device = device

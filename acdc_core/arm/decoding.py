@@ -27,6 +27,13 @@ every row, full-vocabulary logits, CFG's unconditional row as a sequence of its 
   ``_forward``'s logits (default: they are that already);
 - ``_new_positions(images)``: the positions ``images`` new images take after the key (default: codes, EOI, EOS).
 
+Decoding modes (``set_decoding``): ``"dynamic"`` (the default: a growing cache, ``cache.StoryCache``),
+``"static"`` (transformers' ``StaticCache``, written in place) and ``"compiled"`` (the static cache with the one-token
+step compiled by ``torch.compile``; on CUDA in the mode that captures CUDA graphs). All three give the same tokens
+for the same seed up to float rounding (greedy: identical, tested); a family whose attention is not plain causal
+over its cache (Show-o's omni mask) keeps ``static_capable = False``. A family names its language model's config
+for the static cache (``_lm_config``).
+
 The base class owns what every family does the same way: checking a context's chunks, the unconditional CFG
 row (``unconditional_row``), moving weights and caches (``to``), and the pixel range and checks of ``decode``
 and ``encode``.
@@ -39,10 +46,11 @@ import torch
 
 from ..errors import InvalidInputError, quote_head
 from ..progress import ProgressFn, no_progress
-from .base import ARMContext, CacheMemo, SamplingSettings, check_images
+from .base import DECODING, ARMContext, CacheMemo, SamplingSettings, check_images
+from .cache import CacheKeeper
 from .sampling import next_tokens, uses_cfg
 
-__all__ = ["CachedDecoder", "UnconditionalBranch", "unconditional_row", "window_policy"]
+__all__ = ["CachedDecoder", "DECODING", "UnconditionalBranch", "unconditional_row", "window_policy"]
 
 
 def window_policy(chunks: int) -> "list[tuple[int, ...]]":
@@ -87,7 +95,7 @@ class UnconditionalBranch:
     def step(self, key_id: torch.Tensor) -> torch.Tensor:
         """Feed one more position (key id ``[1]``) and return its logits."""
         self.true = False
-        logits = self.arm._forward(self.arm._prefill_input(key_id[None]), self.cache)
+        logits = self.arm._step_forward(self.arm._prefill_input(key_id[None]), self.cache)
         self.fed.append(key_id)
         self.true = True
         return logits
@@ -104,6 +112,8 @@ class CachedDecoder:
     family = "?"
     code_key_offset: int
     context_window: Optional[int] = None   # positions the LM attends over (max_position_embeddings); None: no limit
+    decoding = "dynamic"                   # see the module docstring and set_decoding
+    static_capable = True                  # whether a static cache fits this family's attention
 
     # ---------------------------------------------------------------- hooks (per family)
     def sequence_key(self, context: ARMContext, prompt: str, *, cfg: bool) -> torch.Tensor:
@@ -130,6 +140,10 @@ class CachedDecoder:
     def modules(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
 
+    def _lm_config(self) -> Any:
+        """The language model's config (layers, heads, sizes), for a static cache."""
+        raise NotImplementedError
+
     # ---------------------------------------------------------------- optional hooks (defaults: raster codes)
     def _image_plan(self) -> tuple[Optional[int], ...]:
         return (None,) * self.tokens_per_image
@@ -151,6 +165,26 @@ class CachedDecoder:
         return images * (self.tokens_per_image + 2)     # the codes, then EOI and EOS (BOI is in the key)
 
     # ---------------------------------------------------------------- shared by every family
+    def set_decoding(self, mode: str) -> "CachedDecoder":
+        """Choose how tokens are decoded (``DECODING``). Caches made before are not reused afterwards."""
+        from .registry import check_decoding
+
+        check_decoding(self.family, mode)
+        self._keeper = CacheKeeper(static=self._lm_config() if mode != "dynamic" else None, limit=self.context_window)
+        self.__dict__.pop("_compiled", None)
+        self.decoding = mode
+        return self
+
+    def _step_forward(self, inputs: Any, cache: Any) -> torch.Tensor:
+        """``_forward`` for one new position: compiled once per backend in ``"compiled"`` mode."""
+        if self.decoding != "compiled":
+            return self._forward(inputs, cache)
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None   # CUDA graphs where there are any
+            compiled = self.__dict__["_compiled"] = torch.compile(self._forward, dynamic=False, mode=mode)
+        return compiled(inputs, cache)
+
     def check_chunk_tokens(self, index: int, tokens: torch.Tensor) -> None:
         """Raise a clear error unless chunk ``index``'s tokens are ``[n_images, tokens_per_image]`` codebook ids."""
         if tokens.ndim != 2 or tokens.shape[1] != self.tokens_per_image or tokens.shape[0] < 1:
@@ -270,7 +304,7 @@ class CachedDecoder:
                 step = (self._code_input(token, rows) if forced is None
                         else self._prefill_input(key_id.expand(rows, 1)))
                 covered = None
-                logits = self._forward(step, cache)
+                logits = self._step_forward(step, cache)
                 fed.append(key_id)
                 covered = key
                 if branch is not None:

@@ -138,6 +138,9 @@ class Emu3ARM(CachedDecoder):
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.model}
 
+    def _lm_config(self) -> Any:
+        return self.model.model.text_model.config
+
     # ---------------------------------------------------------------- the sequence
     def image_prefix(self) -> str:
         """What announces an image: ``<|image start|>{h}*{w}<|image token|>``, as ``Emu3Processor`` writes it."""

@@ -154,6 +154,9 @@ class JanusARM(CachedDecoder):
         """Every weight: the whole ``JanusForConditionalGeneration`` (language model, heads and VQ)."""
         return {"model": self.model}
 
+    def _lm_config(self) -> Any:
+        return self.model.model.language_model.config
+
     # ---------------------------------------------------------------- the sequence
     def _turn(self, prompt: str) -> list[int]:
         """Token ids of one user turn, ``"<|User|>: {prompt}\\n\\n<|Assistant|>:"``."""

@@ -28,7 +28,7 @@ import torch
 
 from ..errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
 from ..weights import check_remote_code, check_weight_folder, pickle_files
-from .base import ARMBackend
+from .base import DECODING, ARMBackend
 
 
 @dataclass(frozen=True)
@@ -188,16 +188,28 @@ def check_arm_folder(path: str | Path, *, family: str = "auto", trust_remote_cod
     return folder, family
 
 
+def check_decoding(family: str, decoding: str) -> None:
+    """A clear error unless ``decoding`` (``decoding.DECODING``) is one the ``family``'s backend offers."""
+    if decoding not in DECODING:
+        raise InvalidInputError(f"decoding must be one of {', '.join(DECODING)}; got {decoding!r}.")
+    if decoding != "dynamic" and not getattr(_backend_class(FAMILIES[family]), "static_capable", False):
+        raise InvalidInputError(f"the {family} ARM decodes with a dynamic cache only (its attention is not causal "
+                                f"over a static cache); use decoding 'dynamic'.")
+
+
 def load_arm(path: str | Path, *, family: str = "auto", device: torch.device | str = "cpu",
              dtype: Optional[torch.dtype] = None, trust_remote_code: bool = False,
-             previews: bool = False) -> ARMBackend:
+             previews: bool = False, decoding: str = "dynamic") -> ARMBackend:
     """Load the ARM in the local folder ``path``.
 
     ``family="auto"`` reads the acdc_arm.json manifest or else ``model_type`` from config.json; naming a
     family skips detection but the folder must still hold that family's manifest or config. ``dtype=None``
     lets the backend choose (``devices.pick_dtype``: float32 on the CPU). ``previews``: hand partial frames
-    to the progress callback while sampling (see ``ARMBackend.previews``).
+    to the progress callback while sampling (see ``ARMBackend.previews``). ``decoding``: the key/value cache and
+    step (``decoding.DECODING``: dynamic, static, compiled), checked before anything loads.
     """
     folder, family = check_arm_folder(path, family=family, trust_remote_code=trust_remote_code)
-    return _backend_class(FAMILIES[family]).from_pretrained(folder, device=device, dtype=dtype,
-                                                            trust_remote_code=trust_remote_code, previews=previews)
+    check_decoding(family, decoding)
+    backend = _backend_class(FAMILIES[family]).from_pretrained(folder, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                            previews=previews)
+    return backend.set_decoding(decoding) if decoding != "dynamic" else backend

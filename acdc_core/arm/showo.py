@@ -274,6 +274,7 @@ class ShowoARM(CachedDecoder):
     """
 
     family = "showo"
+    static_capable = False     # each MaskGIT step's omni-attention mask spans exactly the cached story plus the block
     inpaints_tokens = True     # sample_chunk(known=...) keeps given codes and fills the rest (story.inpaint_tokens)
 
     def __init__(self, lm, tokenizer, vq, vocab: ShowoVocab, *, tokens_per_image: int,

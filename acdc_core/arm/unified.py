@@ -318,6 +318,9 @@ class UnifiedARM(CachedDecoder):
         """Every weight: the language model and the VQ tokenizer."""
         return {"lm": self.lm, "vq": self.vq}
 
+    def _lm_config(self) -> Any:
+        return self.lm.config
+
     # ---------------------------------------------------------------- the sequence
     def text_ids(self, prompt: str) -> list[int]:
         """LM ids of one chunk's text (see ``prompt_ids``), memoised per prompt."""
