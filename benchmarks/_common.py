@@ -6,6 +6,7 @@ pass/fail thresholds. Each writes benchmarks/results/<name>.json and a Markdown 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -28,9 +29,41 @@ def best_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> fl
     return best
 
 
+def interleaved(cases: dict, repeats: int = 5, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall times of each ``name -> (setup, fn)`` over ``repeats`` timed rounds after ``warmup`` untimed ones, the
+    cases taking turns so that a burst of load from another process hits them alike. ``setup`` runs untimed before
+    every call."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for round_ in range(warmup + repeats):
+        for name, (setup, fn) in cases.items():
+            setup()
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def spread(times: list[float]) -> tuple[float, float]:
+    """(min, median) of timed runs."""
+    ordered = sorted(times)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return ordered[0], median
+
+
+def load_average() -> str:
+    """The machine's 1-, 5- and 15-minute load averages (other processes skew timings), or "?"."""
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
 def machine() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+            "load_avg_1_5_15": load_average()}
 
 
 def write_results(name: str, rows: list[dict], notes: str = "") -> Path:

@@ -182,7 +182,8 @@ class CachedDecoder:
         compiled = self.__dict__.get("_compiled")
         if compiled is None:
             mode = "reduce-overhead" if self.device.type == "cuda" else None   # CUDA graphs where there are any
-            compiled = self.__dict__["_compiled"] = torch.compile(self._forward, dynamic=False, mode=mode)
+            # dynamic=None: a cache of another size (a story that outgrew it) recompiles once with symbolic sizes
+            compiled = self.__dict__["_compiled"] = torch.compile(self._forward, mode=mode)
         return compiled(inputs, cache)
 
     def check_chunk_tokens(self, index: int, tokens: torch.Tensor) -> None:
