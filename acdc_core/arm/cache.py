@@ -130,11 +130,6 @@ def static_capacity(needed: int, limit: Optional[int] = None) -> int:
     return max(needed, min(capacity, limit)) if limit else capacity
 
 
-def cache_length(cache: Any) -> int:
-    """The positions a cache holds, as an int (a static cache counts them in a tensor)."""
-    return int(cache.get_seq_length())
-
-
 class _CacheState:
     """What a backend keeps in ``CacheMemo.cache``: the cache plus whose and where it is."""
 
