@@ -13,7 +13,8 @@ Frames past ``correct_frames`` (the ACDC #k ablation) skip 3-4 and keep v_i.
 
 Each step is a function from values to values: a ``Frame`` (``state.py``) carries what is known about the
 frame from step to step, and ``reencode`` turns it into the next ``StoryState``. ``step_frame`` composes
-the five for one frame and ``run_story`` folds it over the prompts; a host that wires the steps itself
+the five for one frame and ``run_story`` folds it over the prompts (``run_stories``: several stories, the ARM's step
+decoded for all of them in one batch by ``generate_many``); a host that wires the steps itself
 (ComfyUI's stage nodes) calls the same functions, so the two cannot drift apart.
 Nothing here knows about ComfyUI: hosts pass a ``progress`` callable that may raise to cancel.
 """
@@ -23,11 +24,12 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 
 from .arm.base import ARMBackend, ARMContext
+from .arm.cache import PaddedBatch
 from .correct.base import Corrector, check_scheduler
 from .correct.schedule import check_strength
 from .devices import Placement
@@ -72,20 +74,47 @@ def correction_size(settings: StorySettings, corrector: Corrector) -> tuple[int,
 def generate(state: StoryState, arm: ARMBackend, settings: StorySettings, *,
              progress: ProgressFn = no_progress) -> Frame:
     """Step 1: the ARM samples the next frame's tokens v_i with the whole (corrected) story in its context."""
+    frame, context = _next_frame(state, arm, settings)
+    with _clock() as took:
+        tokens = arm.sample_chunk(context, state.prompts[frame.index], settings=settings.sampling,
+                                  generator=torch.Generator().manual_seed(frame.arm_seed), progress=progress)
+    return replace(frame, tokens=tokens).timed("arm", took[0])
+
+
+def _next_frame(state: StoryState, arm: ARMBackend, settings: StorySettings) -> tuple[Frame, ARMContext]:
+    """The next frame before step 1 (no tokens yet: its index, ARM seed and the frames it sees) and its context."""
     i = state.next_index
     if state.done:
         raise InvalidInputError(f"the story has {len(state.prompts)} frame(s); all are made.")
     settings.sampling.validate()
-    arm_seed = settings.seeds(i)[0]
     seen = arm.fit_context(state.context, state.prompts[i])
-    context = _seen_context(state, seen)
     if len(seen) < len(state.context):
         logger.warning("frame %d: the story no longer fits the ARM's context window; it sees frames %s (README: "
                        "long stories).", i + 1, frame_ranges(seen))
+    frame = Frame(state=state, index=i, tokens=None, arm_seed=settings.seeds(i)[0], context_frames=seen)
+    return frame, _seen_context(state, seen)
+
+
+def generate_many(states: Sequence[StoryState], arm: ARMBackend, settings: Sequence[StorySettings], *,
+                  batch: Optional[PaddedBatch] = None, progress: ProgressFn = no_progress) -> list[Frame]:
+    """Step 1 for several stories at once: each story's next frame, as ``generate`` makes it (the story's own seeds
+    and context), the ARM's decoding batched over the stories where the family can (``sample_chunks``; ``batch``
+    carries its cache from frame to frame) and one story after another where it cannot (Show-o)."""
+    if len(states) != len(settings):
+        raise InvalidInputError(f"generate_many needs one StorySettings per story (got {len(states)} stories and "
+                                f"{len(settings)} settings).")
+    if not getattr(arm, "batch_capable", False):
+        return [generate(state, arm, s, progress=progress) for state, s in zip(states, settings)]
+    if len({s.sampling for s in settings}) != 1:
+        raise InvalidInputError("stories decoded in one batch share the ARM's sampling settings (guidance, "
+                                "temperature, top-k, top-p); give them the same, or run them apart.")
+    frames, contexts = zip(*(_next_frame(state, arm, s) for state, s in zip(states, settings)))
     with _clock() as took:
-        tokens = arm.sample_chunk(context, state.prompts[i], settings=settings.sampling,
-                                  generator=torch.Generator().manual_seed(arm_seed), progress=progress)
-    return Frame(state=state, index=i, tokens=tokens, arm_seed=arm_seed, context_frames=seen).timed("arm", took[0])
+        tokens = arm.sample_chunks(list(contexts), [f.state.prompts[f.index] for f in frames],
+                                   settings=settings[0].sampling, batch=batch, progress=progress,
+                                   generators=[torch.Generator().manual_seed(f.arm_seed) for f in frames])
+    share = took[0] / len(frames)           # each story's share of the batch's time
+    return [replace(f, tokens=t).timed("arm", share) for f, t in zip(frames, tokens)]
 
 
 def _seen_context(state: StoryState, seen: Optional[tuple[int, ...]]) -> ARMContext:
@@ -335,9 +364,20 @@ def step_frame(state: StoryState, arm: ARMBackend, corrector: Optional[Corrector
     ``fix_mask`` is a prepared [1, 1, H, W] mask at the correction size, ``cells`` the codes the ARM fills
     again (see ``validate_inputs``).
     """
-    place = (placement or _Stay).use
-    place(arm)
+    (placement or _Stay).use(arm)
     frame = generate(state, arm, settings, progress=progress)                       # 1
+    return finish_frame(frame, arm, corrector, memory, settings, fix_mask=fix_mask, cells=cells, placement=placement,
+                        progress=progress)
+
+
+def finish_frame(frame: Frame, arm: ARMBackend, corrector: Optional[Corrector], memory: Optional[Memory],
+                 settings: StorySettings, *, fix_mask: Optional[torch.Tensor] = None,
+                 cells: Optional[torch.Tensor] = None, placement: Optional[Placement] = None,
+                 progress: ProgressFn = no_progress) -> StoryState:
+    """Steps 2-5 of a frame step 1 made: ``step_frame`` after ``generate`` (and ``run_stories`` after
+    ``generate_many``)."""
+    state = frame.state
+    place = (placement or _Stay).use
     frame = decode(inpaint_tokens(frame, arm, settings, cells, progress=progress), arm)          # 2
     if settings.corrects(frame.index):
         place(memory)
@@ -386,3 +426,40 @@ def run_story(prompts, arm: ARMBackend, corrector: Optional[Corrector], memory: 
             on_frame(state)
     progress("frame", total, total)
     return state
+
+
+def run_stories(stories: Sequence[Sequence[str]], arm: ARMBackend, corrector: Optional[Corrector],
+                memory: Optional[Memory], settings: "StorySettings | Sequence[StorySettings]" = StorySettings(), *,
+                placement: Optional[Placement] = None, progress: ProgressFn = no_progress,
+                on_frame: Optional[Callable[[int, StoryState], None]] = None) -> list[StoryState]:
+    """Run ACDC over several stories, frame index by frame index, with the ARM's step 1 decoded for all of them in one
+    batch (``generate_many``): throughput for benchmarks (several stories, or one story under several seeds). Every
+    story gets what ``run_story`` gives it alone with the same settings (``settings``: one for all, or one per story,
+    e.g. seeds apart); the rest of each frame (steps 2-5) runs story by story. Each story's ARM seconds are its share
+    of the batch's. ``on_frame(k, state)`` is called as story k finishes a frame."""
+    per_story = [settings] * len(stories) if isinstance(settings, StorySettings) else list(settings)
+    if len(per_story) != len(stories):
+        raise InvalidInputError(f"run_stories got {len(stories)} stories but {len(per_story)} settings; give one for "
+                                "all, or one per story.")
+    states = []
+    for k, (prompts, s) in enumerate(zip(stories, per_story)):
+        try:
+            states.append(new_story(prompts))
+            validate_inputs(states[-1], arm, corrector, memory, s)
+        except InvalidInputError as error:
+            raise InvalidInputError(f"story {k + 1}: {error}") from None
+    states = [plan_memory(state, memory, s, placement) for state, s in zip(states, per_story)]
+    batch, total = PaddedBatch(), max(len(state.prompts) for state in states)
+    for index in range(total):
+        progress("frame", index, total)
+        active = [k for k, state in enumerate(states) if not state.done]
+        (placement or _Stay).use(arm)
+        frames = generate_many([states[k] for k in active], arm, [per_story[k] for k in active], batch=batch,
+                               progress=progress)
+        for k, frame in zip(active, frames):
+            states[k] = finish_frame(frame, arm, corrector, memory, per_story[k], placement=placement,
+                                     progress=progress)
+            if on_frame is not None:
+                on_frame(k, states[k])
+    progress("frame", total, total)
+    return states

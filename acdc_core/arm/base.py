@@ -124,6 +124,10 @@ class ARMBackend(Protocol):
     previews: bool                   # whether ``sample_chunk`` hands partial frames to ``progress``
     # Optional: ``inpaints_tokens = True`` where ``sample_chunk`` also takes ``known`` ([tokens_per_image] codes,
     # -1 where to fill), keeps those codes and fills the rest (a frame filled in parallel: Show-o).
+    # Optional: ``batch_capable = True`` where ``sample_chunks(contexts, prompts, *, settings, generators, batch,
+    # progress)`` samples one chunk for each of several stories in one batch, each story getting the codes
+    # ``sample_chunk`` gives it with the same generator (``decoding.CachedDecoder.sample_chunks``; hosts go through
+    # ``story.generate_many``, which runs the stories one after another for a backend without it).
 
     def sample_chunk(self, context: ARMContext, prompt: str, *, settings: SamplingSettings,
                      generator: torch.Generator, images_per_chunk: int = 1,

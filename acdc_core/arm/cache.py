@@ -222,3 +222,89 @@ class CacheKeeper:
             for layer in state.cache.layers:
                 layer.move_to(device)
             state.device = device
+
+
+class PaddedBatch:
+    """The key/value cache of several sequences of different lengths run as one batch (``sample_chunks``), kept from
+    one call to the next like a ``CacheMemo``'s: each row's key is left-padded to a common length, the padding
+    masked out of attention and skipped by the rows' position ids, so every row computes what it would alone.
+
+    ``columns`` ``[rows, C]`` is what the cache covers, column by column: each row's key ids, -1 where the row has
+    nothing (padding). ``prepare`` keeps, for every row, the longest prefix of what it covers that its new key agrees
+    with (after a swap: up to that frame's first changed code) and masks the rest of that row (-1), drops the columns
+    no row keeps anything in, and lays out the rest of every row's key as one left-padded segment after them; so a row
+    that starts over (Emu3's unconditional sequence, which returns to its prefix every frame) costs the others nothing.
+    ``step`` adds one position to every row. A cache is reused only by the keeper that made it, for the same number
+    of rows, on the same device and dtype; while a forward runs nothing is held, so a cancelled step leaves nothing
+    that claims more than it holds.
+    """
+
+    def __init__(self) -> None:
+        self.cache: Optional[StoryCache] = None
+        self.columns: Optional[torch.Tensor] = None
+        self.owner: object = None
+        self.device: Optional[torch.device] = None
+        self.dtype: Optional[torch.dtype] = None
+        self._pending: Optional[tuple] = None
+
+    def _reusable(self, rows: int, owner: object, device: torch.device, dtype: torch.dtype) -> bool:
+        return (self.cache is not None and self.columns is not None and owner is self.owner and device == self.device
+                and dtype == self.dtype and self.columns.shape[0] == rows)
+
+    @staticmethod
+    def _kept(columns: torch.Tensor, keys: list[torch.Tensor]) -> torch.Tensor:
+        """``columns`` with every row cut back to the prefix its new key agrees with (the rest -1)."""
+        kept = columns.clone()
+        for r, (row, key) in enumerate(zip(columns, keys)):
+            real = (row >= 0).nonzero().flatten()            # the columns of this row's key ids
+            ids = row[real]
+            m = min(len(ids), len(key) - 1)                  # the row's last position always runs (its logits)
+            same = ids[:m] == key[:m]
+            agree = m if bool(same.all()) else int((~same).nonzero()[0, 0])
+            kept[r, real[agree:]] = -1
+        return kept
+
+    def prepare(self, keys: list[torch.Tensor], extra: int, *, owner: object, device: torch.device,
+                dtype: torch.dtype) -> tuple[StoryCache, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For row keys ``keys`` (``[L_r]`` ids each): the cache, cropped; the ids still to run ``[rows, S]`` (left-padded
+        with each row's first id); the attention mask over every column ``[rows, C + S]``; the position ids ``[rows, S]``."""
+        cache, columns = self.cache, self.columns
+        reusable = self._reusable(len(keys), owner, device, dtype)
+        self.cache = self.columns = self._pending = None
+        if not reusable:
+            cache, columns = StoryCache(), torch.empty((len(keys), 0), dtype=torch.long)
+        columns = self._kept(columns, keys)
+        used = (columns >= 0).any(dim=0).nonzero()
+        keep = int(used[-1]) + 1 if len(used) else 0         # columns up to the last one any row keeps
+        if columns.shape[1] > keep:
+            if keep == 0:
+                cache = StoryCache()
+            else:
+                cache.crop(keep - columns.shape[1])
+        columns = columns[:, :keep]
+        done = (columns >= 0).sum(dim=1)                     # key ids of each row the cache still holds
+        rest = [key[int(n):] for key, n in zip(keys, done)]
+        width = max(len(r) for r in rest)
+        cache.reserve(keep + width + extra)
+        segment = torch.full((len(keys), width), -1, dtype=torch.long)
+        for r, ids in enumerate(rest):
+            segment[r, width - len(ids):] = ids
+        columns = torch.cat([columns, segment], dim=1)
+        real = columns >= 0
+        positions = (real.cumsum(dim=1) - 1).clamp(min=0)[:, keep:]
+        ids = torch.where(segment >= 0, segment, torch.stack([key[:1] for key in rest]).expand_as(segment))
+        self._pending = (columns, owner, device, dtype)
+        return cache, ids, real.long(), positions
+
+    def step(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One more position per row (key ids ``[rows]``): the attention mask and the position ids ``[rows, 1]``."""
+        columns = self._pending[0]
+        positions = (columns >= 0).sum(dim=1, keepdim=True)
+        columns = torch.cat([columns, ids.to("cpu", torch.long)[:, None]], dim=1)
+        self._pending = (columns,) + self._pending[1:]
+        return (columns >= 0).long(), positions
+
+    def keep(self, cache: StoryCache) -> None:
+        """Hand the cache back as covering every position run so far (call only once the last forward finished)."""
+        self.columns, self.owner, self.device, self.dtype = self._pending
+        self.cache = cache

@@ -47,10 +47,10 @@ import torch
 from ..errors import InvalidInputError, quote_head
 from ..progress import ProgressFn, no_progress
 from .base import DECODING, ARMContext, CacheMemo, SamplingSettings, check_images
-from .cache import CacheKeeper
+from .cache import CacheKeeper, PaddedBatch
 from .sampling import next_tokens, uses_cfg
 
-__all__ = ["CachedDecoder", "DECODING", "UnconditionalBranch", "unconditional_row", "window_policy"]
+__all__ = ["CachedDecoder", "DECODING", "PaddedBatch", "UnconditionalBranch", "unconditional_row", "window_policy"]
 
 
 def window_policy(chunks: int) -> "list[tuple[int, ...]]":
@@ -114,6 +114,7 @@ class CachedDecoder:
     context_window: Optional[int] = None   # positions the LM attends over (max_position_embeddings); None: no limit
     decoding = "dynamic"                   # see the module docstring and set_decoding
     static_capable = True                  # whether a static cache fits this family's attention
+    batch_capable = True                   # whether ``sample_chunks`` can run several stories as one batch
 
     # ---------------------------------------------------------------- hooks (per family)
     def sequence_key(self, context: ARMContext, prompt: str, *, cfg: bool) -> torch.Tensor:
@@ -125,7 +126,8 @@ class CachedDecoder:
     def _code_input(self, code: torch.Tensor, rows: int) -> Any:
         raise NotImplementedError
 
-    def _forward(self, inputs: Any, cache: Any) -> torch.Tensor:
+    def _forward(self, inputs: Any, cache: Any, **batch) -> torch.Tensor:
+        """``batch``: ``attention_mask`` and ``position_ids`` for the language model (``sample_chunks``' padding)."""
         raise NotImplementedError
 
     def _preview_geometry(self) -> tuple[int, int]:
@@ -317,6 +319,68 @@ class CachedDecoder:
             if branch is not None:
                 branch.close()
         return tokens.to("cpu")[None]
+
+    @torch.no_grad()
+    def sample_chunks(self, contexts: "list[ARMContext]", prompts: "list[str]", *, settings: SamplingSettings,
+                      generators: "list[torch.Generator]", batch: Optional[PaddedBatch] = None,
+                      progress: ProgressFn = no_progress) -> "list[torch.Tensor]":
+        """``sample_chunk`` for several stories at once: the codes ``[1, tokens_per_image]`` of the image for each
+        ``prompts[i]`` after ``contexts[i]``, drawn with ``generators[i]``, as one batch of every story's rows (its
+        CFG rows included). Each story's rows see only their own positions (the padding is masked, positions counted
+        per row), so a story gets the codes it gets alone, up to float rounding (greedy: identical, tested).
+
+        ``batch`` keeps the batch's key/value cache from one call to the next (the next frame of the same stories
+        reruns only from each story's first new or changed position); without one the batch is prefilled afresh.
+        The contexts' own memos are not used. Needs ``batch_capable`` (a family fed one position at a time)."""
+        settings.validate()
+        if not self.batch_capable:
+            raise InvalidInputError(f"the {self.family} ARM does not decode stories in one batch; sample them one at "
+                                    "a time (story.sample_many does).")
+        if not (len(contexts) == len(prompts) == len(generators)) or not contexts:
+            raise InvalidInputError(f"sample_chunks needs one context, prompt and generator per story (got "
+                                    f"{len(contexts)}, {len(prompts)}, {len(generators)}).")
+        cfg = uses_cfg(settings)
+        branch = self._uncond_branch() if cfg else None
+        keys, owners = [], []     # one key per row; owners[i]: story i's rows (a slice)
+        for context, prompt in zip(contexts, prompts):
+            rows = list(self.sequence_key(context, prompt, cfg=cfg and branch is None))
+            if branch is not None:
+                rows.append(branch.prefix[0])      # the unconditional sequence, a row of its own
+            owners.append(slice(len(keys), len(keys) + len(rows)))
+            keys += rows
+        plan = self._image_plan()
+        total, stories = self.tokens_per_image, len(contexts)
+        batch = batch if batch is not None else PaddedBatch()
+        cache, ids, mask, positions = batch.prepare(keys, len(plan), owner=self._keeper.owner, device=self.device,
+                                                    dtype=self.dtype)
+        tokens = torch.empty((stories, total), dtype=torch.long, device=self.device)
+        done, forwarded = 0, False
+        try:
+            logits = self._forward(self._prefill_input(ids), cache, attention_mask=mask.to(self.device),
+                                   position_ids=positions.to(self.device))
+            forwarded = True
+            for position, forced in enumerate(plan):
+                drawn = [self._next(logits[rows], settings, generator, forced)
+                         for rows, generator in zip(owners, generators)]
+                if forced is None:
+                    tokens[:, done] = torch.cat(drawn)
+                    done += 1
+                    progress("arm", done, total, self._preview(tokens[0], done) if self.previews else None)
+                if position + 1 == len(plan):
+                    break
+                key_ids = (self._codes_key(torch.cat(drawn)) if forced is None
+                           else torch.full((stories,), forced, device=self.device))
+                per_row = torch.cat([key_ids[i:i + 1].expand(rows.stop - rows.start)
+                                     for i, rows in enumerate(owners)])
+                mask, positions = batch.step(per_row)
+                forwarded = False
+                logits = self._forward(self._prefill_input(per_row[:, None]), cache,
+                                       attention_mask=mask.to(self.device), position_ids=positions.to(self.device))
+                forwarded = True
+        finally:
+            if forwarded:
+                batch.keep(cache)
+        return list(tokens.to("cpu")[:, None])
 
     def _preview(self, tokens: torch.Tensor, done: int) -> Optional[torch.Tensor]:
         """At each quarter of the image: the decoded rows finished so far, grey below. ``[3, H, W]`` in [0, 1]."""

@@ -190,9 +190,9 @@ class Emu3ARM(CachedDecoder):
     def _codes_key(self, codes: torch.Tensor) -> torch.Tensor:
         return self._img2bpe.to(codes.device)[codes]
 
-    def _forward(self, ids: torch.Tensor, cache: Any) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, cache: Any, **batch) -> torch.Tensor:
         """Logits over the whole vocabulary ``[rows, V]`` at the last new position."""
-        out = self.model.model.text_model(input_ids=ids, cache=cache, use_cache=True)
+        out = self.model.model.text_model(input_ids=ids, cache=cache, use_cache=True, **batch)
         return self.model.lm_head(out.last_hidden_state[:, -1, :])
 
     def _code_logits(self, logits: torch.Tensor) -> torch.Tensor:

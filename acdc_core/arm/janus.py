@@ -204,9 +204,9 @@ class JanusARM(CachedDecoder):
             embeds[is_image] = self.model.prepare_embeddings_for_image_generation(codes).to(embeds.dtype)
         return embeds
 
-    def _forward(self, embeds: torch.Tensor, cache: Any) -> torch.Tensor:
+    def _forward(self, embeds: torch.Tensor, cache: Any, **batch) -> torch.Tensor:
         """Run the language model on new positions and return the image-code logits of the last one."""
-        out = self.model.model.language_model(inputs_embeds=embeds, cache=cache, use_cache=True)
+        out = self.model.model.language_model(inputs_embeds=embeds, cache=cache, use_cache=True, **batch)
         return self.model.model.generation_head(out.last_hidden_state[:, -1, :])
 
     # ---------------------------------------------------------------- CachedDecoder's hooks

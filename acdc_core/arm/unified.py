@@ -343,9 +343,9 @@ class UnifiedARM(CachedDecoder):
             return cond[None]
         return torch.stack([cond, unconditional(cond, self._ids, self.offset)])
 
-    def _forward(self, ids: torch.Tensor, cache: Any) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, cache: Any, **batch) -> torch.Tensor:
         """Run the LM on new positions; the codebook slice of the last position's logits ``[rows, K]``."""
-        out = self.lm(input_ids=ids.to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
+        out = self.lm(input_ids=ids.to(self.device), cache=cache, use_cache=True, logits_to_keep=1, **batch)
         return out.logits[:, -1, self.offset:self.offset + self.codebook_size]
 
     # ---------------------------------------------------------------- CachedDecoder's hooks
