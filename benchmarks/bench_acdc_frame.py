@@ -65,9 +65,26 @@ class Peak:
         self.stages[name] = (time.perf_counter() - start, max(self.high, rss_gib()))
 
 
-def write_models(folder: Path) -> dict[str, Path]:
+def write_sd15(folder: Path) -> Path:
+    """A random-weight SD1.5 in the diffusers layout at ``folder`` (from the configs the pack ships), unless there."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, Qwen2Config, Qwen2ForCausalLM
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    if (folder / "model_index.json").is_file():
+        return folder
+    configs = Path(__file__).resolve().parent.parent / "acdc_core" / "correct" / "configs" / "sd15"
+    torch.manual_seed(0)
+    UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet")).save_pretrained(folder / "unet")
+    AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae")).save_pretrained(folder / "vae")
+    CLIPTextModel(CLIPTextConfig.from_pretrained(configs / "text_encoder")).save_pretrained(folder / "text_encoder")
+    DDIMScheduler.from_config(DDIMScheduler.load_config(configs / "scheduler")).save_pretrained(folder / "scheduler")
+    shutil.copytree(configs / "tokenizer", folder / "tokenizer")
+    shutil.copy(configs / "model_index.json", folder / "model_index.json")
+    return folder
+
+
+def write_models(folder: Path) -> dict[str, Path]:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from acdc_core.tiny.janus import build_tiny_janus
     from acdc_core.tiny.llm import build_tiny_llm
@@ -75,18 +92,7 @@ def write_models(folder: Path) -> dict[str, Path]:
     paths = {"arm": folder / "janus-pro-1b", "dm": folder / "sd15", "llm": folder / "qwen2.5-0.5b"}
     if not (paths["arm"] / "config.json").is_file():
         build_tiny_janus(paths["arm"], seed=0, image_size=384, **JANUS_PRO_1B)
-    if not (paths["dm"] / "model_index.json").is_file():
-        configs = Path(__file__).resolve().parent.parent / "acdc_core" / "correct" / "configs" / "sd15"
-        torch.manual_seed(0)
-        UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet")).save_pretrained(
-            paths["dm"] / "unet")
-        AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae")).save_pretrained(paths["dm"] / "vae")
-        CLIPTextModel(CLIPTextConfig.from_pretrained(configs / "text_encoder")).save_pretrained(
-            paths["dm"] / "text_encoder")
-        DDIMScheduler.from_config(DDIMScheduler.load_config(configs / "scheduler")).save_pretrained(
-            paths["dm"] / "scheduler")
-        shutil.copytree(configs / "tokenizer", paths["dm"] / "tokenizer")
-        shutil.copy(configs / "model_index.json", paths["dm"] / "model_index.json")
+    write_sd15(paths["dm"])
     if not (paths["llm"] / "model.safetensors").is_file() and not any(paths["llm"].glob("model-*.safetensors")):
         build_tiny_llm(paths["llm"], seed=0, model_type="qwen2")       # its chat tokenizer
         for old in paths["llm"].glob("model*.safetensors"):

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The GPU set, in one call, when a GPU machine is at hand (a few minutes on an H100-class card):
-# the ARM decoding modes against transformers' generate in bf16 (Janus-Pro-1B's LM included), and one whole ACDC
-# frame at real size in bf16, for each decoding mode. Results: benchmarks/results/arm_gpu*.md, acdc_frame_gpu*.md.
+# the ARM decoding modes against transformers' generate in bf16 (Janus-Pro-1B's LM included); several stories in one
+# batch against one at a time; our SDEdit against diffusers' img2img pipeline on SD1.5 in fp16; the VQ tokenizers'
+# codes in bf16/fp16 against fp32; one whole ACDC frame at real size in bf16, for each decoding mode.
+# Results: benchmarks/results/{arm,batch,sdedit,vq_precision,acdc_frame}_gpu*.md.
 #   bash benchmarks/gpu.sh [python]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${1:-.venv/bin/python}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 "$py" benchmarks/bench_arm.py --real --device cuda --dtype bfloat16 --repeats 5 --name arm_gpu_bf16
+"$py" benchmarks/bench_batch.py --real --device cuda --dtype bfloat16 --name batch_gpu_bf16
+"$py" benchmarks/bench_sdedit.py --real --device cuda --dtype float16 --name sdedit_gpu_fp16
+"$py" benchmarks/bench_vq_precision.py --device cuda --name vq_precision_gpu
 for mode in dynamic compiled; do
   "$py" benchmarks/bench_acdc_frame.py --device cuda --dtype bfloat16 --decoding "$mode" --keep /tmp/acdc_frame_models \
     --name "acdc_frame_gpu_bf16_$mode"

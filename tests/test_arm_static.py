@@ -128,3 +128,20 @@ def test_load_arm_refuses_a_static_mode_the_family_lacks_when_queued(standalone_
         assert LoadARM.VALIDATE_INPUTS(folder.name, decoding="dynamic") is True
     finally:
         shutil.rmtree(folder)
+
+
+def test_every_language_model_attends_with_pytorch_sdpa(pair):
+    """Attention runs through torch's scaled_dot_product_attention (transformers' "sdpa")."""
+    language = [m for m in pair[0].modules().values() if hasattr(getattr(m, "config", None), "_attn_implementation")]
+    assert language and all(m.config._attn_implementation == "sdpa" for m in language)
+
+
+def test_showo_and_stable_diffusion_attend_with_pytorch_sdpa(tmp_path):
+    from acdc_core.correct import load_corrector
+    from acdc_core.tiny.sd import build_tiny_sd
+
+    assert load_arm(build_tiny_showo(tmp_path / "showo", seed=0)).lm.config._attn_implementation == "sdpa"
+    corrector = load_corrector(build_tiny_sd(tmp_path / "sd"))
+    processors = {type(p).__name__ for p in [*corrector.unet.attn_processors.values(),
+                                              *corrector.vae.attn_processors.values()]}
+    assert processors == {"AttnProcessor2_0"}

@@ -12,20 +12,13 @@ from acdc_core.arm.cache import PaddedBatch
 from acdc_core.errors import InvalidInputError
 from acdc_core.state import StorySettings
 from acdc_core.story import generate_many, new_story, run_stories, run_story
-from acdc_core.tiny.emu3 import build_tiny_emu3
-from acdc_core.tiny.janus import build_tiny_janus
 from acdc_core.tiny.showo import build_tiny_showo
-from acdc_core.tiny.unified import build_tiny_unified
 from tests.fakes import FakeCorrector, FakeMemory, LMCalls, gen, other_tokens
 
 pytestmark = pytest.mark.floors
 
-# builder, guidance, the LM module and its input keyword (for counting positions)
-FAMILIES = {
-    "janus": (build_tiny_janus, 5.0, lambda arm: arm.model.model.language_model, "inputs_embeds"),
-    "unified": (build_tiny_unified, 3.0, lambda arm: arm.lm, "input_ids"),
-    "emu3": (build_tiny_emu3, 3.0, lambda arm: arm.model.model.text_model, "input_ids"),
-}
+from tests.test_arm_static import BUILDERS as FAMILIES  # noqa: E402  (builder, CFG, LM module, its input keyword)
+
 # Prompts of different lengths, so rows are padded differently at every frame.
 STORIES = (
     ("Mia is a red rabbit. She stands on the left of a meadow by day.", "She jumps.", "She hops to the right."),
