@@ -212,6 +212,30 @@ def weight_shapes(folder: str | Path, stem: str) -> Shapes:
     raise MissingModelFilesError(f"{folder} has no {single} nor {index.name}{others}.")
 
 
+def load_part_float32(module: Any, folder: str | Path, stem: str, prefixes: Sequence[str], where: str) -> None:
+    """Load ``module``'s weights in float32 from the tensors of ``{stem}.safetensors`` (or its shards) whose names
+    start with one of ``prefixes`` (the prefix dropped): a part kept in float32 while the rest of the model was loaded
+    in half precision (``decoding.keep_vq_float32``), read from the file rather than widened from rounded values."""
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    index = folder / f"{stem}.safetensors.index.json"
+    files = (sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+             if not (folder / f"{stem}.safetensors").is_file() and index.is_file() else [f"{stem}.safetensors"])
+    state = {}
+    for name in files:
+        with safe_open(str(folder / name), framework="pt") as handle:
+            for key in handle.keys():
+                prefix = next((p for p in prefixes if key.startswith(p)), None)
+                if prefix is not None:
+                    state[key[len(prefix):]] = handle.get_tensor(key).float()
+    module.float()
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InvalidInputError(f"{where}: the tensors under {' or '.join(prefixes)} do not fit the model "
+                                f"(missing {_names(missing)}; unexpected {_names(unexpected)}).")
+
+
 # -- weights against the model ----------------------------------------------------------------------------
 
 def on_meta(build: Callable[[], T]) -> T:

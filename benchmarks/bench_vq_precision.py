@@ -15,7 +15,9 @@ Tokenizers: Janus-Pro's VQ (transformers ``JanusVQVAE``, 384 px, 16,384 codes, t
 Show-o's MAGVIT-v2 (our port, 256 px, lookup-free 8,192 codes), Emu3's VQ (transformers ``Emu3VQVAE``, 256 px,
 32,768 codes). Random weights are not trained ones: how close latents sit to a decision boundary may differ, so read
 these as what the arithmetic does, and re-run on real weights where they are at hand (``--janus FOLDER``).
-Run: ``python benchmarks/bench_vq_precision.py [--device cuda]`` (about 5 minutes on 2 CPU cores).
+On the CPU half precision is emulated (``emulate``: weights, layer inputs and outputs rounded to half precision,
+arithmetic in float32), since this CPU's bfloat16 convolutions run over 100x slower than float32; on a GPU it is the
+real thing. Run: ``python benchmarks/bench_vq_precision.py [--device cuda]`` (about 4 minutes on 2 CPU cores).
 """
 from __future__ import annotations
 
@@ -30,9 +32,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import load_average, write_results  # noqa: E402
-
-HALF = ("bfloat16", "float16")
-
 
 def scenes(count: int, size: int, seed: int = 0) -> torch.Tensor:
     """``count`` synthetic scenes [N, 3, size, size] in [-1, 1]: sky gradient, ground, a few discs."""
@@ -53,9 +52,10 @@ def scenes(count: int, size: int, seed: int = 0) -> torch.Tensor:
 
 
 class Janus:
-    name, size = "Janus-Pro VQ (384 px, 16,384 codes)", 384
+    name, size = "Janus-Pro VQ (16,384 codes)", 384
 
-    def __init__(self, folder=None) -> None:
+    def __init__(self, folder=None, size=None) -> None:
+        self.size = size or self.size
         from transformers import JanusVQVAE, JanusVQVAEConfig
 
         if folder:
@@ -64,7 +64,7 @@ class Janus:
             self.name += " (real weights)"
         else:
             torch.manual_seed(0)
-            self.vq = JanusVQVAE(JanusVQVAEConfig(num_patches=24)).eval()    # the defaults are Janus-Pro's
+            self.vq = JanusVQVAE(JanusVQVAEConfig(num_patches=self.size // 16)).eval()   # the defaults: Janus-Pro's
 
     def encode(self, pixels):
         from torch.nn.functional import normalize
@@ -80,9 +80,10 @@ class Janus:
 
 
 class Magvit:
-    name, size = "Show-o MAGVIT-v2 (256 px, 8,192 codes)", 256
+    name, size = "Show-o MAGVIT-v2 (8,192 codes)", 256
 
-    def __init__(self, folder=None) -> None:
+    def __init__(self, folder=None, size=None) -> None:
+        self.size = size or self.size
         from acdc_core.arm.magvit import MagvitConfig, MagvitV2
 
         torch.manual_seed(0)
@@ -97,9 +98,10 @@ class Magvit:
 
 
 class Emu3:
-    name, size = "Emu3 VQ (256 px, 32,768 codes)", 256
+    name, size = "Emu3 VQ (32,768 codes)", 256
 
-    def __init__(self, folder=None) -> None:
+    def __init__(self, folder=None, size=None) -> None:
+        self.size = size or self.size
         from transformers import Emu3VQVAE, Emu3VQVAEConfig
 
         torch.manual_seed(0)
@@ -114,29 +116,60 @@ class Emu3:
         return self.vq.decode(codes.view(-1, self.grid, self.grid))
 
 
-def measure(vq, device: str, count: int) -> list[dict]:
+def emulate(model: torch.nn.Module, dtype: torch.dtype) -> list:
+    """Half precision as a GPU computes it, emulated in float32 on a CPU without fast half kernels (a bfloat16
+    convolution is over 100x slower than float32 on this one): the weights rounded to ``dtype``, and every layer's
+    inputs and output rounded to ``dtype`` (a GPU kernel reads and writes half precision and accumulates in float32).
+    Returns the hooks to remove; the caller restores the weights."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype).float())
+
+    def round_in(module, args):
+        return tuple(a.to(dtype).float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    def round_out(module, args, out):
+        return out.to(dtype).float() if torch.is_tensor(out) and out.is_floating_point() else out
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    return ([m.register_forward_pre_hook(round_in) for m in leaves]
+            + [m.register_forward_hook(round_out) for m in leaves])
+
+
+def measure(vq, device: str, count: int, precisions: tuple[str, ...]) -> list[dict]:
     images = scenes(count, vq.size).to(device)
     rows = []
     with torch.no_grad():
         vq.vq.to(device, torch.float32)
+        state = {k: v.clone() for k, v in vq.vq.state_dict().items()}
         start = time.perf_counter()
         codes = vq.encode(images)
         ref_pixels = vq.decode(codes).float()
         ref_round = vq.encode(ref_pixels.clamp(-1, 1))
         fp32_s = time.perf_counter() - start
-        for name in HALF:
+        for name in precisions:
             dtype = getattr(torch, name)
-            vq.vq.to(device, dtype)
+            emulated = device == "cpu"
+            if emulated:
+                hooks = emulate(vq.vq, dtype)
+            else:
+                hooks = []
+                vq.vq.to(device, dtype)
             try:
                 start = time.perf_counter()
-                half_codes = vq.encode(images.to(dtype))
+                half_codes = vq.encode(images if emulated else images.to(dtype))
                 pixels = vq.decode(codes)
                 half_round = vq.encode(pixels.clamp(-1, 1))
                 seconds = time.perf_counter() - start
             except (RuntimeError, NotImplementedError) as error:     # a kernel missing in this precision here
                 rows.append({"tokenizer": vq.name, "precision": name, "error": str(error).splitlines()[0][:80]})
                 continue
-            rows.append({"tokenizer": vq.name, "precision": name,
+            finally:
+                for hook in hooks:
+                    hook.remove()
+                vq.vq.to(device, torch.float32)
+                vq.vq.load_state_dict(state)
+            rows.append({"tokenizer": vq.name, "precision": name + (" (emulated)" if emulated else ""), "size": vq.size,
                          "encode_agree": float((half_codes == codes).float().mean()),
                          "roundtrip_agree": float((half_round == ref_round).float().mean()),
                          "decode_max_abs": float((pixels.float() - ref_pixels).abs().max()),
@@ -152,13 +185,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--janus", default=None, help="a Janus-Pro folder: measure its real VQ instead")
+    parser.add_argument("--size", type=int, default=None, help="frame side for every tokenizer (default: each one's own)")
+    parser.add_argument("--precisions", default="bfloat16,float16", help="on the CPU emulated (see emulate)")
     parser.add_argument("--name", default="vq_precision")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     load_before = load_average()
     rows = []
+    precisions = tuple(args.precisions.split(","))
     for kind in (Janus, Magvit, Emu3):
-        rows += measure(kind(args.janus) if kind is Janus else kind(), args.device, args.images)
+        rows += measure(kind(args.janus if kind is Janus else None, args.size), args.device, args.images, precisions)
     worst = min((r.get("roundtrip_agree", math.nan) for r in rows), default=math.nan)
     notes = (f"{args.images} synthetic scenes per tokenizer, on {args.device}; random weights at the published "
              "configs (see the module docstring). encode_agree: E_half(x) == E_fp32(x); roundtrip_agree: "

@@ -145,3 +145,19 @@ def test_showo_and_stable_diffusion_attend_with_pytorch_sdpa(tmp_path):
     processors = {type(p).__name__ for p in [*corrector.unet.attn_processors.values(),
                                               *corrector.vae.attn_processors.values()]}
     assert processors == {"AttnProcessor2_0"}
+
+
+@pytest.mark.parametrize("family", sorted(BUILDERS) + ["showo"])
+def test_half_precision_keeps_the_vq_tokenizer_in_float32(family, tmp_path):
+    """A bfloat16 ARM decodes and re-encodes with its VQ in float32: the same pixels and codes as the float32 ARM."""
+    build = build_tiny_showo if family == "showo" else BUILDERS[family][0]
+    folder = build(tmp_path / family, seed=0)
+    full, half = load_arm(folder), load_arm(folder, dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and half.vq_dtype == torch.float32
+    codes = torch.randint(0, full.codebook_size, (2, full.tokens_per_image), generator=gen(0))
+    pixels = full.decode(codes)
+    assert torch.equal(half.decode(codes), pixels)
+    assert torch.equal(half.encode(pixels), full.encode(pixels))
+    settings = SamplingSettings(guidance_scale=2.0, maskgit_steps=2)
+    tokens = half.sample_chunk(ARMContext(), PROMPTS[0], settings=settings, generator=gen(1))
+    assert tokens.shape == (1, half.tokens_per_image)

@@ -50,7 +50,19 @@ from .base import DECODING, ARMContext, CacheMemo, SamplingSettings, check_image
 from .cache import CacheKeeper, PaddedBatch
 from .sampling import next_tokens, uses_cfg
 
-__all__ = ["CachedDecoder", "DECODING", "PaddedBatch", "UnconditionalBranch", "unconditional_row", "window_policy"]
+__all__ = ["CachedDecoder", "DECODING", "PaddedBatch", "UnconditionalBranch", "keep_vq_float32", "unconditional_row",
+           "window_policy"]
+
+
+def keep_vq_float32(vq: torch.nn.Module) -> torch.dtype:
+    """Every family's VQ tokenizer runs in float32, whatever the language model's precision; returns that dtype.
+
+    ACDC re-encodes each corrected frame and swaps the codes into the story, so the codes must be the tokenizer's own:
+    half precision moves near-tied nearest-code choices (``benchmarks/results/vq_precision.md``), and on a CPU a
+    bfloat16 convolution runs over 100 times slower than a float32 one. The VQ is under 1 % of a frame's time on
+    either device (``benchmarks/results/acdc_frame.md``)."""
+    vq.float()
+    return torch.float32
 
 
 def window_policy(chunks: int) -> "list[tuple[int, ...]]":

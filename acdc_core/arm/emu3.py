@@ -33,10 +33,11 @@ import torch
 
 from ..devices import pick_dtype
 from ..errors import InvalidInputError, MissingModelFilesError, quote_head
-from ..weights import check_loading_info, check_remote_code, check_state_matches, on_meta, weight_shapes, weights_name
+from ..weights import (check_loading_info, check_remote_code, check_state_matches, load_part_float32, on_meta,
+                       weight_shapes, weights_name)
 from .base import ARMContext, CacheMemo, SamplingSettings
 from .cache import CacheKeeper
-from .decoding import CachedDecoder, UnconditionalBranch
+from .decoding import CachedDecoder, UnconditionalBranch, keep_vq_float32
 from .sampling import pick, uses_cfg
 
 REQUIRED_FILES: tuple[tuple[str, ...], ...] = (("tokenizer_config.json",), ("tokenizer.json", "vocab.json"))
@@ -76,7 +77,8 @@ class Emu3ARM(CachedDecoder):
         self.codebook_size = int(vq.config.codebook_size)
         self.context_window = getattr(model.config.text_config, "max_position_embeddings", None)
         self.device = next(model.parameters()).device
-        self.dtype = self.vq_dtype = next(model.parameters()).dtype
+        self.dtype = next(model.parameters()).dtype
+        self.vq_dtype = keep_vq_float32(model.model.vqmodel)
 
         mapping = model.vocabulary_mapping
         img2bpe = mapping.img2bpe
@@ -119,6 +121,8 @@ class Emu3ARM(CachedDecoder):
             folder, dtype=dtype, device_map={"": device}, local_files_only=True, use_safetensors=True,
             trust_remote_code=trust_remote_code, output_loading_info=True, ignore_mismatched_sizes=True)
         check_loading_info(info, where)
+        if dtype != torch.float32:    # the VQ tokenizer stays float32 (decoding.keep_vq_float32), read as stored
+            load_part_float32(model.model.vqmodel, folder, "model", ("model.vqmodel.", "vqmodel."), where)
         return cls(model, tokenizer, image_size=image_size, previews=previews)
 
     def _special_ids(self, mapping: Any) -> dict[str, int]:

@@ -41,10 +41,11 @@ import torch.nn.functional as F
 
 from ..devices import pick_dtype
 from ..errors import InvalidInputError, MissingModelFilesError, quote_head
-from ..weights import check_loading_info, check_remote_code, check_state_matches, on_meta, weight_shapes, weights_name
+from ..weights import (check_loading_info, check_remote_code, check_state_matches, load_part_float32, on_meta,
+                       weight_shapes, weights_name)
 from .base import ARMContext
 from .cache import CacheKeeper
-from .decoding import CachedDecoder, unconditional_row
+from .decoding import CachedDecoder, keep_vq_float32, unconditional_row
 
 USER_TURN = "<|User|>: {prompt}\n\n<|Assistant|>:"
 
@@ -88,7 +89,8 @@ class JanusARM(CachedDecoder):
         self._ids = self._special_ids()
         self.context_window = getattr(config.text_config, "max_position_embeddings", None)
         self.device = next(model.parameters()).device
-        self.dtype = self.vq_dtype = next(model.parameters()).dtype
+        self.dtype = next(model.parameters()).dtype
+        self.vq_dtype = keep_vq_float32(model.model.vqmodel)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -117,6 +119,8 @@ class JanusARM(CachedDecoder):
             folder, dtype=dtype, device_map={"": device}, local_files_only=True, use_safetensors=True,
             trust_remote_code=trust_remote_code, output_loading_info=True, ignore_mismatched_sizes=True)
         check_loading_info(info, where)
+        if dtype != torch.float32:    # the VQ tokenizer stays float32 (decoding.keep_vq_float32), read as stored
+            load_part_float32(model.model.vqmodel, folder, "model", ("model.vqmodel.", "vqmodel."), where)
         return cls(model, tokenizer, previews=previews)
 
     def _special_ids(self) -> dict[str, int]:

@@ -20,7 +20,7 @@ import torch
 from ..errors import InvalidInputError
 from ..progress import ProgressFn, no_progress
 from .base import check_maskgit_steps
-from .decoding import CachedDecoder
+from .decoding import CachedDecoder, keep_vq_float32
 
 # Added to Phi's tokenizer by upstream, in this order, right after its own tokens: [PAD] first, then the nine
 # task/segment tokens. Their ids follow from the text vocabulary's size.
@@ -299,7 +299,7 @@ class ShowoARM(CachedDecoder):
         self.previews = previews
         self.device = next(lm.parameters()).device
         self.dtype = next(lm.parameters()).dtype
-        self.vq_dtype = next(vq.parameters()).dtype
+        self.vq_dtype = keep_vq_float32(vq)
         self._keeper = CacheKeeper()
 
     # ---------------------------------------------------------------- loading

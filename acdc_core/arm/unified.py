@@ -50,7 +50,7 @@ from ..errors import InvalidInputError, MissingModelFilesError, quote_head
 from ..weights import check_loading_info, check_remote_code, check_state_matches, on_meta, weight_shapes, weights_name
 from .base import ARMContext, SamplingSettings
 from .cache import CacheKeeper
-from .decoding import CachedDecoder, unconditional_row
+from .decoding import CachedDecoder, keep_vq_float32, unconditional_row
 
 MANIFEST = "acdc_arm.json"
 FORMAT_VERSION = 1
@@ -256,7 +256,7 @@ class UnifiedARM(CachedDecoder):
         self.context_window = getattr(lm.config, "max_position_embeddings", None)
         self.device = next(lm.parameters()).device
         self.dtype = next(lm.parameters()).dtype
-        self.vq_dtype = torch.float32   # the VQ stays float32 so re-encoding picks the codes it was trained to
+        self.vq_dtype = keep_vq_float32(vq)
 
     def _check_consistency(self) -> None:
         """The manifest, the LM, the tokenizer and the VQ must describe the same layout."""
