@@ -187,13 +187,15 @@ def main() -> None:
     parser.add_argument("--janus", default=None, help="a Janus-Pro folder: measure its real VQ instead")
     parser.add_argument("--size", type=int, default=None, help="frame side for every tokenizer (default: each one's own)")
     parser.add_argument("--precisions", default="bfloat16,float16", help="on the CPU emulated (see emulate)")
+    parser.add_argument("--tokenizers", default="janus,magvit,emu3", help="which to measure (comma-separated)")
     parser.add_argument("--name", default="vq_precision")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     load_before = load_average()
     rows = []
     precisions = tuple(args.precisions.split(","))
-    for kind in (Janus, Magvit, Emu3):
+    chosen = {"janus": Janus, "magvit": Magvit, "emu3": Emu3}
+    for kind in (chosen[name] for name in args.tokenizers.split(",")):
         rows += measure(kind(args.janus if kind is Janus else None, args.size), args.device, args.images, precisions)
     worst = min((r.get("roundtrip_agree", math.nan) for r in rows), default=math.nan)
     notes = (f"{args.images} synthetic scenes per tokenizer, on {args.device}; random weights at the published "

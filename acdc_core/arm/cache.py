@@ -236,7 +236,8 @@ class PaddedBatch:
     that starts over (Emu3's unconditional sequence, which returns to its prefix every frame) costs the others nothing.
     ``step`` adds one position to every row. A cache is reused only by the keeper that made it, for the same number
     of rows, on the same device and dtype; while a forward runs nothing is held, so a cancelled step leaves nothing
-    that claims more than it holds.
+    that claims more than it holds. Unlike a context's memo it does not follow the ARM when the ARM moves (offloading):
+    the next call on the other device starts the batch afresh.
     """
 
     def __init__(self) -> None:

@@ -347,7 +347,7 @@ class CachedDecoder:
         settings.validate()
         if not self.batch_capable:
             raise InvalidInputError(f"the {self.family} ARM does not decode stories in one batch; sample them one at "
-                                    "a time (story.sample_many does).")
+                                    "a time (story.generate_many does).")
         if not (len(contexts) == len(prompts) == len(generators)) or not contexts:
             raise InvalidInputError(f"sample_chunks needs one context, prompt and generator per story (got "
                                     f"{len(contexts)}, {len(prompts)}, {len(generators)}).")

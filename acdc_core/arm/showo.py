@@ -274,7 +274,7 @@ class ShowoARM(CachedDecoder):
     """
 
     family = "showo"
-    batch_capable = False      # its MaskGIT steps run one story's frame block at a time (story.sample_many loops)
+    batch_capable = False      # its MaskGIT steps run one story's frame block at a time (story.generate_many loops)
     static_capable = False     # each MaskGIT step's omni-attention mask spans exactly the cached story plus the block
     inpaints_tokens = True     # sample_chunk(known=...) keeps given codes and fills the rest (story.inpaint_tokens)
 
