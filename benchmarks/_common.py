@@ -60,6 +60,14 @@ def load_average() -> str:
         return "?"
 
 
+def placement_arguments(parser, name: str, *, dtype: bool = True) -> None:
+    """The options every real-size benchmark takes: ``--device``, ``--dtype`` and ``--name`` (its results file)."""
+    parser.add_argument("--device", default="cpu", help="e.g. cuda (a GPU: see gpu.sh)")
+    if dtype:
+        parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16")
+    parser.add_argument("--name", default=name, help="the results file's name (results/<name>.md)")
+
+
 def machine() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),

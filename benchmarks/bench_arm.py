@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import interleaved, load_average, spread, write_results  # noqa: E402
+from benchmarks._common import interleaved, load_average, placement_arguments, spread, write_results  # noqa: E402
 from acdc_core.arm import ARMContext, SamplingSettings, load_arm  # noqa: E402
 from acdc_core.tiny.janus import build_tiny_janus  # noqa: E402
 
@@ -155,9 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", action="store_true", help="also time Janus-Pro-1B's language model (a)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu", help="e.g. cuda (a GPU: see gpu.sh)")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16")
-    parser.add_argument("--name", default="arm", help="the results file's name (results/<name>.md)")
+    placement_arguments(parser, "arm")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     place = {"device": args.device, "dtype": getattr(torch, args.dtype)}

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import interleaved, load_average, spread, write_results  # noqa: E402
+from benchmarks._common import interleaved, load_average, placement_arguments, spread, write_results  # noqa: E402
 from benchmarks.bench_arm import IMAGE_SIZE, JANUS_PRO_1B, MODEL_BOUND, PROMPTS  # noqa: E402
 from acdc_core.arm import SamplingSettings, load_arm  # noqa: E402
 from acdc_core.state import StorySettings  # noqa: E402
@@ -73,9 +73,7 @@ def main() -> None:
     parser.add_argument("--real", action="store_true", help="also Janus-Pro-1B's language model, 4 stories")
     parser.add_argument("--sizes", default="1,2,4,8", help="story counts per batch (comma-separated)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu", help="e.g. cuda (a GPU: see gpu.sh)")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16")
-    parser.add_argument("--name", default="batch", help="the results file's name (results/<name>.md)")
+    placement_arguments(parser, "batch")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     sizes = tuple(int(s) for s in args.sizes.split(","))

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import interleaved, write_results  # noqa: E402
+from benchmarks._common import interleaved, placement_arguments, write_results  # noqa: E402
 from acdc_core.correct import load_corrector  # noqa: E402
 from acdc_core.tiny.sd import build_tiny_sd  # noqa: E402
 
@@ -32,9 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--real", action="store_true", help="SD1.5 at its real config, 512 px, 50 steps")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--name", default="sdedit", help="the results file's name (results/<name>.md)")
+    placement_arguments(parser, "sdedit")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     size, steps = (512, 50) if args.real else (256, 20)

@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import load_average, write_results  # noqa: E402
+from benchmarks._common import load_average, placement_arguments, write_results  # noqa: E402
 
 def scenes(count: int, size: int, seed: int = 0) -> torch.Tensor:
     """``count`` synthetic scenes [N, 3, size, size] in [-1, 1]: sky gradient, ground, a few discs."""
@@ -182,13 +182,12 @@ def measure(vq, device: str, count: int, precisions: tuple[str, ...]) -> list[di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
+    placement_arguments(parser, "vq_precision", dtype=False)
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--janus", default=None, help="a Janus-Pro folder: measure its real VQ instead")
     parser.add_argument("--size", type=int, default=None, help="frame side for every tokenizer (default: each one's own)")
     parser.add_argument("--precisions", default="bfloat16,float16", help="on the CPU emulated (see emulate)")
     parser.add_argument("--tokenizers", default="janus,magvit,emu3", help="which to measure (comma-separated)")
-    parser.add_argument("--name", default="vq_precision")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     load_before = load_average()
