@@ -25,8 +25,10 @@ class FakeARM:
         self.contexts_seen: list[ARMContext] = []
         self.moves: list[str] = []
 
+    video_capable = True
+
     def sample_chunk(self, context, prompt, *, settings: SamplingSettings, generator, images_per_chunk=1,
-                     progress=no_progress):
+                     continues=False, progress=no_progress):
         self.contexts_seen.append(context)
         # Depends on the seed and on every token already in context (so a swap changes what follows).
         offset = sum(int(c.tokens.sum()) for c in context.chunks)
@@ -35,7 +37,7 @@ class FakeARM:
             progress("arm", k + 1, self.tokens_per_image)
         return (draw + offset) % self.codebook
 
-    def fit_context(self, context, prompt, *, images_per_chunk=1):
+    def fit_context(self, context, prompt, *, images_per_chunk=1, continues=False):
         """A window of ``context_window`` frames (None: no limit), by the engine's long-story policy."""
         from acdc_core.arm.decoding import window_policy
 

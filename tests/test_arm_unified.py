@@ -183,8 +183,10 @@ def test_bad_requests_are_refused(arm):
         arm.decode(torch.zeros(1, 5, dtype=torch.long))
     with pytest.raises(InvalidInputError, match="outside the codebook"):
         arm.decode(torch.full((1, 64), arm.codebook_size))
-    with pytest.raises(InvalidInputError, match="one image per chunk"):
-        arm.sample_chunk(ARMContext(), "x", settings=CFG, generator=gen(0), images_per_chunk=2)
+    with pytest.raises(InvalidInputError, match="images_per_chunk must be a whole number"):
+        arm.sample_chunk(ARMContext(), "x", settings=CFG, generator=gen(0), images_per_chunk=0)
+    with pytest.raises(InvalidInputError, match="first frame in the context"):
+        arm.sample_chunk(ARMContext(), "x", settings=CFG, generator=gen(0), continues=True)
     with pytest.raises(InvalidInputError, match="chunk 0"):
         arm.sample_chunk(ARMContext().append("x", torch.zeros(1, 7, dtype=torch.long)), "y", settings=CFG,
                          generator=gen(0))

@@ -5,6 +5,17 @@ it. A chunk holds one image (a story frame) or several (a window of video frames
 tensor ``[n_images, tokens_per_image]``; how a backend lays them out in its own sequence (raster order,
 rows with end-of-line tokens, parallel masked filling) is its own business.
 
+Video. A video is one prompt and many frames. It is held as *frames as chunks*: the first frame is a chunk like a
+story frame's, and every later frame is a chunk with ``continues=True``, which has no text of its own and follows
+the frame before it directly in the ARM's sequence (the end-of-frame token between them is the backend's layout).
+A chunk of n images and one chunk followed by n - 1 continuing chunks of one image each are the same sequence, so
+the two spellings are interchangeable; the video loop (``video.py``) makes one frame per call (its own seed and
+sampling settings per frame, a record and a preview per frame) and swaps a corrected window back frame by frame
+(``swap`` per frame, or ``swap_frames``). Because a backend's cache is keyed by the ids themselves, continuing
+after a window swap recomputes only from the window's first changed code. A backend that generates video says so
+with ``video_capable = True`` (the unified-vocabulary family: LWM, the toy video ARM); the others refuse
+``continues`` and ``images_per_chunk > 1`` with a clear error (``check_video``).
+
 The context is a value: ``append`` and ``swap`` return a new context and leave the old one intact.
 A backend may keep a key/value cache behind a context (``cache`` below) purely as a speed-up: it is a
 memo of the sequence it covers, never part of the context's meaning, so a stale cache can cost time but
@@ -59,10 +70,13 @@ class SamplingSettings:
 
 @dataclass(frozen=True)
 class Chunk:
-    """One prompt and the image tokens that answer it: ``tokens`` is ``[n_images, tokens_per_image]``."""
+    """One prompt and the image tokens that answer it: ``tokens`` is ``[n_images, tokens_per_image]``.
+    ``continues``: the chunk holds the next frame(s) of the video the chunk before it began (same prompt, no text
+    of its own in the ARM's sequence; see the module docstring)."""
 
     prompt: str
     tokens: torch.Tensor
+    continues: bool = False
 
 
 class CacheMemo:
@@ -87,8 +101,11 @@ class ARMContext:
     chunks: tuple[Chunk, ...] = ()
     memo: CacheMemo = field(default_factory=CacheMemo, compare=False, repr=False)
 
-    def append(self, prompt: str, tokens: torch.Tensor) -> "ARMContext":
-        return replace(self, chunks=self.chunks + (Chunk(prompt, tokens.detach().clone()),))
+    def append(self, prompt: str, tokens: torch.Tensor, *, continues: bool = False) -> "ARMContext":
+        if continues and not self.chunks:
+            raise InvalidInputError("a continuing chunk (the next frame of a video) needs the video's first frame "
+                                    "before it; the context is empty.")
+        return replace(self, chunks=self.chunks + (Chunk(prompt, tokens.detach().clone(), bool(continues)),))
 
     def swap(self, index: int, tokens: torch.Tensor) -> "ARMContext":
         """A new context where chunk ``index`` holds ``tokens`` instead (the ACDC swap, v_i -> v~_i)."""
@@ -101,8 +118,21 @@ class ARMContext:
                 f"swapped tokens have shape {tuple(tokens.shape)} but chunk {index} holds "
                 f"{tuple(old.tokens.shape)}; re-encode the image at the ARM's resolution.")
         chunks = list(self.chunks)
-        chunks[index] = Chunk(old.prompt, tokens.detach().clone())
+        chunks[index] = Chunk(old.prompt, tokens.detach().clone(), old.continues)
         return replace(self, chunks=tuple(chunks))
+
+    def swap_frames(self, first: int, tokens: torch.Tensor) -> "ARMContext":
+        """A new context where the one-image chunks ``first .. first + n - 1`` hold the rows of ``tokens``
+        ``[n, tokens_per_image]`` instead (a corrected video window swapped back, frames as chunks)."""
+        count = int(tokens.shape[0]) if tokens.ndim == 2 else 0
+        if count < 1 or not 0 <= first or first + count > len(self.chunks):
+            raise InvalidInputError(
+                f"cannot swap {count} frame(s) from chunk {first}: the context holds {len(self.chunks)} chunk(s) "
+                f"and the tokens have shape {tuple(tokens.shape)} ([n_frames, tokens_per_image]).")
+        context = self
+        for k in range(count):
+            context = context.swap(first + k, tokens[k:k + 1])
+        return context
 
     def select(self, indices: tuple[int, ...]) -> "ARMContext":
         """A context of the chunks at ``indices`` (in order), sharing this one's cache memo (see ``fit_context``)."""
@@ -128,14 +158,18 @@ class ARMBackend(Protocol):
     # progress)`` samples one chunk for each of several stories in one batch, each story getting the codes
     # ``sample_chunk`` gives it with the same generator (``decoding.CachedDecoder.sample_chunks``; hosts go through
     # ``story.generate_many``, which runs the stories one after another for a backend without it).
+    # Optional: ``video_capable = True`` where ``sample_chunk`` takes ``continues=True`` and ``images_per_chunk > 1``
+    # (video frames; see the module docstring). Backends without it refuse both (``check_video``).
 
     def sample_chunk(self, context: ARMContext, prompt: str, *, settings: SamplingSettings,
-                     generator: torch.Generator, images_per_chunk: int = 1,
+                     generator: torch.Generator, images_per_chunk: int = 1, continues: bool = False,
                      progress: ProgressFn = no_progress) -> torch.Tensor:
-        """Tokens ``[images_per_chunk, tokens_per_image]`` for ``prompt`` given everything in ``context``."""
+        """Tokens ``[images_per_chunk, tokens_per_image]`` for ``prompt`` given everything in ``context``;
+        ``continues``: the next frame(s) of the video ``context``'s last chunk belongs to (``prompt`` is its prompt)."""
         ...
 
-    def fit_context(self, context: ARMContext, prompt: str, *, images_per_chunk: int = 1) -> tuple[int, ...]:
+    def fit_context(self, context: ARMContext, prompt: str, *, images_per_chunk: int = 1,
+                    continues: bool = False) -> tuple[int, ...]:
         """The indices of the chunks of ``context`` the ARM conditions ``prompt``'s chunk on: all of them while the
         sequence fits the model's context window, else the long-story policy (``decoding.window_policy``). Raises a
         clear error when ``prompt`` cannot be a chunk at all (too long even alone, control tokens in it)."""
@@ -156,6 +190,28 @@ class ARMBackend(Protocol):
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every torch module holding weights, by name, for a host's memory manager."""
         ...
+
+
+def check_video(backend, context: ARMContext, prompt: str, images_per_chunk: int, continues: bool) -> None:
+    """A clear error unless the request is one ``backend`` can make: one image of a new chunk for any backend; video
+    frames (``images_per_chunk > 1`` or ``continues``) only for a ``video_capable`` one, continuing a context whose
+    last chunk has the same prompt."""
+    if isinstance(images_per_chunk, bool) or not isinstance(images_per_chunk, int) or images_per_chunk < 1:
+        raise InvalidInputError(f"images_per_chunk must be a whole number >= 1, got {images_per_chunk!r}.")
+    if images_per_chunk == 1 and not continues:
+        return
+    if not getattr(backend, "video_capable", False):
+        raise InvalidInputError(
+            f"the {backend.family} ARM makes one image per chunk (a story frame), not video: got images_per_chunk="
+            f"{images_per_chunk}{' and continues=True' if continues else ''}. Video needs an ARM that writes frames "
+            "one after another in one sequence (the unified family: LWM, the toy video ARM).")
+    if continues:
+        if not context.chunks:
+            raise InvalidInputError("continues=True needs the video's first frame in the context; it is empty.")
+        if context.chunks[-1].prompt != prompt:
+            raise InvalidInputError(
+                f"a continuing frame belongs to the video of the context's last chunk, whose prompt is "
+                f"{context.chunks[-1].prompt[:60]!r}, not {prompt[:60]!r}; start a new chunk for a new prompt.")
 
 
 def check_images(images: torch.Tensor, size: tuple[int, int], what: str = "image") -> None:

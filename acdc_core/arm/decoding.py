@@ -20,12 +20,17 @@ every row, full-vocabulary logits, CFG's unconditional row as a sequence of its 
 - ``_image_plan()``: the positions one image takes after the key, ``None`` where a code is sampled and a key id
   where the family forces a token (default: ``tokens_per_image`` codes);
 - ``_codes_key(codes)``: sampled codes as key ids (default: offset by ``code_key_offset``);
-- ``_uncond_branch()``: an ``UnconditionalBranch`` when CFG's unconditional row is a separate sequence rather
-  than a second row of the key (default: ``None``);
+- ``_uncond_branch(context, prompt, **video)``: an ``UnconditionalBranch`` when CFG's unconditional row is a
+  separate sequence rather than a second row of the key (default: ``None``);
 - ``_next(logits, settings, generator, forced)``: the code (or, where ``forced``, the forced id) for one position
   from the rows' logits (default: ``sampling.next_tokens``); ``_code_logits(logits)``: the codebook's slice of
   ``_forward``'s logits (default: they are that already);
 - ``_new_positions(images)``: the positions ``images`` new images take after the key (default: codes, EOI, EOS).
+
+Video (``base.py``'s module docstring; a family with ``video_capable = True``): ``sequence_key`` and
+``_uncond_branch`` also take ``images`` (the frames the new chunk will hold) and ``continues`` (the new chunk
+continues the last chunk's video), passed only for a video request; ``_frame_separator()`` gives the key ids a
+family forces between two frames sampled in one call (a chunk of several images).
 
 Decoding modes (``set_decoding``): ``"dynamic"`` (the default: a growing cache, ``cache.StoryCache``),
 ``"static"`` (transformers' ``StaticCache``, written in place) and ``"compiled"`` (the static cache with the one-token
@@ -46,7 +51,7 @@ import torch
 
 from ..errors import InvalidInputError, quote_head
 from ..progress import ProgressFn, no_progress
-from .base import DECODING, ARMContext, CacheMemo, SamplingSettings, check_images
+from .base import DECODING, ARMContext, CacheMemo, SamplingSettings, check_images, check_video
 from .cache import CacheKeeper, PaddedBatch
 from .sampling import next_tokens, uses_cfg
 
@@ -165,8 +170,11 @@ class CachedDecoder:
     def _codes_key(self, codes: torch.Tensor) -> torch.Tensor:
         return codes + self.code_key_offset
 
-    def _uncond_branch(self) -> Optional[UnconditionalBranch]:
+    def _uncond_branch(self, context: ARMContext, prompt: str, **video) -> Optional[UnconditionalBranch]:
         return None
+
+    def _frame_separator(self) -> tuple[int, ...]:
+        raise NotImplementedError    # video families only (check_video refuses the others first)
 
     def _next(self, logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator,
               forced: Optional[int]) -> torch.Tensor:
@@ -244,12 +252,26 @@ class CachedDecoder:
         pixels = images.to(self.device, self.vq_dtype) * 2 - 1    # [0, 1] -> [-1, 1], as the VQ was trained
         return self._encode_pixels(pixels).cpu()
 
-    def fit_context(self, context: ARMContext, prompt: str, *, images_per_chunk: int = 1) -> tuple[int, ...]:
+    def _video_request(self, context: ARMContext, prompt: str, images_per_chunk: int, continues: bool) -> dict:
+        """The keyword arguments a video request adds to ``sequence_key`` (none for one image of a new chunk), after
+        ``check_video``'s checks."""
+        check_video(self, context, prompt, images_per_chunk, continues)
+        return {} if images_per_chunk == 1 and not continues else {"images": images_per_chunk, "continues": continues}
+
+    def _chunk_plan(self, images: int) -> tuple[Optional[int], ...]:
+        """The positions a chunk of ``images`` images takes after the key: each image's plan, the family's frame
+        separator (forced ids) between two images."""
+        plan = self._image_plan()
+        return plan + (tuple(self._frame_separator()) + plan) * (images - 1) if images > 1 else plan
+
+    def fit_context(self, context: ARMContext, prompt: str, *, images_per_chunk: int = 1,
+                    continues: bool = False) -> tuple[int, ...]:
         """The chunks of ``context`` (indices) that ``prompt``'s chunk is conditioned on: every chunk while the whole
         sequence and the new image's codes fit ``context_window``, else the first of ``window_policy`` that fits."""
+        video = self._video_request(context, prompt, images_per_chunk, continues)
         new = self._new_positions(images_per_chunk)
         for indices in window_policy(len(context)):
-            length = self.sequence_key(context.select(indices), prompt, cfg=False).shape[-1] + new
+            length = self.sequence_key(context.select(indices), prompt, cfg=False, **video).shape[-1] + new
             if self.context_window is None or length <= self.context_window:
                 return indices
         raise InvalidInputError(
@@ -266,12 +288,14 @@ class CachedDecoder:
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
-    def next_token_logits(self, context: ARMContext, prompt: str, *, guidance_scale: float = 5.0) -> torch.Tensor:
+    def next_token_logits(self, context: ARMContext, prompt: str, *, guidance_scale: float = 5.0,
+                          continues: bool = False) -> torch.Tensor:
         """Raw code logits ``[rows, codebook]`` (cond, then uncond when ``guidance_scale != 1``) of the first
         code of the next image, using and updating the context's cache like ``sample_chunk``. For tests and tools."""
+        video = self._video_request(context, prompt, 1, continues)
         cfg = uses_cfg(SamplingSettings(guidance_scale=guidance_scale))
-        branch = self._uncond_branch() if cfg else None
-        key = self.sequence_key(context, prompt, cfg=cfg and branch is None)
+        branch = self._uncond_branch(context, prompt, **video) if cfg else None
+        key = self.sequence_key(context, prompt, cfg=cfg and branch is None, **video)
         cache, start = self._take_cache(context.memo, key, 0)
         logits = self._forward(self._prefill_input(key[:, start:]), cache)
         self._give_cache(context.memo, cache, key)
@@ -284,18 +308,18 @@ class CachedDecoder:
 
     @torch.no_grad()
     def sample_chunk(self, context: ARMContext, prompt: str, *, settings: SamplingSettings,
-                     generator: torch.Generator, images_per_chunk: int = 1,
+                     generator: torch.Generator, images_per_chunk: int = 1, continues: bool = False,
                      progress: ProgressFn = no_progress) -> torch.Tensor:
-        """Codes ``[1, tokens_per_image]`` (long, CPU) of the image for ``prompt`` after everything in ``context``."""
+        """Codes ``[images_per_chunk, tokens_per_image]`` (long, CPU) of the image(s) for ``prompt`` after everything
+        in ``context``; ``continues``: the next frame(s) of the context's last video (``base.py``, video families)."""
         settings.validate()
-        if images_per_chunk != 1:
-            raise InvalidInputError(f"the {self.family} ARM makes one image per chunk (a story frame); got "
-                                    f"images_per_chunk={images_per_chunk}.")
+        video = self._video_request(context, prompt, images_per_chunk, continues)
         cfg = uses_cfg(settings)
-        branch = self._uncond_branch() if cfg else None     # None: the unconditional row is a row of the key
-        key = self.sequence_key(context, prompt, cfg=cfg and branch is None)
-        plan = self._image_plan()
-        rows, total = key.shape[0], self.tokens_per_image
+        # None: the unconditional row is a row of the key
+        branch = self._uncond_branch(context, prompt, **video) if cfg else None
+        key = self.sequence_key(context, prompt, cfg=cfg and branch is None, **video)
+        plan = self._chunk_plan(images_per_chunk)
+        rows, total = key.shape[0], self.tokens_per_image * images_per_chunk
         memo = context.memo
         cache, start = self._take_cache(memo, key, len(plan))
         covered: Optional[torch.Tensor] = None  # what `cache` holds; None while a forward is under way
@@ -312,7 +336,7 @@ class CachedDecoder:
                 if forced is None:
                     tokens[done] = token[0]
                     done += 1
-                    progress("arm", done, total, self._preview(tokens, done) if self.previews else None)
+                    progress("arm", done, total, self._chunk_preview(tokens, done) if self.previews else None)
                 if position + 1 == len(plan):
                     break
                 key_id = self._codes_key(token) if forced is None else torch.tensor([forced], device=self.device)
@@ -330,7 +354,13 @@ class CachedDecoder:
                 self._give_cache(memo, cache, torch.cat([key, ids], dim=1))
             if branch is not None:
                 branch.close()
-        return tokens.to("cpu")[None]
+        return tokens.to("cpu").reshape(images_per_chunk, self.tokens_per_image)
+
+    def _chunk_preview(self, tokens: torch.Tensor, done: int) -> Optional[torch.Tensor]:
+        """``_preview`` of the image of a chunk that is being sampled (``tokens``: the chunk's codes so far, flat)."""
+        image = (done - 1) // self.tokens_per_image
+        start = image * self.tokens_per_image
+        return self._preview(tokens[start:start + self.tokens_per_image], done - start)
 
     @torch.no_grad()
     def sample_chunks(self, contexts: "list[ARMContext]", prompts: "list[str]", *, settings: SamplingSettings,
@@ -352,9 +382,9 @@ class CachedDecoder:
             raise InvalidInputError(f"sample_chunks needs one context, prompt and generator per story (got "
                                     f"{len(contexts)}, {len(prompts)}, {len(generators)}).")
         cfg = uses_cfg(settings)
-        branch = self._uncond_branch() if cfg else None
         keys, owners = [], []     # one key per row; owners[i]: story i's rows (a slice)
         for context, prompt in zip(contexts, prompts):
+            branch = self._uncond_branch(context, prompt) if cfg else None
             rows = list(self.sequence_key(context, prompt, cfg=cfg and branch is None))
             if branch is not None:
                 rows.append(branch.prefix[0])      # the unconditional sequence, a row of its own

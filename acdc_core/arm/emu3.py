@@ -209,7 +209,8 @@ class Emu3ARM(CachedDecoder):
     def _new_positions(self, images: int) -> int:
         return images * (len(self._image_plan()) + 3)        # rows with EOL, then EOF, EOI, EOS
 
-    def _uncond_branch(self) -> UnconditionalBranch:
+    def _uncond_branch(self, context: ARMContext, prompt: str) -> UnconditionalBranch:
+        # Emu3's unconditional row is the negative prompt alone, whatever the story (as its own generate runs it).
         return UnconditionalBranch(self, self._uncond_memo, self.uncond_key())
 
     def _next(self, logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator,

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InvalidInputError
 from ..progress import ProgressFn, no_progress
-from .base import check_maskgit_steps
+from .base import check_maskgit_steps, check_video
 from .decoding import CachedDecoder, keep_vq_float32
 
 # Added to Phi's tokenizer by upstream, in this order, right after its own tokens: [PAD] first, then the nine
@@ -409,16 +409,15 @@ class ShowoARM(CachedDecoder):
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample_chunk(self, context, prompt: str, *, settings, generator: torch.Generator, images_per_chunk: int = 1,
-                     progress: ProgressFn = no_progress, known: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     continues: bool = False, progress: ProgressFn = no_progress,
+                     known: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Codes [1, tokens_per_image] (long, CPU) of the frame for ``prompt`` after everything in ``context``,
         filled by MaskGIT. ``known`` ([tokens_per_image] codes, -1 where to fill) keeps the codes it gives and
         fills the rest: token-level inpainting of a region of a frame by the ARM itself."""
         from .sampling import uses_cfg
 
         settings.validate()
-        if images_per_chunk != 1:
-            raise InvalidInputError(f"the showo ARM makes one image per chunk (a story frame); got "
-                                    f"images_per_chunk={images_per_chunk}.")
+        check_video(self, context, prompt, images_per_chunk, continues)
         if settings.top_k or settings.top_p != 1.0:
             raise InvalidInputError("Show-o's MaskGIT sampling has no top-k or top-p; set them to 0 and 1.")
         cfg = uses_cfg(settings)

@@ -32,6 +32,23 @@ unconditional row is a distribution it knows.
 The ids themselves are the cache key (see ``cache.py``): after swapping chunk i, the cache is cropped
 to the first changed code and only the swapped chunk onward is run again.
 
+Video (``video_capable``; frames as chunks, ``base.py``). A chunk of several images, or a chunk followed by chunks
+that continue it, is one video: its text is ``video_text_format`` (default ``text_format``) and its frames follow
+one another with no text between. Two layouts, by the manifest's ``frame_end``:
+
+- none (the default, the toy video ARM): every frame is ``image_start codes image_end`` (``BOI .. EOI``), so a
+  video is ``text(u) BOI c.. EOI BOI c.. EOI ...``;
+- ``frame_end`` = a code-space id past the codebook (LWM: 8192, LM id ``offset + 8192``): a video is
+  ``text(u) image_start c.. EOF c.. EOF ...``, ``image_end`` only where a new prompt follows the video. LWM's own
+  prompt ends in ``<vision>`` (so its ``image_start`` is empty), frame 1 is written under its image prompt
+  ("Generate an image of") and the video under ``video_text_format`` ("Generate a video of"), as LWM's
+  ``vision_generation.py`` does; every frame's 257th position is the forced end-of-frame.
+
+The unconditional row (``unconditional`` in the manifest): ``{"mode": "pad"}`` (the default) is the PAD row above;
+``{"mode": "text", "text": T}`` or ``{"mode": "ids", "ids": [..]}`` is BOS, then T's ids, then the story's image
+content with every prompt's text left out — LWM's ``<s><vision>`` followed by the frames so far. That row is shorter
+than the conditional one, so it runs as a sequence of its own (``decoding.UnconditionalBranch``).
+
 Re-encoding (``encode``) uses the VQModel's own quantizer (``vq.quantize``: nearest codebook entry by
 Euclidean distance), the rule it was trained with; ``decode`` looks codes up in the same codebook and runs
 ``post_quant_conv`` + the decoder. Pixels cross at [0, 1]; the VQ works in [-1, 1].
@@ -41,19 +58,20 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
 from ..devices import pick_dtype
 from ..errors import InvalidInputError, MissingModelFilesError, quote_head
 from ..weights import check_loading_info, check_remote_code, check_state_matches, on_meta, weight_shapes, weights_name
-from .base import ARMContext, SamplingSettings
+from .base import ARMContext, CacheMemo, SamplingSettings
 from .cache import CacheKeeper
-from .decoding import CachedDecoder, keep_vq_float32, unconditional_row
+from .decoding import CachedDecoder, UnconditionalBranch, keep_vq_float32, unconditional_row
+from .sampling import next_tokens
 
 MANIFEST = "acdc_arm.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: the video layout (video_text_format, image_start/end, frame_end, unconditional, video_sampling)
 SPECIAL_TOKENS: dict[str, str] = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "boi": "<boi>", "eoi": "<eoi>",
                                   "unk": "<unk>"}
 STRUCTURAL = ("bos", "eos", "boi", "eoi")   # kept in the unconditional row; never allowed inside a prompt
@@ -83,6 +101,23 @@ class Manifest:
     image_order: str = "raster"
     family: str = "unified"
     info: dict[str, Any] = field(default_factory=dict)   # free-form: what the model is, how it was made
+    # The video layout (module docstring); None: the defaults (text_format, BOI, EOI, no frame_end, PAD row).
+    video_text_format: Optional[str] = None
+    image_start: Optional[tuple[int, ...]] = None
+    image_end: Optional[tuple[int, ...]] = None
+    frame_end: Optional[int] = None
+    unconditional: dict[str, Any] = field(default_factory=lambda: {"mode": "pad"})
+    video_sampling: Optional[tuple[SamplingSettings, SamplingSettings]] = None   # (frame 1, later frames)
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        """The ids before a chunk's images (``image_start``; default BOI)."""
+        return tuple(self.image_start) if self.image_start is not None else (self.special_tokens["boi"],)
+
+    @property
+    def ends(self) -> tuple[int, ...]:
+        """The ids after a chunk's images (``image_end``; default EOI)."""
+        return tuple(self.image_end) if self.image_end is not None else (self.special_tokens["eoi"],)
 
     @classmethod
     def read(cls, folder: str | Path) -> "Manifest":
@@ -98,8 +133,9 @@ class Manifest:
             raise InvalidInputError(f"{path} names family {data.get('family')!r}, not 'unified'.")
         needed = ("image_size", "grid", "codebook_size", "image_token_offset", "special_tokens")
         missing = [k for k in needed if k not in data]
-        missing += [f"special_tokens.{k}" for k in ("bos", "eos", "pad", "boi", "eoi")
-                    if k not in data.get("special_tokens", {})]
+        specials = ["bos", "eos", "pad"] + [k for k, given in (("boi", "image_start"), ("eoi", "image_end"))
+                                            if given not in data]
+        missing += [f"special_tokens.{k}" for k in specials if k not in data.get("special_tokens", {})]
         if missing:
             raise InvalidInputError(f"{path} lacks {', '.join(missing)}.")
         if data.get("image_order", "raster") != "raster":
@@ -107,15 +143,36 @@ class Manifest:
         if data.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
             raise InvalidInputError(f"{path} has format_version {data['format_version']}; this engine reads "
                                     f"up to {FORMAT_VERSION}. Update the engine.")
-        text_format = str(data.get("text_format", "{prompt}"))
-        if "{prompt}" not in text_format:
-            raise InvalidInputError(f"{path}: text_format must contain '{{prompt}}', got {text_format!r}.")
+        formats = {k: str(data[k]) for k in ("text_format", "video_text_format") if data.get(k) is not None}
+        for name, value in formats.items():
+            if "{prompt}" not in value:
+                raise InvalidInputError(f"{path}: {name} must contain '{{prompt}}', got {value!r}.")
+        try:
+            video_sampling = data.get("video_sampling")
+            if video_sampling is not None:
+                video_sampling = tuple(SamplingSettings(**video_sampling[k]).validate() for k in ("first", "later"))
+            sampling = SamplingSettings(**data.get("default_sampling", {})).validate()
+        except (TypeError, KeyError) as err:
+            raise InvalidInputError(f"{path}: default_sampling / video_sampling ('first', 'later') hold sampling "
+                                    f"settings (guidance_scale, temperature, top_k, top_p): {err}") from None
+        unconditional = dict(data.get("unconditional", {"mode": "pad"}))
+        if unconditional.get("mode") not in ("pad", "text", "ids") or \
+                (unconditional["mode"] != "pad" and unconditional["mode"] not in unconditional):
+            raise InvalidInputError(f"{path}: unconditional must be {{'mode': 'pad'}}, {{'mode': 'text', 'text': ..}} "
+                                    f"or {{'mode': 'ids', 'ids': [..]}}; got {unconditional!r}.")
+
+        def ids_or_none(name: str) -> Optional[tuple[int, ...]]:
+            return tuple(int(v) for v in data[name]) if data.get(name) is not None else None
+
         return cls(image_size=tuple(int(v) for v in data["image_size"]), grid=tuple(int(v) for v in data["grid"]),
                    codebook_size=int(data["codebook_size"]), image_token_offset=int(data["image_token_offset"]),
                    special_tokens={k: int(v) for k, v in data["special_tokens"].items()},
-                   text_format=text_format, text_slot=int(data.get("text_slot", 0)),
-                   default_sampling=SamplingSettings(**data.get("default_sampling", {})).validate(),
-                   info=dict(data.get("info", {})))
+                   text_format=formats.get("text_format", "{prompt}"), text_slot=int(data.get("text_slot", 0)),
+                   default_sampling=sampling, info=dict(data.get("info", {})),
+                   video_text_format=formats.get("video_text_format"), image_start=ids_or_none("image_start"),
+                   image_end=ids_or_none("image_end"),
+                   frame_end=int(data["frame_end"]) if data.get("frame_end") is not None else None,
+                   unconditional=unconditional, video_sampling=video_sampling)
 
     def write(self, folder: str | Path) -> Path:
         data = {"family": self.family, "format_version": FORMAT_VERSION, "image_size": list(self.image_size),
@@ -123,6 +180,13 @@ class Manifest:
                 "image_token_offset": self.image_token_offset, "special_tokens": dict(self.special_tokens),
                 "text_format": self.text_format, "text_slot": self.text_slot, "default_sampling": asdict(self.default_sampling),
                 "info": self.info}
+        video = {"video_text_format": self.video_text_format, "image_start": self.image_start,
+                 "image_end": self.image_end, "frame_end": self.frame_end}
+        data.update({k: list(v) if isinstance(v, tuple) else v for k, v in video.items() if v is not None})
+        if self.unconditional != {"mode": "pad"}:
+            data["unconditional"] = dict(self.unconditional)
+        if self.video_sampling is not None:
+            data["video_sampling"] = {"first": asdict(self.video_sampling[0]), "later": asdict(self.video_sampling[1])}
         path = Path(folder) / MANIFEST
         path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         return path
@@ -171,12 +235,15 @@ def save_unified(folder: str | Path, lm: Any, tokenizer: Any, vq: Any, manifest:
 # --------------------------------------------------------------------------------------------------
 # The sequence layout (shared by the backend and the trainer, so the two cannot drift apart)
 # --------------------------------------------------------------------------------------------------
-def prompt_ids(tokenizer: Any, manifest: Manifest, prompt: str) -> list[int]:
-    """LM ids of one chunk's text: ``text_format`` filled with ``prompt``, tokenised without special tokens,
-    left-padded to ``text_slot``. Raises on control tokens inside the prompt and on prompts too long for the slot."""
-    ids = list(tokenizer(manifest.text_format.format(prompt=prompt), add_special_tokens=False).input_ids)
-    structural = {manifest.special_tokens[k]: k for k in STRUCTURAL}
-    found = sorted({structural[i] for i in ids if i in structural})
+def prompt_ids(tokenizer: Any, manifest: Manifest, prompt: str, *, video: bool = False) -> list[int]:
+    """LM ids of one chunk's text: ``text_format`` (``video_text_format`` for a video, when the manifest has one)
+    filled with ``prompt``, tokenised without special tokens, left-padded to ``text_slot``. Raises on control
+    tokens inside the prompt and on prompts too long for the slot."""
+    template = manifest.video_text_format if video and manifest.video_text_format else manifest.text_format
+    ids = list(tokenizer(template.format(prompt=prompt), add_special_tokens=False).input_ids)
+    structural = {manifest.special_tokens[k]: k for k in STRUCTURAL if k in manifest.special_tokens}
+    own = tokenizer(prompt, add_special_tokens=False).input_ids      # the prompt's own ids, not the template's
+    found = sorted({structural[i] for i in own if i in structural})
     if found:
         raise InvalidInputError(
             f"the prompt {quote_head(prompt)} contains control token(s) ({', '.join(found)}); remove them "
@@ -191,22 +258,43 @@ def prompt_ids(tokenizer: Any, manifest: Manifest, prompt: str) -> list[int]:
     return ids
 
 
-def interleave(manifest: Manifest, texts: Sequence[Sequence[int]], images: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``BOS text_1 [BOI codes EOI]* text_2 [BOI codes EOI]* ...`` as LM ids (1-D long), codes offset into
-    the vocabulary. ``images[i]`` is ``[n_images, T]`` codes of chunk i."""
-    ids, offset = manifest.special_tokens, manifest.image_token_offset
-    parts: list[torch.Tensor] = [torch.tensor([ids["bos"]])]
-    for text, codes in zip(texts, images):
-        parts.append(torch.tensor(list(text), dtype=torch.long))
-        for image in codes.to("cpu", torch.long):
-            parts += [torch.tensor([ids["boi"]]), image + offset, torch.tensor([ids["eoi"]])]
-    return torch.cat(parts).to(torch.long)
+def interleave(manifest: Manifest, texts: Sequence[Sequence[int]], images: Sequence[torch.Tensor],
+               continues: Optional[Sequence[bool]] = None, *,
+               then: Optional[tuple[Sequence[int], bool]] = None) -> torch.Tensor:
+    """The story's LM ids (1-D long): BOS, then each chunk's text (none for a chunk that ``continues`` a video) and
+    its images in the manifest's layout (module docstring; by default ``text BOI codes EOI`` per image), codes offset
+    into the vocabulary. ``images[i]`` is ``[n_images, T]`` codes of chunk i. ``then = (text, continues)`` appends the
+    opening of the chunk to be sampled next, up to its first code."""
+    offset, frame_end = manifest.image_token_offset, manifest.frame_end
+    continues = list(continues) if continues is not None else [False] * len(texts)
+    parts: list[list[int] | torch.Tensor] = [[manifest.special_tokens["bos"]]]
+    open_video = False       # a frame_end video is open: its image_end comes before the next prompt's text
+
+    def opening(text: Sequence[int], cont: bool) -> None:
+        if not cont:
+            parts.append(list(manifest.ends) if open_video else [])
+            parts.append(list(text))
+        if frame_end is None or not cont:
+            parts.append(list(manifest.starts))
+
+    for text, codes, cont in zip(texts, images, continues):
+        opening(text, cont)
+        for k, image in enumerate(codes.to("cpu", torch.long)):
+            if frame_end is None:
+                parts += ([] if k == 0 else [list(manifest.starts)]) + [image + offset, list(manifest.ends)]
+            else:
+                parts += [image + offset, [offset + frame_end]]
+        open_video = frame_end is not None
+    if then is not None:
+        opening(*then)
+    return torch.cat([torch.as_tensor(p, dtype=torch.long) for p in parts])
 
 
 def unconditional(cond: torch.Tensor, ids: dict[str, int], offset: int) -> torch.Tensor:
     """The CFG row of a sequence (``decoding.unconditional_row`` with this family's ids): every text id replaced
     by PAD; BOS/EOS/BOI/EOI and image codes kept. Training pads dropped prompts the same way, so the two agree."""
-    return unconditional_row(cond, keep_ids=[ids[k] for k in STRUCTURAL], code_offset=offset, pad=ids["pad"])
+    return unconditional_row(cond, keep_ids=[ids[k] for k in STRUCTURAL if k in ids], code_offset=offset,
+                             pad=ids["pad"])
 
 
 def _check_weights_fit(folder: Path, trust_remote_code: bool) -> None:
@@ -236,6 +324,7 @@ class UnifiedARM(CachedDecoder):
     """
 
     family = "unified"
+    video_capable = True
 
     def __init__(self, lm: Any, tokenizer: Any, vq: Any, manifest: Manifest, *, previews: bool = False) -> None:
         self.lm = lm.eval()
@@ -250,8 +339,10 @@ class UnifiedARM(CachedDecoder):
         self.codebook_size = manifest.codebook_size
         self.offset = self.code_key_offset = manifest.image_token_offset
         self._ids = dict(manifest.special_tokens)
-        self._text_ids: dict[str, list[int]] = {}
+        self._text_ids: dict[tuple[str, bool], list[int]] = {}
         self._keeper = CacheKeeper()
+        self._uncond_memo = CacheMemo()      # the separate unconditional sequence's cache (``unconditional`` text/ids)
+        self.default_video_sampling = manifest.video_sampling
         self._check_consistency()
         self.context_window = getattr(lm.config, "max_position_embeddings", None)
         self.device = next(lm.parameters()).device
@@ -278,6 +369,12 @@ class UnifiedARM(CachedDecoder):
         for name, value in m.special_tokens.items():
             if not 0 <= value < m.image_token_offset:
                 problems.append(f"special token {name}={value} is not a text id")
+        for name in ("image_start", "image_end"):
+            if any(not 0 <= v < m.image_token_offset for v in getattr(m, name) or ()):
+                problems.append(f"{name} {list(getattr(m, name))} holds ids that are not text ids")
+        if m.frame_end is not None and not m.codebook_size <= m.frame_end < vocab - m.image_token_offset:
+            problems.append(f"frame_end {m.frame_end} must be a vision id past the codebook ({m.codebook_size}) "
+                            f"and inside the LM vocabulary")
         if problems:
             raise InvalidInputError("inconsistent unified ARM folder: " + "; ".join(problems) + ".")
 
@@ -322,26 +419,80 @@ class UnifiedARM(CachedDecoder):
         return self.lm.config
 
     # ---------------------------------------------------------------- the sequence
-    def text_ids(self, prompt: str) -> list[int]:
+    def text_ids(self, prompt: str, video: bool = False) -> list[int]:
         """LM ids of one chunk's text (see ``prompt_ids``), memoised per prompt."""
-        ids = self._text_ids.get(prompt)
+        ids = self._text_ids.get((prompt, video))
         if ids is None:
-            ids = self._text_ids[prompt] = prompt_ids(self.tokenizer, self.manifest, prompt)
+            ids = self._text_ids[(prompt, video)] = prompt_ids(self.tokenizer, self.manifest, prompt, video=video)
         return ids
 
-    def sequence_key(self, context: ARMContext, prompt: str, *, cfg: bool) -> torch.Tensor:
-        """The LM ids ``[rows, L]`` of the whole conditioning sequence (rows: cond, plus uncond under CFG).
-
-        The last position is the BOI after which the first code of the new image is sampled.
-        """
-        for index, chunk in enumerate(context.chunks):
+    def _layout(self, context: ARMContext, prompt: str, images: int, continues: bool,
+                text: "Callable[[str, bool], list[int]]") -> torch.Tensor:
+        """The sequence up to the new chunk's first code, with ``text(prompt, video)`` as each chunk's text."""
+        chunks = context.chunks
+        continues = continues and bool(chunks)          # a window that dropped every frame starts the video afresh
+        for index, chunk in enumerate(chunks):
             self.check_chunk_tokens(index, chunk.tokens)
-        story = interleave(self.manifest, [self.text_ids(c.prompt) for c in context.chunks],
-                           [c.tokens for c in context.chunks])
-        cond = torch.cat([story, torch.tensor(self.text_ids(prompt) + [self._ids["boi"]], dtype=torch.long)])
+        # A chunk that heads a video (several frames in all, the new chunk's counted) has the video's text.
+        flags = [c.continues and i > 0 for i, c in enumerate(chunks)]
+        frames, heads = [], []
+        for chunk, cont in zip(chunks, flags):
+            if cont:
+                frames[-1] += chunk.tokens.shape[0]
+            else:
+                frames.append(chunk.tokens.shape[0])
+                heads.append(len(frames) - 1)
+        if continues:
+            frames[-1] += images
+        groups = iter(frames)
+        texts = [text(c.prompt, next(groups) > 1) if not cont else [] for c, cont in zip(chunks, flags)]
+        opening = ([] if continues else text(prompt, images > 1), continues)
+        return interleave(self.manifest, texts, [c.tokens for c in chunks], flags, then=opening)
+
+    def sequence_key(self, context: ARMContext, prompt: str, *, cfg: bool, images: int = 1,
+                     continues: bool = False) -> torch.Tensor:
+        """The LM ids ``[rows, L]`` of the whole conditioning sequence (rows: cond, plus the PAD row under CFG).
+
+        The last position is the one after which the first code of the new image is sampled (BOI; for a continuing
+        frame of a ``frame_end`` video, the last frame's end-of-frame)."""
+        cond = self._layout(context, prompt, images, continues, self.text_ids)
         if not cfg:
             return cond[None]
-        return torch.stack([cond, unconditional(cond, self._ids, self.offset)])
+        pad = self._ids["pad"]
+        return torch.stack([cond, self._layout(context, prompt, images, continues,
+                                               lambda p, video: [pad] * len(self.text_ids(p, video)))])
+
+    def uncond_key(self, context: ARMContext, prompt: str, *, images: int = 1, continues: bool = False) -> torch.Tensor:
+        """``[1, L]``: the unconditional sequence of a ``text``/``ids`` manifest (module docstring): BOS, its ids, the
+        story's image content without any prompt's text."""
+        spec = self.manifest.unconditional
+        if spec["mode"] == "ids":
+            ids = [int(v) for v in spec["ids"]]
+        else:
+            ids = list(self.tokenizer(spec["text"], add_special_tokens=False).input_ids)
+        story = self._layout(context, prompt, images, continues, lambda p, video: [])
+        return torch.cat([story[:1], torch.tensor(ids, dtype=torch.long), story[1:]])[None]
+
+    def _uncond_branch(self, context: ARMContext, prompt: str, **video) -> Optional[UnconditionalBranch]:
+        if self.manifest.unconditional["mode"] == "pad":
+            return None
+        return UnconditionalBranch(self, self._uncond_memo, self.uncond_key(context, prompt, **video))
+
+    def _frame_separator(self) -> tuple[int, ...]:
+        m = self.manifest
+        return (self.offset + m.frame_end,) if m.frame_end is not None else m.ends + m.starts
+
+    def _next(self, logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator,
+              forced: Optional[int]) -> torch.Tensor:
+        if forced is not None:                  # a frame separator: nothing to draw
+            return torch.tensor([forced], device=logits.device)
+        return next_tokens(logits, settings, generator)
+
+    def _new_positions(self, images: int) -> int:
+        m = self.manifest
+        if m.frame_end is None:
+            return images * (self.tokens_per_image + len(m.ends) + len(m.starts)) + 1     # + EOS
+        return images * (self.tokens_per_image + 1) + len(m.ends) + 1
 
     def _forward(self, ids: torch.Tensor, cache: Any, **batch) -> torch.Tensor:
         """Run the LM on new positions; the codebook slice of the last position's logits ``[rows, K]``."""

@@ -23,6 +23,12 @@ _TEXT = [
     "A golden retriever named Benny runs through a sunlit meadow. He jumps over a log.",
 ]
 
+# LWM's video layout (``unified.py``): its prompts, ``<vision>`` in the text, an end-of-frame vision id past the codebook.
+LWM_LAYOUT_TEXT = ["You are a helpful assistant. USER: Generate an image of a cat ASSISTANT: <vision> </vision>",
+                   "USER: Generate a video of a dog ASSISTANT: <vision>"]
+LWM_TEXT_FORMAT = "You are a helpful assistant. USER: Generate an image of {prompt} ASSISTANT: <vision>"
+LWM_VIDEO_FORMAT = "You are a helpful assistant. USER: Generate a video of {prompt} ASSISTANT: <vision>"
+
 DEFAULT_SIZES: dict[str, Any] = {
     "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
     "num_key_value_heads": 2, "max_position_embeddings": 2048,
@@ -57,9 +63,11 @@ def vq_model(*, codebook_size: int, vq_embed_dim: int, latent_channels: int, vq_
 
 
 def build_tiny_unified(folder: str | Path, seed: int = 0, image_size: int = 32, text_slot: int = 0,
-                       **size_overrides) -> Path:
+                       layout: str = "default", **size_overrides) -> Path:
     """Write a tiny seeded unified ARM to ``folder`` and return it. ``text_slot``: the manifest's fixed text
-    length (0: variable). ``size_overrides``: keys of DEFAULT_SIZES."""
+    length (0: variable). ``layout``: ``"default"`` (BOI codes EOI per image) or ``"lwm"`` (LWM's video layout:
+    its prompt formats, ``<vision>``, an end-of-frame id past the codebook, the ``<vision>`` unconditional row and
+    its first-frame / later-frame sampling). ``size_overrides``: keys of DEFAULT_SIZES."""
     from transformers import GenerationConfig, LlamaForCausalLM
 
     unknown = set(size_overrides) - set(DEFAULT_SIZES)
@@ -71,11 +79,15 @@ def build_tiny_unified(folder: str | Path, seed: int = 0, image_size: int = 32, 
         raise ValueError(f"image_size {image_size} is not a multiple of the VQ downsampling factor {down}.")
     grid = image_size // down
 
-    tokenizer = build_word_tokenizer(_TEXT)
+    if layout not in ("default", "lwm"):
+        raise ValueError(f"layout must be 'default' or 'lwm', got {layout!r}")
+    lwm = layout == "lwm"
+    tokenizer = build_word_tokenizer(_TEXT + (LWM_LAYOUT_TEXT if lwm else []))
     ids = special_ids(tokenizer)
     offset = len(tokenizer)
+    vision_ids = s["codebook_size"] + (2 if lwm else 0)        # LWM: end-of-frame and end-of-video after the codes
     torch.manual_seed(seed)
-    lm = LlamaForCausalLM(lm_config(offset + s["codebook_size"], ids, **{
+    lm = LlamaForCausalLM(lm_config(offset + vision_ids, ids, **{
         k: s[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                           "num_key_value_heads", "max_position_embeddings")})).eval()
     lm.generation_config = GenerationConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"])
@@ -85,9 +97,16 @@ def build_tiny_unified(folder: str | Path, seed: int = 0, image_size: int = 32, 
     # A spread-out codebook (the default init is within +-1/K): codes stay distinguishable after decoding.
     with torch.no_grad():
         vq.quantize.embedding.weight.normal_(0.0, 1.0)
+    video: dict[str, Any] = {}
+    if lwm:
+        video = {"text_format": LWM_TEXT_FORMAT, "video_text_format": LWM_VIDEO_FORMAT, "image_start": (),
+                 "image_end": tuple(tokenizer("</vision>", add_special_tokens=False).input_ids),
+                 "frame_end": s["codebook_size"], "unconditional": {"mode": "text", "text": "<vision>"},
+                 "video_sampling": (SamplingSettings(guidance_scale=5.0, top_k=s["codebook_size"]),
+                                    SamplingSettings(guidance_scale=1.0, top_k=s["codebook_size"] // 2))}
     manifest = Manifest(image_size=(image_size, image_size), grid=(grid, grid), codebook_size=s["codebook_size"],
                         image_token_offset=offset, special_tokens=ids, text_slot=text_slot,
                         default_sampling=SamplingSettings(guidance_scale=3.0, temperature=1.0),
-                        info={"what": "tiny random unified ARM for tests", "seed": seed,
-                              "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}})
+                        info={"what": "tiny random unified ARM for tests", "seed": seed, "layout": layout,
+                              "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in s.items()}}, **video)
     return save_unified(folder, lm, tokenizer, vq, manifest)
