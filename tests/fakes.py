@@ -95,6 +95,26 @@ class FakeCorrector:
         return {}
 
 
+class FakeVideoCorrector(FakeCorrector):
+    """A video DM stand-in: pulls every frame of a window towards the prompt's grey, by ``strength``, and towards the
+    window's mean frame (a 'temporal' repair), so a window is corrected as one."""
+
+    native_frames = 16
+
+    def __init__(self, size: int = 16, max_frames: int = 32):
+        super().__init__(size)
+        self.max_frames = max_frames
+
+    def correct_video(self, frames, prompt, *, strength, steps=50, guidance_scale=7.5, seed=0, negative_prompt="",
+                      scheduler=None, progress=no_progress):
+        self.calls.append({"prompt": prompt, "strength": strength, "seed": seed, "shape": tuple(frames.shape),
+                           "scheduler": scheduler, "steps": steps})
+        for k in range(3):
+            progress("correct", k + 1, 3)
+        mean = frames.mean(0, keepdim=True)
+        return (frames * (1 - strength) + (mean + self.target(prompt)) / 2 * strength).clamp(0, 1)
+
+
 class FakeMemory:
     """Prefixes the first story prompt (the 'who and where') to every later one."""
 
