@@ -54,16 +54,19 @@ class Corrector(Protocol):
 
 def check_request(images: Any, prompts: Any, strength: float, steps: int, guidance_scale: float,
                   mask_dilate: int, mask_feather: int, *, image_multiple: int, schedulers: Sequence[str],
-                  scheduler: Optional[str], train_steps: int = 1000) -> tuple[torch.Tensor, list[str], str]:
-    """Every check of a correction request, before any model runs. Returns (images, one prompt per image, scheduler)."""
+                  scheduler: Optional[str], train_steps: int = 1000, name: str = "images",
+                  count: str = "N") -> tuple[torch.Tensor, list[str], str]:
+    """Every check of a correction request, before any model runs. Returns (images, one prompt per image, scheduler).
+
+    ``name`` and ``count`` word the messages: the video corrector checks its window as "frames" [F, 3, H, W]."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3 \
             or not images.is_floating_point() or images.shape[0] == 0:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise InvalidInputError(f"images must be a float tensor [N, 3, H, W] in [0, 1]; got {got}.")
+        raise InvalidInputError(f"{name} must be a float tensor [{count}, 3, H, W] in [0, 1]; got {got}.")
     height, width = images.shape[-2:]
     if height % image_multiple or width % image_multiple:
         raise InvalidInputError(
-            f"images are {height}x{width} (HxW) but the diffusion model needs sides that are multiples of "
+            f"{name} are {height}x{width} (HxW) but the diffusion model needs sides that are multiples of "
             f"{image_multiple}; resize to e.g. {height // image_multiple * image_multiple}x"
             f"{width // image_multiple * image_multiple} (acdc_core.images.resize_to).")
     if isinstance(prompts, str):

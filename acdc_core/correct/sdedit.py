@@ -57,6 +57,22 @@ def sdedit_timesteps(scheduler: Any, steps: int, strength: float) -> torch.Tenso
     return scheduler.timesteps[kept(scheduler.timesteps, strength, train_steps)]
 
 
+def sdedit_sampler(scheduler_config: Mapping[str, Any], name: str, steps: int, strength: float,
+                   generator: torch.Generator) -> tuple[Any, torch.Tensor, dict[str, Any]]:
+    """The sampler ``name`` (one of ``SCHEDULERS``) for one SDEdit run: a fresh scheduler from the model's own config
+    with trailing spacing, the timesteps at or below t' (``sdedit_timesteps``), and the options of its ``step`` (DDIM:
+    eta = 0, the paper's; an ancestral sampler draws its noise from ``generator``). Multistep and sigma-based samplers
+    start at the first kept step (their begin index). Shared by the image and the video corrector."""
+    import diffusers
+
+    scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(scheduler_config, timestep_spacing="trailing")
+    timesteps = sdedit_timesteps(scheduler, steps, strength)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index((len(scheduler.timesteps) - len(timesteps)) * scheduler.order)
+    step_options = {"eta": 0.0} if name == "ddim" else {"generator": generator}
+    return scheduler, timesteps, step_options
+
+
 class VAELatents:
     """SD's latent space: an ``AutoencoderKL`` (8x downsampling, latents multiplied by its ``scaling_factor``)."""
 
@@ -237,16 +253,11 @@ class DiffusionCorrector:
     def _sdedit(self, images: torch.Tensor, prompts: list[str], strength: float, steps: int,
                 guidance_scale: float, seed: int, negative_prompt: str, scheduler_name: str,
                 blend: Optional[torch.Tensor], progress: ProgressFn) -> torch.Tensor:
-        import diffusers
-
         # 1. The schedule: the sampler (DDIM, eta = 0, by default) from the model's own config, trailing
         #    spacing, the steps at or below t'. Multistep and sigma-based samplers start at the first kept step.
-        scheduler = getattr(diffusers, SCHEDULERS[scheduler_name]).from_config(
-            self.scheduler_config, timestep_spacing="trailing")
-        timesteps = sdedit_timesteps(scheduler, steps, strength)
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index((len(scheduler.timesteps) - len(timesteps)) * scheduler.order)
         generator = torch.Generator("cpu").manual_seed(seed)
+        scheduler, timesteps, step_options = sdedit_sampler(self.scheduler_config, scheduler_name, steps, strength,
+                                                            generator)
 
         # 2. Clean latents of the frames, then forward diffusion to the first kept timestep.
         pixels = images.to(self.device, torch.float32) * 2 - 1  # [0, 1] -> [-1, 1], the VAE's range
@@ -270,18 +281,17 @@ class DiffusionCorrector:
         embeds, added = self._conditioning(prompts, negative_prompt, guidance_scale > 1, tuple(images.shape[-2:]))
         latents = self._denoise(latents, timesteps, scheduler, embeds, added, guidance_scale,
                                 clean=clean, noise=noise, cells=cells, inpaint_inputs=inpaint_inputs,
-                                # DDIM with eta = 0 (the paper's); an ancestral sampler draws from ``generator``.
-                                step_options={"eta": 0.0} if scheduler_name == "ddim" else {"generator": generator},
-                                progress=progress)
+                                step_options=step_options, progress=progress)
         return self._decode(latents)
 
     def _denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, scheduler: Any, embeds: torch.Tensor,
                  added: Optional[dict[str, torch.Tensor]], guidance_scale: float, *, clean: torch.Tensor,
                  noise: torch.Tensor, cells: Optional[torch.Tensor], inpaint_inputs: Optional[torch.Tensor],
-                 step_options: dict[str, Any], progress: ProgressFn) -> torch.Tensor:
-        """The denoising loop. Latents are [B, C, ...]: images [B, C, h, w] now, video [B, C, F, h, w] later —
-        every operation here works along the batch (dim 0) and channel (dim 1) axes only. ``cells``: where a
-        plain UNet may change the latents (the rest is re-imposed from ``clean`` after every step)."""
+                 step_options: dict[str, Any], progress: ProgressFn, stage: str = "sdedit") -> torch.Tensor:
+        """The denoising loop. Latents are [B, C, ...]: images [B, C, h, w], or a video window [B, C, F, h, w]
+        (``video.AnimateDiffCorrector``) — every operation here works along the batch (dim 0) and channel (dim 1)
+        axes only. ``cells``: where a plain UNet may change the latents (the rest is re-imposed from ``clean`` after
+        every step). ``progress(stage, step, total)`` after every step; it may raise to cancel."""
         guided = guidance_scale > 1
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents  # [uncond; cond] in one UNet call
@@ -303,7 +313,7 @@ class DiffusionCorrector:
                 else:
                     known = clean
                 latents = (1 - cells) * known + cells * latents
-            progress("sdedit", i + 1, len(timesteps), None)
+            progress(stage, i + 1, len(timesteps), None)
         return latents
 
     # -- the pieces --------------------------------------------------------------------------------------
