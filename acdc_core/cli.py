@@ -2,14 +2,16 @@
 
   acdc story --prompts story.txt --arm ARM_DIR --dm DM_PATH [--memory per-frame --llm LLM_DIR] --out OUT
   acdc demo --out OUT      # a held-out toy story on the shipped toy-world models: ARM only vs ACDC, judged
+  acdc video --prompt "..." --frames 32 --window 16 --correct first --arm ARM --dm SD15 --motion-adapter MA --out OUT
+  acdc convert lwm SRC DST --allow-pickle-vqgan    # LWM's JAX checkpoint -> a video ARM folder (convert/lwm.py)
 
-Both write OUT/frames/*.png, OUT/strip.png (ARM vs corrected side by side) and OUT/run.json.
+Each writes OUT/frames/*.png, OUT/strip.png (ARM vs corrected side by side) and OUT/run.json; video also
+OUT/side_by_side.webp (cli_video.py).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import sys
 import time
@@ -26,7 +28,9 @@ from .errors import ACDCError, InvalidInputError
 from .images import load_mask
 from .progress import print_progress
 from .memory.endpoint import scrub_url
-from .state import StorySettings, describe_correct_frames, new_story, parse_correct_frames, story_lines
+from .state import StorySettings, describe_correct_frames, new_story, parse_correct_frames
+from .cli_common import (add_memory_options, check_device, check_local_memory, endpoint_backend,  # noqa: F401
+                         memory_settings, read_prompts, read_text_file)
 
 logger = logging.getLogger("acdc_core.cli")
 
@@ -38,40 +42,6 @@ DEMO_PROMPTS = [
     "He watches the sun set behind the hills.",
     "He falls asleep under the stars.",
 ]
-
-
-def read_prompts(path: Path) -> list[str]:
-    """One prompt per line (blank lines and lines starting with # are skipped); a ``.json`` file is a JSON list of
-    strings instead (JSON by the file's name only: a text line may start with '[')."""
-    if not path.is_file():
-        raise InvalidInputError(f"prompts file {path} does not exist.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise InvalidInputError(f"prompts file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8.") from None
-    if path.suffix.lower() != ".json":
-        return list(new_story(story_lines(text)).prompts)
-    try:
-        prompts = json.loads(text)
-    except ValueError as error:
-        raise InvalidInputError(f"prompts file {path} is not valid JSON: {error}") from None
-    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-        bad = next((k for k, p in enumerate(prompts) if not isinstance(p, str)), None) \
-            if isinstance(prompts, list) else None
-        where = f" (entry {bad + 1} is {json.dumps(prompts[bad])[:40]})" if bad is not None else ""
-        raise InvalidInputError(f"prompts file {path} must hold a JSON list of strings, one per frame{where}.")
-    return list(new_story(prompts).prompts)
-
-
-def read_text_file(path: str, what: str) -> str:
-    """A UTF-8 text file the user named, or a clear error."""
-    file = Path(path)
-    if not file.is_file():
-        raise InvalidInputError(f"{what} {file} does not exist.")
-    try:
-        return file.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInputError(f"{what} {file} is not UTF-8 text; save it as UTF-8.") from None
 
 
 def parse_masks(specs: Sequence[str], option: str = "--mask") -> dict[int, torch.Tensor]:
@@ -99,65 +69,17 @@ def check_masks(masks: dict[int, torch.Tensor], prompts: Sequence[str], settings
                 "leaves uncorrected; a fix needs a corrected frame.")
 
 
-def check_device(requested: str) -> torch.device:
-    """--device as a torch device that exists here, or a clear error."""
-    try:
-        device = pick_device(requested)
-    except (RuntimeError, ValueError):
-        raise InvalidInputError(f"--device {requested!r} is not a device name; use auto, cpu, cuda, cuda:1 or mps.") \
-            from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InvalidInputError(f"--device {requested}: this machine has no CUDA GPU that torch can use; "
-                                    "use --device cpu (or auto).")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InvalidInputError(f"--device {requested}: there are {torch.cuda.device_count()} CUDA device(s).")
-    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InvalidInputError(f"--device {requested}: MPS is not available here; use --device cpu (or auto).")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise InvalidInputError(f"--device {requested}: the engine runs on cpu, cuda or mps.")
-    return device
-
-
-def memory_settings(args):
-    from .memory import MemorySettings
-
-    settings = MemorySettings(mode=args.memory, seed=args.seed, strict=args.strict_memory)
-    if args.system_prompt:
-        text = read_text_file(args.system_prompt, "--system-prompt file")
-        field = "whole_story_system_prompt" if args.memory == "whole-story" else "system_prompt"
-        settings = replace(settings, **{field: text})
-    return settings.validate()
-
-
-def endpoint_backend(args):
-    """The OpenAI-compatible memory endpoint of --endpoint (not contacted yet), or None."""
-    from .memory import OpenAICompatibleLLM
-
-    if args.memory == "off" or not args.endpoint:
-        return None
-    # The person typing the command chose the URL, so the key may go to its host (a workflow file cannot).
-    return OpenAICompatibleLLM(args.endpoint, args.llm_model, api_key_env=args.api_key_env, key_hosts=(args.endpoint,),
-                               allow_http_key=args.allow_http_key, timeout=args.endpoint_timeout)
-
-
 def check_models(args, settings: StorySettings) -> None:
     """The model paths, without loading anything: folders and files exist, are of a kind the engine loads, and
     hold safetensors weights that are whole (headers only)."""
     from .arm import check_arm_folder
     from .arm.registry import check_decoding
     from .correct import check_corrector_path
-    from .memory import check_local_llm_folder
 
     check_decoding(check_arm_folder(args.arm, trust_remote_code=args.trust_remote_code)[1], args.arm_decoding)
     if settings.correct_frames != 0:
         check_corrector_path(args.dm)
-    if args.memory != "off" and not args.endpoint:
-        if not args.llm:
-            raise InvalidInputError(
-                f"--memory {args.memory} needs a language model: --llm FOLDER (local) or --endpoint URL "
-                "(OpenAI-compatible); or use --memory off.")
-        check_local_llm_folder(args.llm, trust_remote_code=args.trust_remote_code)
+    check_local_memory(args)
 
 
 def settings_from(args) -> StorySettings:
@@ -387,20 +309,7 @@ def add_story_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dm", help="diffusion model: a diffusers folder (SD1.x/2.x, SDXL, pixel space) or a "
                                 "single-file SD1.5/SDXL .safetensors checkpoint")
     p.add_argument("--dm-config", help="config folder for a single-file checkpoint (default: shipped)")
-    p.add_argument("--memory", choices=["off", "per-frame", "whole-story"], default="per-frame")
-    p.add_argument("--llm", help="local instruct LLM folder for the memory module")
-    p.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
-    p.add_argument("--llm-model", default="gpt-4o-mini", help="model name at the endpoint")
-    p.add_argument("--api-key-env", default="ACDC_LLM_API_KEY",
-                   help="environment variable holding the endpoint's key: ACDC_LLM_API_KEY or ACDC_LLM_API_KEY_<NAME> "
-                        "(sent only to the --endpoint host, never over plain http to another machine)")
-    p.add_argument("--allow-http-key", action="store_true",
-                   help="send the key over plain http to a host that is not this machine (it travels unencrypted)")
-    p.add_argument("--endpoint-timeout", type=float, default=60,
-                   help="seconds one endpoint request may take in all (default 60)")
-    p.add_argument("--strict-memory", action="store_true",
-                   help="an LLM answer with no usable prompt is an error (default: use the story line, marked in "
-                        "run.json)")
+    add_memory_options(p)
     p.add_argument("--correct-frames", default="all",
                    help="how many frames the DM corrects, from frame 1: 'all' (ACDC, the default), k (ACDC #k: the "
                         "first k only) or 'none' / 0 (the ARM alone)")
@@ -450,20 +359,39 @@ def build_parser() -> argparse.ArgumentParser:
     dem.add_argument("--story", type=int, default=0, help="which held-out toy story (default 0)")
     dem.add_argument("--models", default="outputs/models", help="where tiny fallback models are built")
     dem.set_defaults(**toy_defaults())
+    from .cli_video import add_video_parser
+    from .convert.lwm import build_parser as lwm_parser
+
+    add_video_parser(sub, add_memory_options)
+    convert = sub.add_parser("convert", help="convert a published checkpoint into a folder the engine loads",
+                             allow_abbrev=False)
+    kinds = convert.add_subparsers(dest="kind", required=True)
+    lwm_parser(kinds.add_parser("lwm", allow_abbrev=False, help="LWM's JAX checkpoint (params, vqgan, "
+                                                                "tokenizer.model) -> a unified-vocabulary ARM folder"))
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("story", "demo"):
+        try:
+            arm_only = parse_correct_frames(args.correct_frames) == 0
+        except InvalidInputError as error:
+            parser.error(str(error))
+        if args.command == "story" and not arm_only and not args.dm:
+            parser.error("--dm is required unless --correct-frames none")
     try:
-        arm_only = parse_correct_frames(args.correct_frames) == 0
-    except InvalidInputError as error:
-        parser.error(str(error))
-    if args.command == "story" and not arm_only and not args.dm:
-        parser.error("--dm is required unless --correct-frames none")
-    try:
-        demo(args) if args.command == "demo" else run(args)
+        if args.command == "video":
+            from .cli_video import run_video_command
+
+            run_video_command(args)
+        elif args.command == "convert":
+            from .convert.lwm import run as convert_lwm
+
+            return convert_lwm(args)
+        else:
+            demo(args) if args.command == "demo" else run(args)
     except Stopped as error:
         print(f"acdc: {error}", file=sys.stderr)
         return 130 if error.interrupted else 1

@@ -60,6 +60,40 @@ def strip_image(rows: Sequence[tuple[str, Sequence[torch.Tensor]]], prompts: Seq
     return canvas
 
 
+def side_by_side(columns: Sequence[tuple[str, Sequence[torch.Tensor]]], cell: int = 256) -> list[Image.Image]:
+    """The frames of an animation showing videos side by side: one column per video (its label above it), frame k
+    of every video in picture k. ``columns`` is [(label, [frame [3, H, W] in [0, 1], ...]), ...]; a shorter video
+    holds its last frame."""
+    font = ImageFont.load_default()
+    pad, label_h = 6, 16
+    length = max(len(frames) for _, frames in columns)
+    pictures = []
+    for k in range(length):
+        canvas = Image.new("RGB", (pad + len(columns) * (cell + pad), label_h + cell + 2 * pad), "white")
+        draw = ImageDraw.Draw(canvas)
+        for c, (label, frames) in enumerate(columns):
+            x = pad + c * (cell + pad)
+            draw.text((x, pad), f"{label}  {min(k, len(frames) - 1) + 1}/{len(frames)}", fill="black", font=font)
+            tile = to_pil(frames[min(k, len(frames) - 1)])
+            tile = tile.resize((cell, cell), Image.NEAREST if tile.width * 2 <= cell else Image.BICUBIC)
+            canvas.paste(tile, (x, label_h + pad))
+        pictures.append(canvas)
+    return pictures
+
+
+def save_animation(path: Path, pictures: Sequence[Image.Image], *, fps: float = 8.0) -> Path:
+    """An animated WEBP (looping, lossless) of ``pictures``, written atomically; ComfyUI's own Save Animated WEBP
+    writes the same format."""
+    path = Path(path)
+
+    def write(tmp: Path) -> None:
+        pictures[0].save(tmp, format="WEBP", save_all=True, append_images=list(pictures[1:]),
+                         duration=round(1000 / fps), loop=0, lossless=True)
+
+    _atomic(path, write)
+    return path
+
+
 RUN_FILE = "run.json"
 FORMAT = 2          # run.json's layout; a folder of another format is not resumed
 

@@ -8,7 +8,11 @@ does not divide N). When a window's last frame is made, and the window is to be 
   2. the memory module writes the window's DM prompt                            -> ``window_prompt``
   3. SDEdit the window at once with a video DM (t' in [0.4, 0.6] in the paper)  -> ``correct_window``
   4. re-encode every frame with the ARM's own tokenizer and swap the window into
-     the ARM's context in place of what the ARM wrote; record the window         -> ``close_window``
+     the ARM's context in place of what the ARM wrote; record the window         -> ``swap_window``
+
+``close_window`` composes the four for the window whose frames are all made; ``run_video`` alternates
+``generate_frame`` and ``close_window``. A host that wires the steps itself (ComfyUI's video nodes) calls the
+same functions.
 
 and generation resumes from the corrected window. ``correct``: ``"first"`` corrects only the first window (the
 paper: N = 32, L = 16), ``"all"`` every window, ``"none"`` is the ARM alone. Frame 1 and later frames are sampled
@@ -300,37 +304,63 @@ def correct_window(frames: torch.Tensor, corrector, settings: VideoSettings, pro
 
 def close_window(state: VideoState, arm: ARMBackend, corrector, memory: Optional[Memory], *,
                  placement: Optional[Placement] = None, progress: ProgressFn = no_progress) -> VideoState:
-    """Steps 1-4 for the window whose frames are all made: decoded, and where the settings say so corrected,
-    re-encoded and swapped into the ARM's context frame by frame; returns the state with the window's record."""
-    w = state.open_window
-    if w is None:
-        raise InvalidInputError("no window is complete yet: make its frames first.")
+    """Steps 1-4 for the window whose frames are all made: decoded, and where the settings say so given its DM
+    prompt, corrected, re-encoded and swapped into the ARM's context frame by frame (``swap_window``)."""
+    w = _open(state)
     place = (placement or _Stay).use
     settings = state.settings
-    start, stop = settings.windows[w]
-    seconds: dict[str, float] = {}
     place(arm)
-    arm_frames, seconds["decode"] = decode_window(state, arm, w)
+    arm_frames, seconds = decode_window(state, arm, w)
+    if not settings.corrects(w):
+        return swap_window(state, arm, None, arm_frames=arm_frames, seconds={"decode": seconds})
+    place(memory)
+    with _clock() as took:
+        answer = window_prompt(state, memory, corrector, w)
+    timing = {"decode": seconds, "memory": took[0]}
+    place(corrector)
+    with _clock() as took:
+        corrected = correct_window(arm_frames, corrector, settings, answer.text, w, progress=progress)
+    timing["correct"] = took[0]
+    place(arm)
+    return swap_window(state, arm, corrected, arm_frames=arm_frames, memory=answer, dm_seed=settings.dm_seed_of(w),
+                       seconds=timing)
+
+
+def _open(state: VideoState) -> int:
+    w = state.open_window
+    if w is None:
+        raise InvalidInputError("no window is complete yet: make its frames first." if not state.done else
+                                "every window of the video is closed.")
+    return w
+
+
+def swap_window(state: VideoState, arm: ARMBackend, corrected: Optional[torch.Tensor], *,
+                arm_frames: Optional[torch.Tensor] = None, memory: Optional[MemoryAnswer] = None,
+                dm_seed: Optional[int] = None, seconds: Optional[dict] = None) -> VideoState:
+    """Step 4: the open window's corrected frames ``[F, 3, H, W]`` (any size; None: the window stays as the ARM
+    wrote it) re-encoded with the ARM's own tokenizer and swapped into the context in place of what the ARM wrote;
+    returns the state with the window's record (``memory``: its DM prompt). A host that corrects the window its own
+    way (ComfyUI's nodes) calls this with its pixels."""
+    w = _open(state)
+    start, stop = state.settings.windows[w]
+    seconds = dict(seconds or {})
+    if arm_frames is None:
+        arm_frames, seconds["decode"] = decode_window(state, arm, w)
     before = torch.cat([f.tokens for f in state.frames[start:stop]])
-    context, after, corrected, answer = state.context, before, arm_frames, None
-    if settings.corrects(w):
-        place(memory)
+    context, after = state.context, before
+    if corrected is not None:
+        if corrected.ndim != 4 or corrected.shape[0] != stop - start or corrected.shape[1] != 3:
+            raise InvalidInputError(f"window {w + 1} holds {stop - start} frames (frames {start + 1}-{stop}); the "
+                                    f"corrected frames have shape {tuple(corrected.shape)}, not [{stop - start}, 3, "
+                                    "H, W].")
         with _clock() as took:
-            answer = window_prompt(state, memory, corrector, w)
-        seconds["memory"] = took[0]
-        place(corrector)
-        with _clock() as took:
-            corrected = correct_window(arm_frames, corrector, settings, answer.text, w, progress=progress)
-        seconds["correct"] = took[0]
-        place(arm)
-        with _clock() as took:
-            after = arm.encode(resize_to(corrected, arm.image_size))
+            after = arm.encode(resize_to(corrected.float(), arm.image_size))
         seconds["encode"] = took[0]
         context = state.context.swap_frames(start, after)
-    record = WindowRecord(w, start, stop, state.prompt_of(w), answer.text if answer else None,
-                          bool(answer and answer.fallback), settings.corrects(w),
-                          settings.dm_seed_of(w) if settings.corrects(w) else None, arm_frames, corrected.float(),
-                          before, after, seconds)
+    fixed = corrected is not None
+    record = WindowRecord(w, start, stop, state.prompt_of(w), memory.text if memory and fixed else None,
+                          bool(memory and fixed and memory.fallback), fixed, dm_seed if fixed else None, arm_frames,
+                          corrected.float() if fixed else arm_frames, before, after, seconds)
     return replace(state, context=context, windows=state.windows + (record,))
 
 
@@ -357,8 +387,13 @@ def validate_video(state: VideoState, arm: ARMBackend, corrector, memory: Option
             raise InvalidInputError(f"prompt {index + 1}: {error}") from None
     for k in (0, 1):
         settings.sampling(arm, k).validate()
-    if settings.correct == "none":
-        return
+    if settings.correct != "none":
+        check_correction(settings, corrector, memory)
+
+
+def check_correction(settings: VideoSettings, corrector, memory: Optional[Memory]) -> None:
+    """The checks of the windows' correction: a video DM that takes windows this long at this size, t', its
+    sampler, and a memory module that answers."""
     if corrector is None:
         raise InvalidInputError("no video diffusion model is loaded but windows are to be corrected; load one "
                                 "(e.g. AnimateDiff), or set correct to 'none' for the ARM alone.")

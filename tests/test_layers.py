@@ -20,9 +20,9 @@ ENGINE_LAYERS = [
     {"images", "devices"},
     {"arm", "correct", "memory"},
     {"state"},
-    {"story", "report"},
-    {"tiny", "toy"},
-    {"cli"},
+    {"story", "report", "video"},
+    {"tiny", "toy", "convert"},
+    {"cli", "cli_common", "cli_video"},
 ]
 NODE_HELPERS = {"wires", "widgets", "frames", "graph", "masks", "comfy_corrector"}
 

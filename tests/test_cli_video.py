@@ -1,0 +1,79 @@
+"""``acdc video`` end to end on the tiny built-ins: the frames, the side-by-side animation and run.json it writes,
+the ARM-only video sharing the first window, and bad input refused before anything is written."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from acdc_core.cli import main
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return tmp_path_factory.mktemp("video_models")
+
+
+@pytest.fixture(scope="module")
+def run(models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("video_run")
+    code = main(["video", "--prompt", "a blue cat jumps on a beach", "--frames", "5", "--window", "2",
+                 "--steps", "10", "--seed", "7", "--out", str(out), "--models", str(models), "--fps", "4"])
+    assert code == 0
+    return out
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_writes_frames_animation_strip_and_record(run):
+    frames = sorted(p.name for p in (run / "frames").iterdir())
+    assert frames == [f"{w}_{k:02d}.png" for w in ("acdc", "arm") for k in range(1, 6)]
+    webp = Image.open(run / "side_by_side.webp")
+    assert webp.format == "WEBP" and webp.n_frames == 5 and getattr(webp, "is_animated", False)
+    assert (run / "strip.png").is_file()
+    record = json.loads((run / "run.json").read_text())
+    assert record["complete"] and record["identity"]["command"] == "video"
+    windows = record["acdc"]["windows"]
+    assert [w["frames"] for w in windows] == [[1, 2], [3, 4], [5, 5]]
+    assert [w["corrected"] for w in windows] == [True, False, False]
+    assert [f["arm_seed"] for f in record["acdc"]["frames"]] == [7, 8, 9, 10, 11]
+    assert set(windows[0]["seconds"]) == {"decode", "memory", "correct", "encode"}
+    assert record["cost"]["acdc_overhead"] > 0 and record["settings"]["first_sampling"]["guidance_scale"] == 5.0
+
+
+def test_the_arm_only_video_shares_the_first_window_and_then_differs(run):
+    record = json.loads((run / "run.json").read_text())
+    acdc, arm = record["acdc"]["windows"], record["arm"]["windows"]
+    assert acdc[0]["tokens_before"] == arm[0]["tokens_before"]          # one first window, written once
+    assert acdc[0]["tokens_after"] != acdc[0]["tokens_before"]          # corrected and swapped in
+    assert acdc[1]["tokens_before"] != arm[1]["tokens_before"]          # so what follows differs
+    assert not np.array_equal(pixels(run / "frames" / "acdc_03.png"), pixels(run / "frames" / "arm_03.png"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--frames", "4", "--window", "4"], "nothing to continue after the window"),
+    (["--arm", "nowhere"], "needs --dm \\(SD1.5\\) and --motion-adapter"),
+    (["--arm", "nowhere", "--correct", "none"], "nowhere"),
+    (["--correct", "some"], None),
+    (["--fps", "0"], "--fps must be > 0"),
+])
+def test_bad_input_is_refused_before_anything_is_written(tmp_path, models, capsys, args, message):
+    out = tmp_path / "out"
+    if message is None:
+        with pytest.raises(SystemExit):
+            main(["video", "--out", str(out), *args])
+        return
+    assert main(["video", "--out", str(out), "--models", str(models), *args]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (out / "run.json").exists()
+
+
+def test_an_earlier_run_is_kept_unless_overwrite(run, models, capsys):
+    before = (run / "run.json").read_text()
+    assert main(["video", "--frames", "3", "--window", "2", "--out", str(run), "--models", str(models)]) == 2
+    assert "already holds a run" in capsys.readouterr().err and (run / "run.json").read_text() == before
