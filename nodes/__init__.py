@@ -3,9 +3,11 @@ node contract (so they import, and tests call them, without ComfyUI). ComfyUI in
 through ``bridge``; node files share helpers (``wires``, ``widgets``, ``frames``, ``graph``, ``masks``,
 ``comfy_corrector``) and never import each other."""
 from . import bridge, frames
-from . import correct, detokenize, fix, generate, loaders, loop, memory, retokenize, story, story_prompts, token_inpaint
+from . import (correct, detokenize, fix, generate, loaders, loop, memory, retokenize, story, story_prompts, token_inpaint,
+               video)
 
-_MODULES = (loaders, story_prompts, loop, generate, token_inpaint, detokenize, memory, correct, fix, retokenize, story)
+_MODULES = (loaders, story_prompts, loop, generate, token_inpaint, detokenize, memory, correct, fix, retokenize, story,
+            video)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

@@ -28,6 +28,7 @@ logger = logging.getLogger("acdc.nodes")
 ARM_FOLDER = "acdc_arm"        # models/acdc_arm/<ARM folder>
 LLM_FOLDER = "LLM"             # models/LLM/<instruct LLM folder>, a name many packs share
 BUILTIN_FOLDER = "acdc"        # models/acdc/builtin: tiny fallback models, built on first use
+MOTION_FOLDER = "animatediff_models"   # AnimateDiff motion modules / adapters, the folder AnimateDiff packs use
 PREVIEW_SIZE = 512             # longest side of live previews, as ComfyUI's default --preview-size
 
 # The native resolution of ComfyUI model classes (comfy.supported_models) that were not trained at 1024 px.
@@ -206,7 +207,7 @@ class ComfyHost(Host):
                      "temp": fp.get_temp_directory}[which]())
 
     def register_model_folders(self) -> None:
-        for name in (ARM_FOLDER, LLM_FOLDER, BUILTIN_FOLDER):
+        for name in (ARM_FOLDER, LLM_FOLDER, BUILTIN_FOLDER, MOTION_FOLDER):
             self.folder_paths.add_model_folder_path(name, os.path.join(self.folder_paths.models_dir, name))
 
     def compute_device(self) -> torch.device:
@@ -440,6 +441,20 @@ def save_picture(picture, prefix: str = "acdc") -> dict:
     filename = f"{prefix}_{digest}.png"
     if not (folder / filename).exists():
         picture.save(folder / filename, compress_level=1)
+    return {"filename": filename, "subfolder": "acdc", "type": "temp"}
+
+
+def save_animation(pictures, prefix: str = "acdc") -> dict:
+    """Save PIL pictures as an animated WEBP in the temp folder (named by a hash of their pixels); return the node-ui
+    entry for it (with ``"animated": (True,)`` in the node's ui, as ComfyUI's Save Animated WEBP shows one)."""
+    from acdc_core.report import save_animation as write
+
+    digest = hashlib.sha1(b"".join(p.tobytes() for p in pictures) + repr(pictures[0].size).encode()).hexdigest()[:16]
+    folder = HOST.folder("temp") / "acdc"
+    folder.mkdir(parents=True, exist_ok=True)
+    filename = f"{prefix}_{digest}.webp"
+    if not (folder / filename).exists():
+        write(folder / filename, pictures)
     return {"filename": filename, "subfolder": "acdc", "type": "temp"}
 
 

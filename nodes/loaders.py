@@ -18,7 +18,7 @@ from acdc_core.errors import ACDCError
 from . import bridge
 from .comfy_corrector import DEFAULT_SCHEDULER, ComfyCorrector
 from .widgets import check_float_widgets, dtype_input, seed_input, tooltip
-from .wires import ARM, BUILTIN, CATEGORY, DM, MEMORY, ModelHandle
+from .wires import ARM, BUILTIN, BUILTIN_VIDEO, CATEGORY, DM, MEMORY, VIDEO_DM, ModelHandle
 
 
 def builtin_model_paths() -> dict[str, Path]:
@@ -36,6 +36,16 @@ def builtin_model_paths() -> dict[str, Path]:
     return build_default_models(bridge.builtin_models_dir())
 
 
+def builtin_video_paths() -> dict[str, Path]:
+    """The built-in video models: {"arm", "dm", "motion_adapter"} -> path. Tiny random-weight models (an LWM-layout
+    video ARM and an SD1.5-shaped AnimateDiff) built in ``models/acdc/builtin/video`` on first use, until the toy
+    video world's trained models replace them; they prove the wiring, their frames are noise."""
+    from acdc_core.cli_video import tiny_models
+
+    arm, dm, adapter = tiny_models(bridge.builtin_models_dir() / "video")
+    return {"arm": arm, "dm": dm, "motion_adapter": adapter}
+
+
 def managed(engine, name: str) -> ModelHandle:
     """A loaded engine model handed to the host's model management (its ``modules()``)."""
     return ModelHandle(engine, bridge.ManagedModel(engine, name), name)
@@ -45,12 +55,14 @@ def managed(engine, name: str) -> ModelHandle:
 
 def arm_choices() -> list[str]:
     # a transformers folder (Janus: config.json) or a unified-vocabulary ARM (acdc_arm.json, lm/, vq/)
-    return [BUILTIN] + bridge.list_model_folders(bridge.ARM_FOLDER, ("config.json", "acdc_arm.json"))
+    return [BUILTIN, BUILTIN_VIDEO] + bridge.list_model_folders(bridge.ARM_FOLDER, ("config.json", "acdc_arm.json"))
 
 
 def arm_path(choice: str) -> Path:
     if choice == BUILTIN:
         return builtin_model_paths()["arm"]
+    if choice == BUILTIN_VIDEO:
+        return builtin_video_paths()["arm"]
     path = bridge.find_model(bridge.ARM_FOLDER, choice)
     if path is None:
         raise FileNotFoundError(_not_found("ARM folder", choice, bridge.ARM_FOLDER))
@@ -97,7 +109,7 @@ class LoadARM:
 
     @classmethod
     def VALIDATE_INPUTS(cls, arm, trust_remote_code=False, decoding="dynamic"):
-        if arm is None or arm == BUILTIN:  # None: the value comes from a link, checked when it runs
+        if arm is None or arm in (BUILTIN, BUILTIN_VIDEO):  # None: the value comes from a link, checked when it runs
             return True
         path = bridge.find_model(bridge.ARM_FOLDER, arm)
         if path is None:
@@ -182,6 +194,70 @@ class LoadDiffusionModel:
 
         corrector = load_corrector(dm_path(model), device=bridge.offload_device(), dtype=bridge.dtype_for(dtype))
         return (managed(corrector, model),)
+
+
+# -- video diffusion model (AnimateDiff) ---------------------------------------------------------------------
+
+def motion_adapter_choices() -> list[str]:
+    """Motion modules in models/animatediff_models: original single files (.safetensors) and diffusers MotionAdapter
+    folders (config.json)."""
+    files = bridge.list_model_files(bridge.MOTION_FOLDER, (".safetensors",))
+    folders = bridge.list_model_folders(bridge.MOTION_FOLDER, "config.json")
+    return [BUILTIN_VIDEO] + sorted(set(files) | set(folders), key=str.lower)
+
+
+def video_dm_paths(model: str, motion_adapter: str) -> tuple[Path, Path]:
+    builtin = builtin_video_paths() if BUILTIN_VIDEO in (model, motion_adapter) else {}
+    sd = builtin["dm"] if model == BUILTIN_VIDEO else dm_path(model)
+    if motion_adapter == BUILTIN_VIDEO:
+        return sd, builtin["motion_adapter"]
+    adapter = bridge.find_model(bridge.MOTION_FOLDER, motion_adapter)
+    if adapter is None:
+        raise FileNotFoundError(_not_found("motion adapter", motion_adapter, bridge.MOTION_FOLDER))
+    return sd, adapter
+
+
+class LoadVideoDM:
+    DESCRIPTION = ("Loads the video diffusion model that corrects windows of video frames at once (the paper's "
+                   "AnimateDiff): an SD1.5 checkpoint (models/checkpoints, or a diffusers folder) and an AnimateDiff "
+                   "motion module from models/animatediff_models (an original .safetensors such as "
+                   "mm_sd_v15_v2.safetensors, or a diffusers MotionAdapter folder). Loaded offline; .ckpt files are "
+                   "refused (pickle).")
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (VIDEO_DM,)
+    RETURN_NAMES = ("video_dm",)
+    OUTPUT_TOOLTIPS = ("The video corrector, for Video Window Correct and ACDC Video.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ([BUILTIN_VIDEO] + dm_choices()[1:], tooltip("An SD1.5 (or fine-tune) checkpoint or diffusers "
+                                                                  "folder: AnimateDiff's base model.")),
+            "motion_adapter": (motion_adapter_choices(), tooltip("An AnimateDiff motion module for SD1.5 "
+                                                                 "(v1-5-2 in diffusers format, or its original "
+                                                                 ".safetensors).")),
+            "dtype": dtype_input(),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model=None, motion_adapter=None):
+        if model is None or motion_adapter is None or BUILTIN_VIDEO in (model, motion_adapter):
+            return True
+        try:
+            sd, adapter = video_dm_paths(model, motion_adapter)
+            from acdc_core.correct.video import check_animatediff
+            check_animatediff(sd, adapter)   # files, headers, no pickle: before anything loads
+        except (ACDCError, OSError) as error:
+            return str(error)
+        return True
+
+    def load(self, model, motion_adapter, dtype):
+        from acdc_core.correct.video import load_animatediff
+
+        sd, adapter = video_dm_paths(model, motion_adapter)
+        corrector = load_animatediff(sd, adapter, device=bridge.offload_device(), dtype=bridge.dtype_for(dtype))
+        return (managed(corrector, f"{model} + {motion_adapter}"),)
 
 
 # -- memory LLM ---------------------------------------------------------------------------------------------
@@ -374,4 +450,5 @@ NODES = {
     "ACDC_LoadMemoryLLM": (LoadMemoryLLM, "Load Memory LLM (ACDC)"),
     "ACDC_MemoryEndpoint": (MemoryEndpoint, "Memory LLM Endpoint (ACDC)"),
     "ACDC_ComfyModelCorrector": (ComfyModelCorrector, "ComfyUI Model as Corrector (ACDC)"),
+    "ACDC_LoadVideoDM": (LoadVideoDM, "Load Video Diffusion Model (AnimateDiff, ACDC)"),
 }

@@ -20,8 +20,12 @@ MEMORY = "ACDC_MEMORY"    # the memory module (local LLM, endpoint, or off)     
 STORY = "ACDC_STORY"      # the story so far                                                  -> StoryState
 FRAME = "ACDC_FRAME"      # one frame on its way through the steps                            -> acdc_core Frame
 LOOP = "ACDC_LOOP"        # the link between Loop Frame (open) and (close)                    -> LoopHandle
+VIDEO = "ACDC_VIDEO"      # a video so far (frames, windows, the ARM's context)               -> VideoState
+VIDEO_DM = "ACDC_VIDEO_DM"  # a video corrector (acdc_core.correct.video: AnimateDiff)       -> ModelHandle
 
 BUILTIN = "(built-in) toy world"  # the loaders' choice for the pack's built-in default models
+# The built-in video models until the toy video world lands: tiny random weights (the plumbing only).
+BUILTIN_VIDEO = "(built-in) tiny video, random weights"
 
 # What a finished story comes out as, from Loop Frame (close) and from ACDC Story alike.
 STORY_OUTPUTS = (STORY, "IMAGE", "IMAGE", "STRING")

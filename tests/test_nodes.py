@@ -18,7 +18,7 @@ from acdc_core.errors import InvalidInputError
 from acdc_core.state import new_story
 from nodes import bridge, loaders
 from acdc_core.state import Frame
-from nodes.wires import BUILTIN
+from nodes.wires import BUILTIN, BUILTIN_VIDEO
 
 SHIPPED_BUILTIN = loaders.builtin_model_paths   # before conftest's tiny_builtin patches it
 
@@ -173,7 +173,7 @@ def comfy_bridge(monkeypatch, tmp_path):
 def test_inside_comfyui_the_bridge_registers_folders_and_reports_progress_previews_and_cancel(comfy_bridge):
     bridge_in, calls = comfy_bridge
     bridge_in.register_model_folders()
-    assert set(calls["folders"]) == {"acdc_arm", "LLM", "acdc"}
+    assert set(calls["folders"]) == {"acdc_arm", "LLM", "acdc", "animatediff_models"}
     assert calls["folders"]["acdc_arm"][0].endswith("acdc_arm")
     progress = bridge_in.progress()
     progress("arm", 1, 4)
@@ -243,12 +243,19 @@ def test_loaders_list_what_is_on_disk_and_the_built_in_models(host):
     (models / "diffusers" / "sd-turbo" / "model_index.json").write_text("{}")
     (models / "LLM" / "Qwen2.5-1.5B-Instruct").mkdir(parents=True, exist_ok=True)
     (models / "LLM" / "Qwen2.5-1.5B-Instruct" / "config.json").write_text("{}")
+    (models / "animatediff_models" / "v1-5-2").mkdir(parents=True, exist_ok=True)
+    (models / "animatediff_models" / "v1-5-2" / "config.json").write_text("{}")
+    (models / "animatediff_models" / "mm_sd_v15_v2.safetensors").write_bytes(b"")
+    (models / "animatediff_models" / "mm_sd_v15_v2.ckpt").write_bytes(b"")
     arm = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadARM"].INPUT_TYPES()["required"]["arm"][0]
     dm = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadDiffusionModel"].INPUT_TYPES()["required"]["model"][0]
     llm = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadMemoryLLM"].INPUT_TYPES()["required"]["llm"][0]
-    assert arm == [BUILTIN, "Janus-Pro-1B"]
+    video = nodes.NODE_CLASS_MAPPINGS["ACDC_LoadVideoDM"].INPUT_TYPES()["required"]
+    assert arm == [BUILTIN, BUILTIN_VIDEO, "Janus-Pro-1B"]
     assert dm == [BUILTIN, "diffusers/sd-turbo", "checkpoints/sd15.safetensors"]
     assert llm == [BUILTIN, "Qwen2.5-1.5B-Instruct"]
+    assert video["model"][0] == [BUILTIN_VIDEO, "diffusers/sd-turbo", "checkpoints/sd15.safetensors"]
+    assert video["motion_adapter"][0] == [BUILTIN_VIDEO, "mm_sd_v15_v2.safetensors", "v1-5-2"]   # no .ckpt
 
 
 def test_a_unified_arm_folder_is_listed_validated_and_loaded(host):

@@ -7,6 +7,7 @@ What a real ComfyUI adds (its frontend's own UI -> API conversion, its cache) wa
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from tests.test_nodes_executor import MiniComfy
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+VIDEO_WORKFLOWS = [p for p in WORKFLOWS if p.stem.startswith("acdc_video")]
+STORY_WORKFLOWS = [p for p in WORKFLOWS if p not in VIDEO_WORKFLOWS]
 
 # The core ComfyUI nodes the workflows use, as ComfyUI 0.33 declares them (compared with a real server's
 # /object_info when the pack was tried), and the frontend-only nodes (never sent to the server).
@@ -27,6 +30,11 @@ CORE = {
                   "output": (), "output_node": True},
     "CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": (["v1-5-pruned-emaonly.safetensors"], {})}},
                                "output": ("MODEL", "CLIP", "VAE")},
+    "SaveAnimatedWEBP": {"input": {"required": {
+        "images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+        "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0}), "lossless": ("BOOLEAN", {"default": True}),
+        "quality": ("INT", {"default": 80, "min": 0, "max": 100}), "method": (["default", "fastest", "slowest"], {})}},
+        "output": ("IMAGE",), "output_node": True},
 }
 VIRTUAL = {"Note", "MarkdownNote"}
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -103,7 +111,7 @@ def host(standalone_host):
 def test_the_example_workflows_ship_with_thumbnails():
     names = {p.stem for p in WORKFLOWS}
     assert names == {"acdc_story", "acdc_story_no_memory", "acdc_2_first_two_frames", "physical_fix_painted_mask",
-                     "bring_your_own_checkpoint", "showo_story", "emu3_story"}
+                     "bring_your_own_checkpoint", "showo_story", "emu3_story", "acdc_video"}
     for path in WORKFLOWS:
         # PNG as the pack's convention; JPEG because ComfyUI's template browser (frontend 1.49) asks for
         # /workflow_templates/<pack>/<name>.jpg.
@@ -201,16 +209,28 @@ class CheckpointLoaderSimple:
         return (f"MODEL of {ckpt_name}", "CLIP", "VAE")
 
 
+class SaveAnimatedWEBP(PreviewImage):
+    RETURN_TYPES = ("IMAGE",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {}), "fps": ("FLOAT", {}),
+                             "lossless": ("BOOLEAN", {}), "quality": ("INT", {}), "method": (["default"], {})}}
+
+    def save_images(self, images, filename_prefix="ComfyUI", fps=6.0, lossless=True, quality=80, method="default"):
+        return {**super().save_images(images), "result": (images,)}
+
+
 @pytest.fixture(scope="module")
 def comfy():
     return MiniComfy({**nodes.NODE_CLASS_MAPPINGS, "PreviewImage": PreviewImage, "SaveImage": SaveImage,
-                      "CheckpointLoaderSimple": CheckpointLoaderSimple})
+                      "CheckpointLoaderSimple": CheckpointLoaderSimple, "SaveAnimatedWEBP": SaveAnimatedWEBP})
 
 
 FAST = {"steps": 8, "max_new_tokens": 16}  # CI only: fewer denoising steps and LLM tokens, same wiring
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", STORY_WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_runs_on_the_built_in_models(path, comfy, monkeypatch):
     """Each workflow as shipped (wiring, models, widgets), with FAST's knobs turned down to keep CI quick; a real
     ComfyUI ran them exactly as shipped (the checkpoint one with a small SD1.5-layout checkpoint)."""
@@ -268,7 +288,7 @@ def outputs_comfyui_would_run(prompt: dict, invalid: str) -> list:
             and invalid != i]
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+@pytest.mark.parametrize("path", STORY_WORKFLOWS, ids=[p.stem for p in STORY_WORKFLOWS])
 def test_one_invalid_node_anywhere_in_the_chain_refuses_the_whole_story(path):
     """Every output waits for the whole chain, so a bad t', a missing model or a removed link in any node of the
     story leaves ComfyUI nothing to run: the prompt is refused before anything runs (no half-run "success")."""
@@ -285,7 +305,7 @@ def test_one_invalid_node_anywhere_in_the_chain_refuses_the_whole_story(path):
     assert all(opener in upstream(prompt, i) for i in outputs_comfyui_would_run(prompt, close))
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+@pytest.mark.parametrize("path", STORY_WORKFLOWS, ids=[p.stem for p in STORY_WORKFLOWS])
 def test_the_saved_frame_is_the_frame_that_went_back_into_the_story(path):
     prompt = to_api(json.loads(path.read_text()))
     saves = [n for n in prompt.values() if n["class_type"] == "SaveImage"]
@@ -295,3 +315,33 @@ def test_the_saved_frame_is_the_frame_that_went_back_into_the_story(path):
         assert prompt[source]["class_type"] == "ACDC_ReTokenize" and slot == 2     # its "image" output
         fed, _ = prompt[source]["inputs"]["image"]
         assert prompt[fed]["class_type"] == "ACDC_InpaintFix"                    # the fixed frame went back
+
+
+@pytest.mark.parametrize("path", VIDEO_WORKFLOWS, ids=lambda p: p.stem)
+def test_video_workflow_runs_on_the_built_in_models_and_matches_the_engine(path, comfy):
+    """The video chain as shipped: every window written, window 1 corrected and swapped back, the animation saved
+    with every frame; the same tokens as the engine's run_video with the workflow's settings."""
+    from acdc_core.arm import load_arm
+    from acdc_core.correct.video import load_animatediff
+    from acdc_core.memory import MemoryModule, MemorySettings
+    from acdc_core.video import run_video
+    from nodes.loaders import builtin_video_paths
+
+    workflow = json.loads(path.read_text())
+    prompt = to_api(workflow)
+    for node in prompt.values():
+        node["inputs"].update({k: v for k, v in FAST.items() if k in node["inputs"]})
+    run = comfy.run(prompt)
+    last = max((i for i, n in prompt.items() if n["class_type"] == "ACDC_VideoReTokenize"), key=int)
+    video, frames, arm_frames, _ = run.values[last]
+    assert video.done and frames.shape[0] == video.settings.frames == arm_frames.shape[0]
+    assert [r.corrected for r in video.windows] == [True] + [False] * (len(video.windows) - 1)
+    save = next(i for i, n in prompt.items() if n["class_type"] == "SaveAnimatedWEBP")
+    assert run.ui[save][0]["images"][0]["shape"][0] == video.settings.frames
+    paths = builtin_video_paths()
+    correct = next(n for n in prompt.values() if n["class_type"] == "ACDC_VideoWindowCorrect")["inputs"]
+    settings = replace(video.settings, correct="first", strength=correct["t_prime"], steps=correct["steps"],
+                       guidance_scale=correct["cfg"])
+    engine = run_video(video.prompts, load_arm(paths["arm"]), load_animatediff(paths["dm"], paths["motion_adapter"]),
+                       MemoryModule(None, MemorySettings(mode="off")), settings)
+    assert [r.tokens_after.tolist() for r in engine.windows] == [r.tokens_after.tolist() for r in video.windows]
