@@ -7,7 +7,7 @@ forward from an empty cache (the whole sequence). The ratio swap / prefill is re
 the positions (attention is quadratic, so the later half of a sequence costs a little more than half).
 
   python benchmarks/bench_video_swap.py                    # LWM's layout at a small width on the CPU
-  python benchmarks/bench_video_swap.py --device cuda --hidden 4096 --layers 32 --frames 32   # LWM-7B's shape
+  python benchmarks/bench_video_swap.py --device cuda --hidden 4096 --layers 8    # LWM-7B's width, 8 layers
 
 Random weights; the tokens are real (the ARM's own sampling is not timed, only the forward that follows a swap).
 """
@@ -52,12 +52,15 @@ def measure(arm, video, prompt: str, start: int, repeats: int) -> dict:
     ids = key[None].to(arm.device)
 
     def lm_prefix():        # the library alone: transformers' LM on the same ids, cache of the prefix
+        from transformers import DynamicCache
+
+        holder["cache"] = DynamicCache(config=arm.lm.config)
         with torch.no_grad():
-            holder["cache"] = arm.lm(input_ids=ids[:, :split], use_cache=True, logits_to_keep=1).past_key_values
+            arm.lm(input_ids=ids[:, :split], cache=holder["cache"], use_cache=True, logits_to_keep=1)
 
     def lm_tail():
         with torch.no_grad():
-            arm.lm(input_ids=ids[:, split:], past_key_values=holder["cache"], use_cache=True, logits_to_keep=1)
+            arm.lm(input_ids=ids[:, split:], cache=holder["cache"], use_cache=True, logits_to_keep=1)
 
     def lm_full():
         with torch.no_grad():
