@@ -67,7 +67,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Protocol, runtime_checkable
 
@@ -443,7 +444,23 @@ def load_motion_adapter(path: str | Path, *, dtype: torch.dtype = torch.float32,
     missing, unexpected = adapter.load_state_dict(convert_animatediff_checkpoint_to_diffusers(load_file(path)),
                                                   strict=False)
     assert not unexpected and all(name.endswith("pos_embed.pe") for name in missing)  # check_motion_adapter saw to it
-    return adapter.to(dtype).eval()
+    with _no_fp32_warning():
+        return adapter.to(dtype).eval()
+
+
+@contextmanager
+def _no_fp32_warning() -> Iterator[None]:
+    """Without diffusers' "There are modules in ... that should be kept in float32: []" warning, which 0.42's
+    ``ModelMixin.to`` logs on every cast to a dtype even when there is no such module (its list is empty)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    log = diffusers_logging.get_logger("diffusers.models.modeling_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _no_init():
@@ -517,7 +534,7 @@ def load_animatediff(sd_path: str | Path, motion_adapter_path: str | Path, *, de
             f"latent models (SD1.5 and its fine-tunes).")
     adapter = load_motion_adapter(motion_adapter_path, dtype=dtype, motion_num_attention_heads=motion_num_attention_heads,
                                   motion_norm_num_groups=motion_norm_num_groups)
-    with _no_init():  # from_unet2d copies every weight from the UNet and the adapter (tested)
+    with _no_init(), _no_fp32_warning():  # from_unet2d copies every weight from the UNet and the adapter (tested)
         unet = UNetMotionModel.from_unet2d(base.unet, adapter).eval()
     scheduler_config = dict(base.scheduler_config)
     if beta_schedule is not None:
