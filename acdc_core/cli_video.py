@@ -124,11 +124,12 @@ def run_video_command(args) -> dict:
     from .devices import Offloader, pick_dtype
     from .memory import MemoryModule, load_local_llm
     from .report import RunFolder
-    from .video import new_video, run_video, validate_video
+    from .video import check_prompts, new_video, run_video, validate_video
 
     # Everything cheap is checked before any model loads, and nothing is written before the checks pass.
     prompts = _prompts(args)
     settings = settings_from(args)
+    check_prompts(prompts, settings)
     device = check_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     mem_settings = memory_settings(args)

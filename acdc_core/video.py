@@ -368,16 +368,23 @@ def swap_window(state: VideoState, arm: ARMBackend, corrected: Optional[torch.Te
 # A whole video
 # --------------------------------------------------------------------------------------------------------
 
-def validate_video(state: VideoState, arm: ARMBackend, corrector, memory: Optional[Memory]) -> None:
-    """Every check that can fail, before any model runs."""
-    settings = state.settings.validate()
-    prompts = state.prompts
+def check_prompts(prompts: Sequence[str], settings: VideoSettings) -> tuple[str, ...]:
+    """The checks of the settings and prompts that need no model: one prompt for the video or one per window."""
+    settings.validate()
+    prompts = tuple(prompts)
     if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
         raise InvalidInputError("give the video's prompt (or one prompt per window); got an empty one.")
     windows = len(settings.windows)
     if len(prompts) not in (1, windows):
         raise InvalidInputError(f"give one prompt for the video or one per window ({windows} windows of "
                                 f"{settings.window} for {settings.frames} frames); got {len(prompts)}.")
+    return prompts
+
+
+def validate_video(state: VideoState, arm: ARMBackend, corrector, memory: Optional[Memory]) -> None:
+    """Every check that can fail, before any model runs."""
+    settings = state.settings
+    prompts = check_prompts(state.prompts, settings)
     check_video(arm, ARMContext().append(prompts[0], torch.zeros(1, arm.tokens_per_image, dtype=torch.long)),
                 prompts[0], 1, True)
     for index, prompt in enumerate(prompts):

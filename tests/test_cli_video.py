@@ -61,6 +61,7 @@ def test_the_arm_only_video_shares_the_first_window_and_then_differs(run):
     (["--arm", "nowhere", "--correct", "none"], "nowhere"),
     (["--correct", "some"], None),
     (["--fps", "0"], "--fps must be > 0"),
+    (["--prompts", "PROMPTS3", "--frames", "8"], "one per window \\(4 windows of 2 for 8 frames\\); got 3"),
 ])
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, models, capsys, args, message):
     out = tmp_path / "out"
@@ -68,9 +69,12 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path, models, capsy
         with pytest.raises(SystemExit):
             main(["video", "--out", str(out), *args])
         return
-    assert main(["video", "--out", str(out), "--models", str(models), *args]) == 2
+    story = tmp_path / "prompts.txt"
+    story.write_text("a blue cat on a beach\nshe jumps\nshe lies down\n")
+    args = [str(story) if a == "PROMPTS3" else a for a in args]
+    assert main(["video", "--out", str(out), "--models", str(tmp_path / "unbuilt"), "--window", "2", *args]) == 2
     assert re.search(message, capsys.readouterr().err)
-    assert not (out / "run.json").exists()
+    assert not (out / "run.json").exists() and not (tmp_path / "unbuilt").exists()     # before any model
 
 
 def test_an_earlier_run_is_kept_unless_overwrite(run, models, capsys):
