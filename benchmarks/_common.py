@@ -44,6 +44,23 @@ def interleaved(cases: dict, repeats: int = 5, warmup: int = 1) -> dict[str, lis
     return times
 
 
+def against_pipeline(ours: Callable[[], torch.Tensor], theirs: Callable[[], torch.Tensor], unet: torch.nn.Module,
+                     device: str, repeats: int) -> tuple[float, int, dict[str, float]]:
+    """Our SDEdit loop against a diffusers pipeline on the same UNet: (max |ours - theirs| of one run each, also the
+    warm-up; the UNet calls of one of ours, CFG's rows in one call; the best seconds of each over ``repeats``
+    interleaved runs, synchronised on a GPU)."""
+    calls: list[int] = []
+    hook = unet.register_forward_pre_hook(lambda module, inputs: calls.append(1))
+    try:
+        difference = (ours() - theirs()).abs().max().item()
+    finally:
+        hook.remove()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    times = interleaved({"ours": (sync, lambda: (ours(), sync())), "pipeline": (sync, lambda: (theirs(), sync()))},
+                        repeats=repeats, warmup=0)
+    return difference, len(calls) // 2, {name: min(t) for name, t in times.items()}
+
+
 def spread(times: list[float]) -> tuple[float, float]:
     """(min, median) of timed runs."""
     ordered = sorted(times)

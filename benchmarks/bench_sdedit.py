@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import interleaved, placement_arguments, write_results  # noqa: E402
+from benchmarks._common import against_pipeline, placement_arguments, write_results  # noqa: E402
 from acdc_core.correct import load_corrector  # noqa: E402
 from acdc_core.tiny.sd import build_tiny_sd  # noqa: E402
 
@@ -56,9 +56,6 @@ def main() -> None:
 
     images = torch.rand(BATCH, 3, size, size, generator=torch.Generator().manual_seed(0))
     prompt = "a golden retriever jumps over a log in a sunlit meadow"
-    unet_calls = []
-    hook = corrector.unet.register_forward_pre_hook(lambda module, inputs: unet_calls.append(1))
-
     def ours() -> torch.Tensor:
         return corrector.correct(images, prompt, strength=STRENGTH, steps=steps, guidance_scale=GUIDANCE, seed=0)
 
@@ -68,15 +65,7 @@ def main() -> None:
                         guidance_scale=GUIDANCE, generator=torch.Generator().manual_seed(0), eta=0.0,
                         output_type="pt").images
 
-    unet_calls.clear()
-    difference = (ours() - theirs()).abs().max().item()  # also the warm-up
-    steps_run = len(unet_calls) // 2
-    hook.remove()
-
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    times = interleaved({"ours": (sync, lambda: (ours(), sync())), "pipeline": (sync, lambda: (theirs(), sync()))},
-                        repeats=REPEATS, warmup=0)
-    best = {name: min(t) for name, t in times.items()}
+    difference, steps_run, best = against_pipeline(ours, theirs, corrector.unet, args.device, REPEATS)
 
     rows = [{"method": name, "steps_run": steps_run, "size": f"{BATCH}x{size}x{size}", "best_s": seconds,
              "s_per_step": seconds / steps_run, "ratio_vs_pipeline": seconds / best["pipeline"]}

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import interleaved, placement_arguments, write_results  # noqa: E402
+from benchmarks._common import against_pipeline, placement_arguments, write_results  # noqa: E402
 from acdc_core.correct.schedule import steps_run  # noqa: E402
 from acdc_core.correct.video import V1_5_2_CONFIG, load_animatediff  # noqa: E402
 from acdc_core.tiny.animatediff import build_tiny_animatediff  # noqa: E402
@@ -80,16 +80,7 @@ def small(args) -> None:
                                      dtype=getattr(torch, args.dtype))
     frames = torch.rand(frames_count, 3, size, size, generator=torch.Generator().manual_seed(0))
     ours, theirs = methods(corrector, frames, steps)
-    unet_calls = []
-    hook = corrector.unet.register_forward_pre_hook(lambda module, inputs: unet_calls.append(1))
-    difference = (ours() - theirs()).abs().max().item()  # also the warm-up
-    steps_run = len(unet_calls) // 2
-    hook.remove()
-
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    times = interleaved({"ours": (sync, lambda: (ours(), sync())), "pipeline": (sync, lambda: (theirs(), sync()))},
-                        repeats=REPEATS, warmup=0)
-    best = {name: min(t) for name, t in times.items()}
+    difference, steps_run, best = against_pipeline(ours, theirs, corrector.unet, args.device, REPEATS)
     rows = [{"method": name, "steps_run": steps_run, "window": f"{frames_count}x{size}x{size}", "best_s": seconds,
              "s_per_step": seconds / steps_run, "ratio_vs_pipeline": seconds / best["pipeline"]}
             for name, seconds in (("acdc window SDEdit (AnimateDiffCorrector)", best["ours"]),
