@@ -435,13 +435,12 @@ class UnifiedARM(CachedDecoder):
             self.check_chunk_tokens(index, chunk.tokens)
         # A chunk that heads a video (several frames in all, the new chunk's counted) has the video's text.
         flags = [c.continues and i > 0 for i, c in enumerate(chunks)]
-        frames, heads = [], []
+        frames: list[int] = []                          # the frames of each video, in order
         for chunk, cont in zip(chunks, flags):
             if cont:
                 frames[-1] += chunk.tokens.shape[0]
             else:
                 frames.append(chunk.tokens.shape[0])
-                heads.append(len(frames) - 1)
         if continues:
             frames[-1] += images
         groups = iter(frames)
