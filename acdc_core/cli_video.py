@@ -77,20 +77,6 @@ def _prompts(args) -> list[str]:
     return [prompt]
 
 
-def _sampling(args, arm, settings):
-    """The ARM's sampling of frame 1 and of later frames: the ARM's own, with what the command line sets."""
-    from .video import VideoSettings
-
-    out = []
-    for index, which in ((0, "first"), (1, "later")):
-        base = VideoSettings.sampling(settings, arm, index)
-        changes = {k: v for k, v in (("guidance_scale", getattr(args, f"{which}_cfg")),
-                                     ("top_k", getattr(args, f"{which}_top_k")),
-                                     ("temperature", args.temperature)) if v is not None}
-        out.append(replace(base, **changes).validate() if changes else base)
-    return out
-
-
 def settings_from(args):
     from .video import VideoSettings
 
@@ -162,8 +148,8 @@ def run_video_command(args) -> dict:
     load_device = "cpu" if placement.offload else device
     started = time.perf_counter()
     arm = load_arm(args.arm, device=load_device, dtype=dtype, trust_remote_code=args.trust_remote_code)
-    first, later = _sampling(args, arm, settings)
-    settings = replace(settings, first_sampling=first, later_sampling=later)
+    settings = settings.resolve_sampling(arm, cfg=(args.first_cfg, args.later_cfg),
+                                         top_k=(args.first_top_k, args.later_top_k), temperature=args.temperature)
     corrector = None
     if settings.correct != "none":
         corrector = load_animatediff(args.dm, args.motion_adapter, device=load_device, dtype=dtype,

@@ -128,6 +128,19 @@ class VideoSettings:
             return defaults[0 if index == 0 else 1]
         return getattr(arm, "default_sampling", None) or SamplingSettings()
 
+    def resolve_sampling(self, arm: ARMBackend, *, cfg: tuple = (None, None), top_k: tuple = (None, None),
+                         temperature: Optional[float] = None) -> "VideoSettings":
+        """These settings with frame 1's and later frames' sampling made concrete: the ARM's own (``sampling``) with
+        each value given put over it (``cfg`` and ``top_k``: (frame 1, later frames); None keeps the ARM's)."""
+        out = {}
+        for index, which in ((0, "first"), (1, "later")):
+            changes = {k: v for k, v in (("guidance_scale", cfg[index]), ("top_k", top_k[index]),
+                                         ("temperature", temperature)) if v is not None}
+            if "top_k" in changes:
+                changes["top_k"] = int(changes["top_k"])
+            out[f"{which}_sampling"] = replace(self.sampling(arm, index), **changes).validate()
+        return replace(self, **out)
+
     def dm_seed_of(self, window: int) -> int:
         return frame_seed(self.seed if self.dm_seed is None else self.dm_seed, window)
 

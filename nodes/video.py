@@ -49,18 +49,6 @@ def _sampling_inputs() -> dict:
     }
 
 
-def _resolve_sampling(arm, settings: VideoSettings, values: dict) -> VideoSettings:
-    """The video's frame-1 and later-frame sampling: the ARM's own, with every widget not at -1 put over it."""
-    out = {}
-    for index, which in ((0, "first"), (1, "later")):
-        changes = {k: v for k, v in (("guidance_scale", values[f"{which}_cfg"]), ("top_k", values[f"{which}_top_k"]),
-                                     ("temperature", values["temperature"])) if v != ARM_OWN}
-        if "top_k" in changes:
-            changes["top_k"] = int(changes["top_k"])
-        out[f"{which}_sampling"] = replace(settings.sampling(arm, index), **changes).validate()
-    return replace(settings, **out)
-
-
 def _prompts(text: str) -> tuple[str, ...]:
     lines = tuple(line.strip() for line in (text or "").splitlines() if line.strip() and not line.strip()
                   .startswith("#"))
@@ -83,7 +71,10 @@ def _video_settings_inputs() -> dict:
 
 def _state(arm, prompt, frames, window, seed, values, **settings) -> VideoState:
     base = VideoSettings(frames=int(frames), window=int(window), seed=int(seed), **settings).validate()
-    return new_video(_prompts(prompt), _resolve_sampling(arm, base, values))
+    own = {k: None if v == ARM_OWN else v for k, v in values.items()}       # -1: the ARM's own
+    return new_video(_prompts(prompt), base.resolve_sampling(
+        arm, cfg=(own["first_cfg"], own["later_cfg"]), top_k=(own["first_top_k"], own["later_top_k"]),
+        temperature=own["temperature"]))
 
 
 def _frames_batch(frames: list[torch.Tensor]) -> torch.Tensor:
