@@ -17,6 +17,16 @@ torch.set_num_threads(1)
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tiny models, restored afterwards: they gain nothing from threads, and on shared
+    cores OpenMP's spin-waiting can make two threads ~100x slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Tiny random-weight ARM (Janus, 32 px), DM (SD, 64 px) and chat LLM, built once per session."""

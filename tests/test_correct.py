@@ -10,19 +10,9 @@ from acdc_core.correct import DiffusionCorrector, grow_mask, load_corrector
 from acdc_core.errors import InvalidInputError
 from acdc_core.tiny.sd import build_tiny_sd, build_tiny_sdxl
 
-pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
+pytestmark = [pytest.mark.floors, pytest.mark.usefixtures("one_thread")]  # floors: also at every dependency's floor (.ci/run)
 
 PROMPTS = ["a photo of a cat", "a dog in a meadow"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on shared cores OpenMP's spin-waiting can make two
-    threads ~100x slower than one. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

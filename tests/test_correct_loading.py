@@ -13,17 +13,7 @@ from acdc_core.correct.loading import CONFIGS, _components, _missing_files
 from acdc_core.errors import InvalidInputError, MissingModelFilesError, UnknownModelFamilyError
 from acdc_core.tiny.sd import build_tiny_sd, build_tiny_sdxl, write_config_dir, write_single_file
 
-pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on shared cores OpenMP's spin-waiting can make two
-    threads ~100x slower than one. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.floors, pytest.mark.usefixtures("one_thread")]  # floors: also at every dependency's floor (.ci/run)
 
 
 @pytest.fixture(scope="module")

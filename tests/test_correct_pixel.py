@@ -13,18 +13,9 @@ from acdc_core.correct.sdedit import PixelSpace
 from acdc_core.errors import InvalidInputError, MissingModelFilesError
 from acdc_core.tiny.sd import build_tiny_sd
 
-pytestmark = pytest.mark.floors  # also run with every dependency at its floor (.ci/run)
+pytestmark = [pytest.mark.floors, pytest.mark.usefixtures("one_thread")]  # floors: also at every dependency's floor (.ci/run)
 
 PROMPTS = ["a red cat in a meadow", "a blue dog at night"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread (shared cores; see tests/test_correct.py). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

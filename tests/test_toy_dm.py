@@ -13,14 +13,7 @@ from acdc_core.toy import train_dm, world
 from acdc_core.toy.defaults import DM_DIR, TOY_SETTINGS
 from acdc_core.toy.judge import judge_frame
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread (shared cores; see tests/test_correct.py). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def frames(scenes) -> torch.Tensor:

@@ -15,17 +15,10 @@ from acdc_core.errors import InvalidInputError, MissingModelFilesError, UnknownM
 from acdc_core.tiny.animatediff import build_tiny_animatediff, original_names, write_motion_module_file
 from acdc_core.weights import on_meta
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPT = "a golden retriever jumps over a log"
 TINY_SINGLE_FILE = {"motion_num_attention_heads": 4, "motion_norm_num_groups": 2}  # what a tiny file cannot say
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads; on shared cores OpenMP spin-waiting can make two much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
