@@ -37,8 +37,9 @@ from ..errors import InvalidInputError
 __all__ = [
     "NAMES", "SPECIES", "COLOURS", "PLACES", "TIMES", "POSITIONS", "POSES", "PALETTE", "SKY", "GROUND",
     "SUN", "MOON", "HORIZON", "CELESTIAL_SPOTS", "Scene", "Story", "render", "render_story", "silhouette",
+    "animal_mask", "extent",
     "full_prompt", "intro_prompt", "sample_scene", "sample_story", "story_split", "split_stories",
-    "corrupt", "degrade", "pronoun", "HELDOUT_FRACTION",
+    "corrupt", "degrade", "pronoun", "HELDOUT_FRACTION", "TEST_SEED_START",
 ]
 
 # ----------------------------------------------------------------------------------------------------------
@@ -181,15 +182,29 @@ def _spread(n: int, centre: float, pitch: float) -> list[float]:
 def silhouette(species: str, position: str, pose: str, n_ears: int = 2, n_legs: int = 4,
                size: int = 32) -> np.ndarray:
     """The animal's mask [size, size] bool (read-only, cached). The renderer and the judge share it."""
-    if species not in BODIES:
-        raise InvalidInputError(f"species must be one of {', '.join(SPECIES)}; got {species!r}.")
     if pose not in POSES or position not in POSITION_X:
         raise InvalidInputError(f"Unknown pose {pose!r} or position {position!r}.")
+    return animal_mask(species, POSITION_X[position], JUMP if pose == "jumping" else 0.0, lying=pose == "lying",
+                       n_ears=n_ears, n_legs=n_legs, size=size)
+
+
+@lru_cache(maxsize=16384)
+def animal_mask(species: str, cx: float, lift: float = 0.0, *, lying: bool = False, facing: str = "right",
+                n_ears: int = 2, n_legs: int = 4, scale: float = 1.0, size: int = 32) -> np.ndarray:
+    """The animal's mask [size, size] bool (read-only, cached) with its body centred at ``cx`` canvas units,
+    lifted ``lift`` units off the ground, facing ``"right"`` (head on the right) or ``"left"`` (the mirror
+    image about ``cx``), drawn ``scale`` times its story-world size about the point (cx, baseline).
+    ``silhouette`` (the story world's spots and poses) and the video world draw with it."""
+    if species not in BODIES:
+        raise InvalidInputError(f"species must be one of {', '.join(SPECIES)}; got {species!r}.")
+    if facing not in ("left", "right"):
+        raise InvalidInputError(f"facing must be 'left' or 'right'; got {facing!r}.")
     b = BODIES[species]
     X, Y = _grid(size)
-    cx = POSITION_X[position]
-    lying = pose == "lying"
-    lift = JUMP if pose == "jumping" else 0.0
+    if facing == "left":
+        X = 2 * cx - X  # mirror the canvas about the body centre
+    if scale != 1.0:
+        X, Y = cx + (X - cx) / scale, BASELINE + (Y - BASELINE) / scale
     body_bottom = BASELINE - lift - (0.0 if lying else b.leg_len)
     body_top = body_bottom - b.body_h
     head_top = body_top - (b.head_raise / 2 if lying else b.head_raise)
@@ -221,6 +236,15 @@ def silhouette(species: str, position: str, pose: str, n_ears: int = 2, n_legs: 
         mask |= _rect(X, Y, back - 4.5, body_bottom - 2.5, back + 1, body_bottom - 1)
     mask.setflags(write=False)
     return mask
+
+
+def extent(species: str, scale: float = 1.0) -> tuple[float, float]:
+    """How far the animal reaches behind and ahead of its body centre (canvas units, facing right, drawn at
+    ``scale``): tail to the back, head and ears to the front."""
+    b = BODIES[species]
+    tail = {"puff": 1.5, "up": 0.5, "long": 4.5, "none": 0.0}[b.tail]
+    ahead = b.head_dx + max(b.head_w / 2, b.ear_pitch / 2 + (b.ear_w if b.ear == "disc" else b.ear_w / 2))
+    return scale * (b.body_w / 2 + tail), scale * ahead
 
 
 @lru_cache(maxsize=256)
@@ -373,16 +397,24 @@ def story_split(story: Story) -> Literal["train", "heldout"]:
     return "heldout" if int.from_bytes(digest[:8], "big") / 2**64 < HELDOUT_FRACTION else "train"
 
 
-def split_stories(split: Literal["train", "heldout"], n: int, start: int = 0, n_frames: int = 6) -> list[Story]:
+# The test split: held-out stories drawn from seeds no development use reaches (the benchmark, the model cards and
+# every choice of settings used the first held-out stories, from seed 0 on). Report it once; tune nothing on it.
+TEST_SEED_START = 1_000_000
+
+
+def split_stories(split: Literal["train", "heldout", "test"], n: int, start: int = 0,
+                  n_frames: int = 6) -> list[Story]:
     """The first ``n`` stories of ``split``, sampled from seeds ``start, start+1, ...`` (one
-    ``np.random.default_rng(seed)`` per story) and kept when ``story_split`` agrees. Deterministic."""
-    if split not in ("train", "heldout"):
-        raise InvalidInputError(f"split must be 'train' or 'heldout', got {split!r}.")
+    ``np.random.default_rng(seed)`` per story) and kept when ``story_split`` agrees. Deterministic. ``"test"``: the
+    held-out stories from seed ``TEST_SEED_START + start`` on (``"heldout"`` is the development set)."""
+    if split not in ("train", "heldout", "test"):
+        raise InvalidInputError(f"split must be 'train', 'heldout' or 'test', got {split!r}.")
     out: list[Story] = []
-    seed = start
+    seed = start + (TEST_SEED_START if split == "test" else 0)
+    want = "heldout" if split == "test" else split
     while len(out) < n:
         story = sample_story(np.random.default_rng(seed), n_frames)
-        if story_split(story) == split:
+        if story_split(story) == want:
             out.append(story)
         seed += 1
     return out
