@@ -2,6 +2,7 @@
 
   acdc story --prompts story.txt --arm ARM_DIR --dm DM_PATH [--memory per-frame --llm LLM_DIR] --out OUT
   acdc demo --out OUT      # a held-out toy story on the shipped toy-world models: ARM only vs ACDC, judged
+  acdc demo --video --out OUT   # a held-out toy clip: ARM only vs video ACDC side by side, judged
   acdc video --prompt "..." --frames 32 --window 16 --correct first --arm ARM --dm SD15 --motion-adapter MA --out OUT
   acdc convert lwm SRC DST --allow-pickle-vqgan    # LWM's JAX checkpoint -> a video ARM folder (convert/lwm.py)
 
@@ -24,7 +25,7 @@ import torch
 from .arm.base import SamplingSettings
 from .correct import SCHEDULERS
 from .devices import Offloader, pick_device, pick_dtype
-from .errors import ACDCError, InvalidInputError
+from .errors import ACDCError, InvalidInputError, MissingModelFilesError
 from .images import load_mask
 from .progress import print_progress
 from .memory.endpoint import scrub_url
@@ -228,6 +229,8 @@ def demo(args) -> dict:
     from .toy import defaults, split_stories
     from .toy.demo import run_demo, story_from_prompts
 
+    if args.video:
+        return video_demo(args)
     prompts = read_prompts(Path(args.prompts)) if args.prompts else None
     settings = settings_from(args)
     mem_settings = memory_settings(args)
@@ -238,7 +241,7 @@ def demo(args) -> dict:
     if prompts is not None:
         story = story_from_prompts(prompts)
     else:
-        story = split_stories("heldout", 1, start=args.story)[0]
+        story = split_stories("heldout", check_story_index(args.story) + 1)[args.story]
         prompts = list(story.prompts)
     arm, corrector, llm = defaults.load_toy_models(device=str(pick_device(args.device)))
     folder.clear()      # the earlier demo's pictures go now, so none is left beside the new ones
@@ -247,6 +250,44 @@ def demo(args) -> dict:
     print(f"wrote {Path(args.out) / 'strip.png'}, judge.md and run.json\n\n{result['table']}")
     for prompt, memory_prompt in zip(prompts, result["states"]["ACDC"].memory_prompts):
         print(f"  {prompt!r} -> memory: {memory_prompt!r}")
+    return result
+
+
+def check_story_index(k: int) -> int:
+    if k < 0:
+        raise InvalidInputError(f"--story picks the K-th held-out story or clip, counted from 0; got {k}.")
+    return k
+
+
+def video_demo(args) -> dict:
+    """The toy video world's trained models (shipped with the pack) on held-out clip ``--story``: ARM only and ACDC
+    (first window corrected) side by side in one animation, judged frame by frame."""
+    from .toy import defaults
+    from .toy.demo_video import run_video_demo
+    from .toy.video_world import split_clips
+
+    if args.prompts:
+        raise InvalidInputError("--video runs a held-out clip of the toy video world; --prompts is for the story "
+                                "demo. For your own video prompt run `acdc video --prompt ...`.")
+    k = check_story_index(args.story)
+    check_device(args.device)
+    if not defaults.video_available():
+        raise MissingModelFilesError(f"the toy video models are missing from {defaults.MODELS}; reinstall the pack, "
+                                     "or train them: python -m acdc_core.toy.train --world video --out "
+                                     f"{defaults.MODELS}.")
+    folder = check_demo_folder(Path(args.out))
+    settings = replace(defaults.TOY_VIDEO_SETTINGS, strength=args.strength, steps=args.steps, guidance_scale=args.cfg)
+    settings.validate()
+    clip = split_clips("heldout", k + 1)[k]
+    arm, corrector = defaults.load_toy_video_models(device=str(pick_device(args.device)))
+    folder.clear()
+    for name in ("side_by_side.webp", "judge.md"):
+        (Path(args.out) / name).unlink(missing_ok=True)
+    print(f"clip {k}: {clip.prompt}", file=sys.stderr)
+    result = run_video_demo(Path(args.out), clip, arm, corrector, settings, seed=1000 + k + args.seed,
+                            progress=print_progress())
+    print(f"wrote {Path(args.out) / 'side_by_side.webp'}, strip.png, judge.md and run.json\n\n{clip.prompt}\n\n"
+          f"{result['table']}")
     return result
 
 
@@ -356,7 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_story_options(story)
     dem = sub.add_parser("demo", help="a toy story on the built-in models: ARM only vs ACDC, judged", allow_abbrev=False)
     add_common_options(dem)
-    dem.add_argument("--story", type=int, default=0, help="which held-out toy story (default 0)")
+    dem.add_argument("--story", type=int, default=0, help="which held-out toy story (or clip, with --video), "
+                                                          "counted from 0 (default 0)")
+    dem.add_argument("--video", action="store_true", help="the toy video world instead: one held-out clip, ARM only "
+                                                          "and ACDC (first window corrected) side by side")
     dem.add_argument("--models", default="outputs/models", help="where tiny fallback models are built")
     dem.set_defaults(**toy_defaults())
     from .cli_video import add_video_parser

@@ -8,8 +8,8 @@ size, the rest as the ARM wrote them) and ``OUT/frames/arm_NN.png`` (the ARM alo
 ``OUT/side_by_side.webp`` (an animated WEBP, ARM only | ACDC), ``OUT/strip.png`` (every few frames of both, for a
 glance) and ``OUT/run.json`` (settings, models, a record per frame and per window: tokens before and after, seeds,
 seconds per stage). The two videos share their first window (the ARM writes it once: the ARM-only video continues
-from the state before the first correction). Without ``--arm`` / ``--dm`` it runs tiny random-weight models built in
-``--models`` (the plumbing only: their frames are noise).
+from the state before the first correction). Without ``--arm`` / ``--dm`` it runs the built-in models
+(``builtin_models``: the toy video world's, or tiny random ones built in ``--models`` where those are missing).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def add_video_parser(sub, add_memory_options) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", help="auto, float32, float16, bfloat16")
     p.add_argument("--no-offload", action="store_true", help="keep every model on the device")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model folder's own code to run")
-    p.add_argument("--models", default="outputs/models", help="where the tiny built-in models are built")
+    p.add_argument("--models", default="outputs/models", help="where tiny random built-ins are built if the toy video models are missing")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     add_memory_options(p, default="off")
     return p
@@ -103,6 +103,17 @@ def tiny_models(folder: Path) -> tuple[Path, Path, Path]:
     return arm, dm, dm / "motion_adapter"
 
 
+def builtin_models(folder: Path) -> tuple[Path, Path, Path]:
+    """The built-in video models (arm, dm, motion adapter): the toy video world's trained video ARM and video DM
+    shipped in ``acdc_core/toy/models``, or, in a copy of the pack without them, the tiny random ones built in
+    ``folder``. The one place that decides what the built-in video models are."""
+    from .toy import defaults
+
+    if defaults.video_available():
+        return defaults.VIDEO_ARM_DIR, defaults.VIDEO_DM_DIR, defaults.VIDEO_ADAPTER_DIR
+    return tiny_models(folder)
+
+
 def run_video_command(args) -> dict:
     from .arm import check_arm_folder, load_arm
     from .cli_common import check_device, check_local_memory, endpoint_backend, memory_settings
@@ -123,7 +134,7 @@ def run_video_command(args) -> dict:
     builtin = args.arm is None and args.dm is None and args.motion_adapter is None
     if not builtin and args.arm is None:
         raise InvalidInputError("--arm is missing: give a video ARM folder (e.g. one `acdc convert lwm` wrote), or "
-                                "leave out --arm, --dm and --motion-adapter for the tiny built-ins.")
+                                "leave out --arm, --dm and --motion-adapter for the built-in toy video models.")
     if not builtin and settings.correct != "none" and (args.dm is None or args.motion_adapter is None):
         raise InvalidInputError("correcting windows needs --dm (SD1.5) and --motion-adapter (AnimateDiff); or use "
                                 "--correct none for the ARM alone.")
@@ -140,9 +151,12 @@ def run_video_command(args) -> dict:
     if endpoint is not None:
         endpoint.check()
     if builtin:
-        print("no --arm / --dm given: running tiny random-weight models (the plumbing only; their frames are noise)",
-              file=sys.stderr)
-        args.arm, args.dm, args.motion_adapter = (str(p) for p in tiny_models(Path(args.models)))
+        from .toy.defaults import video_available
+
+        print("no --arm / --dm given: running the toy video world's built-in models (32 px clips; its prompts are in "
+              "the README's toy video world)" if video_available() else "no --arm / --dm given: running tiny "
+              "random-weight models (the plumbing only; their frames are noise)", file=sys.stderr)
+        args.arm, args.dm, args.motion_adapter = (str(p) for p in builtin_models(Path(args.models)))
 
     placement = Offloader(device=device, offload=not args.no_offload)
     load_device = "cpu" if placement.offload else device
@@ -222,10 +236,11 @@ class _Writer:
     def finish(self, acdc, baseline, *, fps: float, seconds: float) -> None:
         from .report import save_animation, side_by_side, strip_image
 
-        columns = [("ACDC", acdc.output_frames())]
+        columns, marked = [("ACDC", acdc.output_frames())], [acdc.corrected_flags()]
         if baseline is not None:
             columns.insert(0, ("ARM only", baseline.output_frames()))
-        save_animation(self.folder.out / "side_by_side.webp", side_by_side(columns), fps=fps)
+            marked.insert(0, baseline.corrected_flags())
+        save_animation(self.folder.out / "side_by_side.webp", side_by_side(columns, marked=marked), fps=fps)
         step = max(1, len(columns[0][1]) // 8)
         picks = list(range(0, len(columns[0][1]), step))[:8]
         strip_image([(label, [frames[k] for k in picks]) for label, frames in columns],

@@ -60,23 +60,36 @@ def strip_image(rows: Sequence[tuple[str, Sequence[torch.Tensor]]], prompts: Seq
     return canvas
 
 
-def side_by_side(columns: Sequence[tuple[str, Sequence[torch.Tensor]]], cell: int = 256) -> list[Image.Image]:
-    """The frames of an animation showing videos side by side: one column per video (its label above it), frame k
-    of every video in picture k. ``columns`` is [(label, [frame [3, H, W] in [0, 1], ...]), ...]; a shorter video
-    holds its last frame."""
+def side_by_side(columns: Sequence[tuple[str, Sequence[torch.Tensor]]], cell: int = 256, *,
+                 marked: Optional[Sequence[Sequence[bool]]] = None,
+                 notes: Optional[Sequence[Sequence[str]]] = None, mark_label: str = "corrected") -> list[Image.Image]:
+    """The frames of an animation showing videos side by side: one column per video (its label and the frame index
+    above it), frame k of every video in picture k. ``columns`` is [(label, [frame [3, H, W] in [0, 1], ...]), ...];
+    a shorter video holds its last frame. ``marked[c][k]``: frame k of column c gets a green border and
+    ``mark_label`` beside its index (a corrected window); ``notes[c][k]``: a line of text under the frame."""
     font = ImageFont.load_default()
-    pad, label_h = 6, 16
+    pad, label_h, border = 6, 16, 3
+    note_h = 14 if notes is not None else 0
     length = max(len(frames) for _, frames in columns)
     pictures = []
     for k in range(length):
-        canvas = Image.new("RGB", (pad + len(columns) * (cell + pad), label_h + cell + 2 * pad), "white")
+        canvas = Image.new("RGB", (pad + len(columns) * (cell + pad + 2 * border),
+                                   label_h + cell + note_h + 2 * pad + 2 * border), "white")
         draw = ImageDraw.Draw(canvas)
         for c, (label, frames) in enumerate(columns):
-            x = pad + c * (cell + pad)
-            draw.text((x, pad), f"{label}  {min(k, len(frames) - 1) + 1}/{len(frames)}", fill="black", font=font)
-            tile = to_pil(frames[min(k, len(frames) - 1)])
+            i = min(k, len(frames) - 1)
+            x = pad + c * (cell + pad + 2 * border)
+            mark = bool(marked[c][i]) if marked is not None else False
+            draw.text((x, pad), f"{label}  frame {i + 1}/{len(frames)}" + (f"  {mark_label}" if mark else ""),
+                      fill="black", font=font)
+            if mark:
+                draw.rectangle([x, label_h + pad, x + cell + 2 * border - 1, label_h + pad + cell + 2 * border - 1],
+                               fill=(20, 170, 60))
+            tile = to_pil(frames[i])
             tile = tile.resize((cell, cell), Image.NEAREST if tile.width * 2 <= cell else Image.BICUBIC)
-            canvas.paste(tile, (x, label_h + pad))
+            canvas.paste(tile, (x + border, label_h + pad + border))
+            if notes is not None and notes[c][i]:
+                draw.text((x, label_h + pad + cell + 2 * border + 1), notes[c][i], fill="black", font=font)
         pictures.append(canvas)
     return pictures
 

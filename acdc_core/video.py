@@ -226,6 +226,10 @@ class VideoState:
         them (``[3, H, W]`` each; corrected frames at the correction size)."""
         return [f for r in self.windows for f in (r.corrected_frames if r.corrected else r.arm_frames)]
 
+    def corrected_flags(self) -> list[bool]:
+        """For every frame of ``output_frames``: whether its window was corrected."""
+        return [r.corrected for r in self.windows for _ in range(r.stop - r.start)]
+
     def arm_frames(self) -> list[torch.Tensor]:
         """Every closed window's frames as the ARM made them (before correction), ``[3, H, W]`` at the ARM's size."""
         return [f for r in self.windows for f in r.arm_frames]

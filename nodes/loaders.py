@@ -37,12 +37,13 @@ def builtin_model_paths() -> dict[str, Path]:
 
 
 def builtin_video_paths() -> dict[str, Path]:
-    """The built-in video models: {"arm", "dm", "motion_adapter"} -> path. Tiny random-weight models (an LWM-layout
-    video ARM and an SD1.5-shaped AnimateDiff) built in ``models/acdc/builtin/video`` on first use, until the toy
-    video world's trained models replace them; they prove the wiring, their frames are noise."""
-    from acdc_core.cli_video import tiny_models
+    """The built-in video models: {"arm", "dm", "motion_adapter"} -> path. The toy video world's trained video ARM
+    and video DM (a pixel-space image UNet + its motion adapter) shipped in ``acdc_core/toy/models`` (32 px clips,
+    seconds on a CPU). A copy of the pack without them falls back to tiny random-weight models built in
+    ``models/acdc/builtin/video`` on first use (the wiring only: their frames are noise)."""
+    from acdc_core.cli_video import builtin_models
 
-    arm, dm, adapter = tiny_models(bridge.builtin_models_dir() / "video")
+    arm, dm, adapter = builtin_models(bridge.builtin_models_dir() / "video")
     return {"arm": arm, "dm": dm, "motion_adapter": adapter}
 
 

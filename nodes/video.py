@@ -303,9 +303,11 @@ class ACDCVideo:
             baseline = run_video(start.prompts, arm.engine, None, None, start.settings, start=start,
                                  placement=placement, progress=bridge.progress(frames=state.settings.frames))
         columns = [("ARM only", baseline.output_frames()), ("ACDC", acdc.output_frames())]
+        marked = [baseline.corrected_flags(), acdc.corrected_flags()]
         if baseline is acdc:
-            columns = columns[1:]
-        ui = {"images": [bridge.save_animation(side_by_side(columns), "acdc_video")], "animated": (True,)}
+            columns, marked = columns[1:], marked[1:]
+        ui = {"images": [bridge.save_animation(side_by_side(columns, marked=marked), "acdc_video")],
+              "animated": (True,)}
         return {"ui": ui, "result": (acdc, _frames_batch(acdc.output_frames()), _frames_batch(baseline.output_frames()),
                                      _dm_prompts(acdc))}
 

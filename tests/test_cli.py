@@ -142,3 +142,19 @@ def test_every_acdc_command_in_the_readme_parses_as_written():
         argv = shlex.split(command.replace(".venv/bin/acdc", "acdc"))[1:]
         args = build_parser().parse_args(argv)
         assert args.command in ("story", "demo", "video", "convert"), command
+
+
+def test_demo_story_k_is_the_kth_held_out_story(tmp_path, monkeypatch):
+    """--story K picks held-out story K (not a seed offset: stories 0-8 were all one story before)."""
+    from acdc_core.toy import defaults, demo, split_stories
+
+    seen = []
+    monkeypatch.setattr(defaults, "load_toy_models", lambda device="cpu": (None, None, None))
+    monkeypatch.setattr(demo, "run_demo", lambda out, prompts, *a, **k: seen.append(list(prompts)) or
+                        {"table": "", "states": {"ACDC": type("S", (), {"memory_prompts": ()})()}})
+    stories = split_stories("heldout", 4)
+    for k in (0, 1, 3):
+        assert main(["demo", "--out", str(tmp_path / str(k)), "--story", str(k)]) == 0
+    assert seen == [list(stories[k].prompts) for k in (0, 1, 3)]
+    assert len({tuple(p) for p in seen}) == 3
+    assert main(["demo", "--out", str(tmp_path / "neg"), "--story", "-1"]) == 2

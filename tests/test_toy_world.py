@@ -195,3 +195,10 @@ def test_shipped_memory_model_rewrites_heldout_stories() -> None:
     assert card["frame_exact_match"] >= 0.95
     result = evaluate(SHIPPED_MEMORY, n_stories=4)  # 24 frames through load_local_llm + MemoryModule
     assert result["frame_exact_match"] >= 0.9, result["errors"]
+
+
+def test_the_test_split_is_held_out_and_apart_from_the_development_stories():
+    test, dev = split_stories("test", 30), split_stories("heldout", 300)
+    assert all(story_split(s) == "heldout" for s in test)
+    assert not {s.prompts for s in test} & {s.prompts for s in dev}
+    assert split_stories("test", 30) == test

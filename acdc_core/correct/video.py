@@ -1,5 +1,7 @@
 """Video window correction (the paper's video variant): SDEdit over a window of frames with a text-to-video
 diffusion model, AnimateDiff = Stable Diffusion 1.5 + a motion adapter (arXiv 2410.04721; AnimateDiff: 2307.04725).
+The same loop runs a pixel-space model of SD1.x's shape with a motion adapter (no VAE, as the toy video world's DM,
+``acdc_core.toy.train_video_dm``): its "latents" are the pixels (``sdedit.PixelSpace``), C = 3, h, w = H, W.
 
 The protocol
 ------------
@@ -15,7 +17,8 @@ The image corrector's SDEdit, over video latents; every rule is the image correc
 1. The schedule: ``sdedit.sdedit_sampler`` — DDIM (eta = 0) by default, trailing spacing, exactly the scheduled
    timesteps at or below t' (``schedule.kept``): t' = 0.5 of 50 steps runs 25 UNet calls, from t = 499.
 2. Encode: the frames go through the VAE ``decode_chunk_size`` frames at a time (memory stays bounded by the chunk,
-   not the window); each frame's latent is a posterior sample -> clean latents ``[F, 4, H/8, W/8]``.
+   not the window); each frame's latent is a posterior sample -> clean latents ``[F, 4, H/8, W/8]`` (a pixel-space
+   model: the pixels themselves, ``[F, 3, H, W]`` in [-1, 1]).
 3. Noise ``[F, 4, H/8, W/8]`` forward to the first kept timestep. The VAE's samples and then the noise are drawn
    from ONE ``torch.Generator`` seeded with ``seed`` on the CPU, as the image corrector does: the same seed gives the
    same window, CPU and GPU agree up to floating-point differences.
@@ -56,7 +59,8 @@ images: the signal left, sqrt(alpha_bar), is 0.40 at t' = 0.5 rather than 0.53 (
 Loading
 -------
 ``load_animatediff(sd_path, motion_adapter_path)``: ``sd_path`` is anything ``loading.load_diffusers_corrector``
-loads as SD1.x (a diffusers folder or a single-file checkpoint); ``motion_adapter_path`` a diffusers ``MotionAdapter``
+loads as SD1.x (a diffusers folder or a single-file checkpoint) or as an SD1.x-shaped pixel-space model (a diffusers
+folder whose model_index.json lists no vae); SDXL is refused. ``motion_adapter_path`` a diffusers ``MotionAdapter``
 folder (config.json + diffusion_pytorch_model.safetensors) or ONE original-layout motion module ``.safetensors``
 (e.g. ``mm_sd_v15_v2.safetensors`` from ComfyUI's ``models/animatediff_models/``). A single file carries no config:
 block channels, layers, mid block and position-table length are read from its tensor shapes; the attention heads
@@ -136,7 +140,8 @@ def video_to_frames(latents: torch.Tensor) -> torch.Tensor:
 
 class AnimateDiffCorrector:
     """SDEdit of a video window with AnimateDiff: an SD1.x-shaped UNet with motion modules (diffusers'
-    ``UNetMotionModel``), its VAE and CLIP text encoder. Meets ``VideoCorrector``; kind "animatediff".
+    ``UNetMotionModel``), its VAE (or ``PixelSpace`` for a pixel-space model) and CLIP text encoder. Meets
+    ``VideoCorrector``; kind "animatediff".
 
     The text conditioning, VAE and denoising loop are the image corrector's (a ``DiffusionCorrector`` over the
     motion UNet, kept private: its image ``correct`` is never called). Keeps no state between calls. Build it with
@@ -158,9 +163,10 @@ class AnimateDiffCorrector:
                 raise InvalidInputError(f"{name} must be a whole number >= 1, got {value!r}.")
         self._sd = DiffusionCorrector(unet=unet, vae=vae, text_encoders=[text_encoder], tokenizers=[tokenizer],
                                       scheduler_config=scheduler_config)
-        if self._sd.architecture != "sd":
+        if self._sd.architecture not in ("sd", "pixel"):
             raise UnknownModelFamilyError(
-                f"AnimateDiff correction runs SD1.x-shaped latent models; this one is {self._sd.architecture!r}.")
+                f"AnimateDiff correction runs SD1.x-shaped models (latent, or pixel-space without a VAE); this one is "
+                f"{self._sd.architecture!r}.")
         self.native_frames = native_frames
         self.decode_chunk_size = decode_chunk_size
 
@@ -510,7 +516,8 @@ def load_animatediff(sd_path: str | Path, motion_adapter_path: str | Path, *, de
                      motion_num_attention_heads: int = 8, motion_norm_num_groups: int = 32,
                      config_dir: Optional[str | Path] = None) -> AnimateDiffCorrector:
     """Load AnimateDiff as an ``AnimateDiffCorrector``: SD1.x from ``sd_path`` (a diffusers folder or a single-file
-    checkpoint, see ``loading.load_diffusers_corrector``; ``config_dir`` as there) and the motion adapter at
+    checkpoint, see ``loading.load_diffusers_corrector``; ``config_dir`` as there; or a pixel-space folder without a
+    vae) and the motion adapter at
     ``motion_adapter_path`` (module docstring), combined with ``UNetMotionModel.from_unet2d``, fully offline.
 
     ``beta_schedule`` replaces the base model's (AnimateDiff was trained with "linear"; None keeps the base model's).
@@ -528,10 +535,10 @@ def load_animatediff(sd_path: str | Path, motion_adapter_path: str | Path, *, de
     base = load_diffusers_corrector(sd_path, device="cpu", dtype=dtype, config_dir=config_dir)
     check_adapter_fits(adapter_config, base.unet.config, adapter=f"the motion adapter {Path(motion_adapter_path).name}",
                        unet=f"the UNet of {Path(sd_path).name}")
-    if base.architecture != "sd":
+    if base.architecture not in ("sd", "pixel"):
         raise UnknownModelFamilyError(
             f"{Path(sd_path).name} is an {base.architecture!r} model; AnimateDiff video correction runs SD1.x-shaped "
-            f"latent models (SD1.5 and its fine-tunes).")
+            f"latent models (SD1.5 and its fine-tunes) and pixel-space models of that shape (no VAE).")
     adapter = load_motion_adapter(motion_adapter_path, dtype=dtype, motion_num_attention_heads=motion_num_attention_heads,
                                   motion_norm_num_groups=motion_norm_num_groups)
     with _no_init(), _no_fp32_warning():  # from_unet2d copies every weight from the UNet and the adapter (tested)

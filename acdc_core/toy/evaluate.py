@@ -61,15 +61,22 @@ def judged(story: Story, state: StoryState) -> list[dict]:
     return judge_story([r.corrected_image for r in state.records], story)
 
 
+def context_images(state: StoryState, arm) -> list:
+    """What went back into the ARM's context for every frame: a corrected frame re-encoded with the ARM's
+    tokenizer, decoded (the ARM's own frame where nothing was corrected)."""
+    return [arm.decode(r.tokens_after)[0] if r.corrected or r.fixed else r.arm_image for r in state.records]
+
+
 def evaluate(stories: Sequence[Story], arm, corrector, memory_backend, settings: StorySettings, *,
              memory_settings: MemorySettings = MemorySettings(), variants: Sequence[Variant] = VARIANTS,
              seed_of: Callable[[int], int] = lambda k: 1000 + k,
              on_story: Callable[[int, str, StoryState], None] = lambda k, name, state: None) -> dict:
     """Run every variant on every story. Returns {variant: {"scores": array [stories, frames, metrics]
-    of 0/1, GRADED: array [stories, frames] in [0, 1], "seconds": {stage: total}}}."""
+    of 0/1, GRADED: array [stories, frames] in [0, 1], "context": the scores of what went back into the ARM's
+    context (``context_images``), "seconds": {stage: total}}}."""
     out: dict = {}
     for variant in variants:
-        scores, graded, seconds = [], [], {}
+        scores, graded, context, seconds = [], [], [], {}
         for k, story in enumerate(stories):
             state = run_variant(story.prompts, variant, arm, corrector, memory_backend,
                                 replace(settings, seed=seed_of(k)), memory_settings)
@@ -77,18 +84,23 @@ def evaluate(stories: Sequence[Story], arm, corrector, memory_backend, settings:
             verdicts = judged(story, state)
             scores.append([[float(v[m]) for m in METRICS] for v in verdicts])
             graded.append([1.0 - len(v["mismatched"]) / len(ATTRIBUTES) for v in verdicts])
+            context.append([[float(v[m]) for m in METRICS] for v in judge_story(context_images(state, arm), story)])
             for record in state.records:
                 for stage, s in record.seconds.items():
                     seconds[stage] = seconds.get(stage, 0.0) + s
-        out[variant.name] = {"scores": np.array(scores), GRADED: np.array(graded), "seconds": seconds}
+        out[variant.name] = {"scores": np.array(scores), GRADED: np.array(graded), "context": np.array(context),
+                             "seconds": seconds}
     return out
 
 
 def bootstrap_difference(a: np.ndarray, b: np.ndarray, *, frames: slice, samples: int = 2000,
                          seed: int = 0) -> tuple[float, float, float]:
     """Mean of (a - b) over ``frames`` and stories, with a 95% percentile interval from resampling
-    stories (paired: the same stories and seeds under both variants). ``a``, ``b``: [stories, frames]."""
-    diff = (a[:, frames] - b[:, frames]).mean(axis=1)          # per story
+    stories (paired: the same stories and seeds under both variants). ``a``, ``b``: [stories, frames]; NaN marks a
+    frame where the score does not apply (left out; a story with no score in ``frames`` is left out)."""
+    d = a[:, frames] - b[:, frames]
+    counts = np.isfinite(d).sum(axis=1)
+    diff = np.where(np.isfinite(d), d, 0.0).sum(axis=1)[counts > 0] / counts[counts > 0]   # per story
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(diff), size=(samples, len(diff)))
     means = diff[picks].mean(axis=1)

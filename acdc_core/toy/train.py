@@ -1,13 +1,15 @@
-"""Train all three toy-world models with one seeded command:
+"""Train the toy worlds' models with one seeded command:
 
-    python -m acdc_core.toy.train --out acdc_core/toy/models --seed 0
+    python -m acdc_core.toy.train --out acdc_core/toy/models --seed 0 [--world story|video|both]
 
-Two worker processes of one thread each, so the two cores are used and every run stays deterministic: the
-ARM (``train_arm``, the longest) in one, the DM then the memory LLM (``train_dm``, ``train_memory``) in the
-other. These are exactly the trainers' own commands that made the shipped models (their cards name
-them). Each writes ``OUT/<arm|dm|memory>`` with its model card; the logs go to ``OUT/<name>.log``. About 35
-minutes on a 2-core CPU (the three trainers' cards give their own times). Extra arguments for one trainer:
-``--arm-args "--lm-steps 100"`` and the like (a quick trial; the shipped models use the defaults).
+Two worker processes of one thread each, so the two cores are used and every run stays deterministic. The story
+world (``--world story``): the ARM (``train_arm``, the longest) in one, the DM then the memory LLM
+(``train_dm``, ``train_memory``) in the other; about 35 minutes on a 2-core CPU. The video world (``--world
+video``): the video ARM (``train_video_arm``) in one, the video DM (``train_video_dm``) in the other; under an hour.
+These are exactly the trainers' own commands that made the shipped models (their cards name them). Each writes
+``OUT/<name>`` with its model card; the logs go to ``OUT/<name>.log``. Extra arguments for one trainer:
+``--arm-args "--lm-steps 100"``, ``--video-arm-args ...`` and the like (a quick trial; the shipped models use the
+defaults).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from typing import Optional, Sequence
 
 __all__ = ["TRAINERS", "commands", "main"]
 
-TRAINERS = ("arm", "dm", "memory")   # module acdc_core.toy.train_<name>, folder OUT/<name>
+TRAINERS = ("arm", "dm", "memory", "video_arm", "video_dm")   # module acdc_core.toy.train_<name>, folder OUT/<name>
+LANES = {"story": [["arm"], ["dm", "memory"]], "video": [["video_arm"], ["video_dm"]]}   # one process per lane
 
 
 def commands(out: Path, seed: int, extra: dict[str, Sequence[str]]) -> dict[str, list[str]]:
@@ -34,13 +37,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m acdc_core.toy.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the three model folders")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--world", choices=("story", "video", "both"), default="both",
+                        help="which world's models to train (default both: four lanes, two at a time)")
     for name in TRAINERS:
-        parser.add_argument(f"--{name}-args", default="", help=f"extra arguments for train_{name}")
+        parser.add_argument(f"--{name.replace('_', '-')}-args", dest=f"{name}_args", default="",
+                            help=f"extra arguments for train_{name}")
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
     cmds = commands(args.out, args.seed, {n: shlex.split(getattr(args, f"{n}_args")) for n in TRAINERS})
-    lanes = [["arm"], ["dm", "memory"]]   # one process per lane at a time
+    if args.world == "both":   # two processes at a time: the two long ARMs first, one per core
+        lanes = [["arm", "video_dm"], ["video_arm", "dm", "memory"]]
+    else:
+        lanes = LANES[args.world]
     start = time.perf_counter()
     failed: list[str] = []
 

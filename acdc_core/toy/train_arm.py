@@ -104,8 +104,10 @@ def mix_cells(frames: np.ndarray, rng: np.random.Generator, block: int = 4) -> t
 
 
 def train_vq(stories: Sequence[Story], *, seed: int, steps: int, batch_size: int = 16, lr: float = 2e-3,
-             locality: float = 0.25, log_every: int = 100):
-    """Train the VQModel; returns it (eval mode) and a summary."""
+             locality: float = 0.25, log_every: int = 100,
+             sample_frames: Optional[Callable[[np.random.Generator, int], np.ndarray]] = None):
+    """Train the VQModel; returns it (eval mode) and a summary. Each step's frames come from
+    ``sample_frames(rng, batch_size)`` ([N, 32, 32, 3] uint8; default: ``vq_frames`` over ``stories``)."""
     from ..tiny.unified import vq_model
 
     start = time.perf_counter()
@@ -119,7 +121,7 @@ def train_vq(stories: Sequence[Story], *, seed: int, steps: int, batch_size: int
     losses, local_losses, restarted = [], [], 0
     vq.train()
     for step in range(steps):
-        frames = vq_frames(rng, stories, batch_size)[0]
+        frames = sample_frames(rng, batch_size) if sample_frames else vq_frames(rng, stories, batch_size)[0]
         x = _to_pixels(frames)
         latent = vq.quant_conv(vq.encoder(x))
         quant, vq_loss, (_, _, codes) = vq.quantize(latent)
