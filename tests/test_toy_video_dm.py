@@ -25,7 +25,8 @@ def window(clip: video_world.Clip, offset: int = 0) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("video-dm") / "dm"
-    assert train_video_dm.main(["--out", str(out), "--steps", "2", "--clips", "8", "--batch-size", "1",
+    assert train_video_dm.main(["--out", str(out), "--image-steps", "2", "--image-batch-size", "2", "--steps", "2",
+                                "--clips", "8", "--batch-size", "1",
                                 "--eval-clips", "1", "--eval-steps", "4", "--eval-guidance", "3", "--no-judge"]) == 0
     return out
 
@@ -34,7 +35,8 @@ def folder(tmp_path_factory):
 def fits(tmp_path_factory):
     """Three 3-step trainings in memory: seed 0 twice, seed 1 once."""
     base = tmp_path_factory.mktemp("video-dm-fits")
-    return [train_video_dm.fit(base / f"run{i}", seed=seed, steps=3, batch_size=1, n_clips=4, log_every=0)
+    return [train_video_dm.fit(base / f"run{i}", seed=seed, image_steps=2, image_batch_size=2, steps=3, batch_size=1,
+                               n_clips=4, log_every=0)
             for i, seed in enumerate((0, 0, 1))]
 
 
@@ -50,7 +52,7 @@ def test_a_few_training_steps_write_a_folder_load_animatediff_loads_with_its_def
     assert summary["unet_parameters"] + summary["motion_parameters"] + summary["text_parameters"] <= 3_000_000
     assert set(summary["results"]["cfg_3"]) == {"degraded", "broken"} and summary["eval_clips"] == 1
     card = (folder / "MODEL_CARD.md").read_text()
-    assert "--seed 0 --steps 2" in card and "| 3 | " in card and "load_animatediff" in card
+    assert "--image-steps 2 --image-batch-size 2 --steps 2" in card and "| 3 | " in card and "load_animatediff" in card
 
     assert check_animatediff(folder, folder / "motion_adapter")["motion_max_seq_length"] == video_world.WINDOW
     dm = load_animatediff(folder, folder / "motion_adapter")
@@ -59,6 +61,23 @@ def test_a_few_training_steps_write_a_folder_load_animatediff_loads_with_its_def
     # Trained with the schedule load_animatediff samples with by default: nothing was replaced.
     assert dm.scheduler_config["beta_schedule"] == "linear" == train_video_dm.scheduler_config()["beta_schedule"]
     assert json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["beta_schedule"] == "linear"
+
+
+def test_stage_two_trains_the_motion_modules_alone_unless_told_to_train_everything(tmp_path):
+    def fit(name, **options):
+        result = train_video_dm.fit(tmp_path / name, seed=0, image_steps=2, image_batch_size=2, batch_size=1,
+                                    n_clips=4, log_every=0, **options)
+        return result["motion_unet"].state_dict(), result["summary"]
+
+    before, _ = fit("stage1", steps=0)
+    frozen, summary = fit("frozen", steps=2)
+    joint, _ = fit("joint", steps=2, freeze_spatial=False)
+    motion = [k for k in before if "motion_modules" in k]
+    spatial = [k for k in before if "motion_modules" not in k]
+    assert motion and spatial and summary["freeze_spatial"] and summary["image_fraction"] == 0.0
+    assert all(torch.equal(before[k], frozen[k]) for k in spatial)
+    assert not all(torch.equal(before[k], frozen[k]) for k in motion)
+    assert not all(torch.equal(before[k], joint[k]) for k in spatial)
 
 
 def test_the_video_sdedit_corrects_a_window_and_is_seeded(folder):

@@ -242,28 +242,39 @@ def image_code_loss(lm, ids: torch.Tensor, offset: int, codebook: int) -> torch.
     return F.cross_entropy(logits.float(), target[is_code] - offset)
 
 
-def train_lm(stories: Sequence[Story], tokens: StoryTokens, lm, *, codebook: int, seed: int, steps: int,
-             batch_size: int = 4, lr: float = 3e-3, dropout: float = 0.1, log_every: int = 100) -> dict:
-    """Train ``lm`` on whole stories in place; returns a summary."""
+def fit_lm(seqs: Sequence[torch.Tensor], ids: dict, offset: int, lm, *, codebook: int, seed: int, steps: int,
+           batch_size: int = 4, lr: float = 3e-3, dropout: float = 0.1, log_every: int = 100,
+           crop: Optional[Callable[[np.random.Generator], int]] = None) -> dict:
+    """Train ``lm`` in place on the LM sequences ``seqs`` (loss on image codes only; ``dropout`` of them with their
+    text replaced by PAD, the unconditional CFG row); returns a summary. ``crop(rng)``, when given, draws per batch how
+    many images every sequence of the batch keeps (the rest cut off after that image's end token), from its own
+    generator so the batches and dropouts are those of an uncropped run."""
     from ..arm.unified import unconditional
 
     start = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed + 1)
-    seqs = [tokens(s) for s in stories]
+    crop_rng = np.random.default_rng(seed + 2)
+    end_token = ids["eoi"]
     optimizer = torch.optim.AdamW(lm.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, steps, max(1, min(100, steps // 10))))
-    order, cursor, losses = rng.permutation(len(seqs)), 0, []
+    order, cursor, losses, lengths = rng.permutation(len(seqs)), 0, [], []
     lm.train()
     for step in range(steps):
         if cursor + batch_size > len(order):
             order, cursor = rng.permutation(len(seqs)), 0
+        keep = crop(crop_rng) if crop is not None else None
         batch = []
         for i in order[cursor:cursor + batch_size]:
             seq = seqs[i]
-            batch.append(unconditional(seq, tokens.ids, tokens.offset) if rng.random() < dropout else seq)
+            if keep is not None:
+                ends = (seq == end_token).nonzero().flatten()
+                if keep < len(ends):
+                    seq = seq[:int(ends[keep - 1]) + 1]
+            batch.append(unconditional(seq, ids, offset) if rng.random() < dropout else seq)
         cursor += batch_size
-        loss = image_code_loss(lm, _lm_batch(batch, tokens.ids["pad"]), tokens.offset, codebook)
+        lengths.append(max(len(s) for s in batch))
+        loss = image_code_loss(lm, _lm_batch(batch, ids["pad"]), offset, codebook)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
@@ -275,10 +286,22 @@ def train_lm(stories: Sequence[Story], tokens: StoryTokens, lm, *, codebook: int
                  f"{time.perf_counter() - start:.0f} s")
     lm.eval()
     return {"lm_steps": steps, "lm_batch_size": batch_size, "lm_lr": lr, "prompt_dropout": dropout,
-            "lm_train_stories": len(seqs), "lm_tokens_per_story": round(float(np.mean([len(s) for s in seqs])), 1),
+            "lm_tokens_per_step": round(float(np.mean(lengths)) * batch_size, 1) if lengths else None,
             "lm_final_loss": float(np.mean(losses[-50:])) if losses else None,
+            "lm_loss_curve": [round(float(np.mean(losses[i:i + log_every])), 4)
+                              for i in range(0, len(losses), max(1, log_every))],
             "lm_parameters": sum(p.numel() for p in lm.parameters()),
             "lm_seconds": round(time.perf_counter() - start, 1)}
+
+
+def train_lm(stories: Sequence[Story], tokens: StoryTokens, lm, *, codebook: int, seed: int, steps: int,
+             batch_size: int = 4, lr: float = 3e-3, dropout: float = 0.1, log_every: int = 100) -> dict:
+    """Train ``lm`` on whole stories in place (``fit_lm``); returns a summary."""
+    seqs = [tokens(s) for s in stories]
+    summary = fit_lm(seqs, tokens.ids, tokens.offset, lm, codebook=codebook, seed=seed, steps=steps,
+                     batch_size=batch_size, lr=lr, dropout=dropout, log_every=log_every)
+    return {**summary, "lm_train_stories": len(seqs),
+            "lm_tokens_per_story": round(float(np.mean([len(s) for s in seqs])), 1)}
 
 
 class _SceneCodes:

@@ -33,7 +33,7 @@ import platform
 import re
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -101,6 +101,54 @@ def _build_models(folder: Path, words: Sequence[str]):
     return tokenizer, text_encoder, unet
 
 
+class DiffusionTrainer:
+    """The toy DMs' training step, written once (``train`` here, ``train_video_dm.fit``): v-prediction MSE weighted
+    as min-SNR, AdamW with warmup then cosine decay to 5%, gradient clipping, and an EMA of ``models`` (the weights
+    saved). ``models`` are trained where their parameters require grad."""
+
+    def __init__(self, models: Sequence[torch.nn.Module], noise_schedule, *, steps: int, lr: float, ema_decay: float,
+                 generator: torch.Generator):
+        self.models, self.noise_schedule, self.generator = tuple(models), noise_schedule, generator
+        self.alphas_cumprod, self.ema_decay, self.done = noise_schedule.alphas_cumprod, ema_decay, 0
+        self.parameters = [p for model in self.models for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+        warmup = max(1, min(200, steps // 10))
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup) * (
+            0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps))))))
+        self.ema = [copy.deepcopy(model).eval().requires_grad_(False) for model in self.models]
+        for model in self.models:
+            model.train()
+
+    def step(self, clean: torch.Tensor, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
+        """One step on the clean batch ``clean`` ([N, ...], one noise level per row); ``predict(noisy, timesteps)``
+        is the model's v prediction. Returns the loss."""
+        schedule = self.noise_schedule
+        noise = torch.randn(clean.shape, generator=self.generator)
+        timesteps = torch.randint(0, schedule.config.num_train_timesteps, (clean.shape[0],), generator=self.generator)
+        noisy = schedule.add_noise(clean, noise, timesteps)
+        target = schedule.get_velocity(clean, noise, timesteps)  # v = sqrt(a) * noise - sqrt(1 - a) * clean
+        predicted = predict(noisy, timesteps)
+        # Min-SNR weighting (Hang et al. 2023): the v error is sqrt(SNR + 1) times the error of the predicted
+        # clean image; weigh that error by SNR clamped to [SNR_FLOOR, SNR_CAP], so that neither nearly clean
+        # inputs (huge SNR) dominate the gradient nor pure noise (SNR 0: the prompt alone) goes unlearned.
+        snr = self.alphas_cumprod[timesteps] / (1 - self.alphas_cumprod[timesteps])
+        weight = snr.clamp(SNR_FLOOR, SNR_CAP) / (snr + 1)
+        loss = (weight * (predicted - target).pow(2).flatten(1).mean(dim=1)).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
+        self.optimizer.step()
+        self.schedule.step()
+        # EMA with a warm-up (the average starts short and lengthens to 1 / (1 - ema_decay) steps).
+        decay = min(self.ema_decay, (1 + self.done) / (10 + self.done))
+        with torch.no_grad():
+            for averaged, model in zip(self.ema, self.models):
+                for a, p in zip(averaged.parameters(), model.parameters()):
+                    a.lerp_(p, 1 - decay)
+        self.done += 1
+        return loss.item()
+
+
 def train(out: Path, *, seed: int = 0, steps: int = 2400, batch_size: int = 16, lr: float = 1e-3,
           n_stories: int = 2000, ema_decay: float = 0.999, log_every: int = 200) -> dict:
     """Train and save the diffusers folder; returns a summary (steps, loss, wall time, sizes)."""
@@ -121,51 +169,21 @@ def train(out: Path, *, seed: int = 0, steps: int = 2400, batch_size: int = 16, 
     empty_ids = _ids(tokenizer, [""])[0]
     # Training adds noise exactly as the corrector's DDIM sampler assumes: same betas, same alphas_cumprod.
     noise_schedule = DDPMScheduler.from_config(pixel_space_scheduler_config())
-    alphas_cumprod = noise_schedule.alphas_cumprod
 
-    parameters = [*unet.parameters(), *text_encoder.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
-    warmup = max(1, min(200, steps // 10))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * (
-        0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps))))))
-    ema = [copy.deepcopy(model).eval().requires_grad_(False) for model in (unet, text_encoder)]
-
+    trainer = DiffusionTrainer((unet, text_encoder), noise_schedule, steps=steps, lr=lr, ema_decay=ema_decay,
+                               generator=generator)
     losses = []
-    unet.train()
-    text_encoder.train()
     for step in range(steps):
         rows = torch.from_numpy(rng.integers(0, len(images), batch_size))
-        clean = images[rows]
         prompt_ids = ids[rows].clone()
         prompt_ids[torch.from_numpy(rng.random(batch_size) < PROMPT_DROPOUT)] = empty_ids  # for guidance
-        noise = torch.randn(clean.shape, generator=generator)
-        timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps, (batch_size,), generator=generator)
-        noisy = noise_schedule.add_noise(clean, noise, timesteps)
-        target = noise_schedule.get_velocity(clean, noise, timesteps)  # v = sqrt(a) * noise - sqrt(1 - a) * clean
-
-        predicted = unet(noisy, timesteps, encoder_hidden_states=text_encoder(prompt_ids)[0]).sample
-        # Min-SNR weighting (Hang et al. 2023): the v error is sqrt(SNR + 1) times the error of the predicted
-        # clean image; weigh that error by SNR clamped to [SNR_FLOOR, SNR_CAP], so that neither nearly clean
-        # inputs (huge SNR) dominate the gradient nor pure noise (SNR 0: the prompt alone) goes unlearned.
-        snr = alphas_cumprod[timesteps] / (1 - alphas_cumprod[timesteps])
-        weight = snr.clamp(SNR_FLOOR, SNR_CAP) / (snr + 1)
-        loss = (weight * (predicted - target).pow(2).mean(dim=(1, 2, 3))).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        # EMA with a warm-up (the average starts short and lengthens to 1 / (1 - ema_decay) steps).
-        decay = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for averaged, model in zip(ema, (unet, text_encoder)):
-                for a, p in zip(averaged.parameters(), model.parameters()):
-                    a.lerp_(p, 1 - decay)
-        losses.append(loss.item())
+        losses.append(trainer.step(images[rows], lambda noisy, timesteps, ids=prompt_ids: unet(
+            noisy, timesteps, encoder_hidden_states=text_encoder(ids)[0]).sample))
         if log_every and (step + 1) % log_every == 0:
             print(f"step {step + 1}/{steps}  loss {np.mean(losses[-log_every:]):.4f}  "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
 
+    ema = trainer.ema
     ema_unet, ema_text = ema
     ema_unet.save_pretrained(out / "unet", safe_serialization=True)
     ema_text.save_pretrained(out / "text_encoder", safe_serialization=True)

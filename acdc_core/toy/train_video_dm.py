@@ -14,10 +14,11 @@ module, and the video SDEdit loop (``AnimateDiffCorrector.correct_video``) runs 
   Only true clips: that the model knows nothing else is what lets SDEdit pull a broken frame back. 10% of prompts
   dropped to "" for classifier-free guidance.
 - Model: ``UNetMotionModel.from_unet2d(UNet2DConditionModel, MotionAdapter)`` (``ARCHITECTURE``,
-  ``MOTION_ADAPTER``), trained end to end from scratch, spatial and motion weights together; saved split back into
+  ``MOTION_ADAPTER``), trained from scratch in AnimateDiff's two stages (``fit``): the 2-D UNet and the text
+  encoder on single frames, then the motion modules on windows with the image model frozen; saved split back into
   the 2-D UNet and the adapter (``save``), and checked to give the trained model's prediction exactly once
   ``load_animatediff`` has put them together again (``check_split``). Text: the toy image DM's tiny
-  ``CLIPTextModel`` and word-level ``CLIPTokenizer`` (``train_dm``), trained jointly.
+  ``CLIPTextModel`` and word-level ``CLIPTokenizer`` (``train_dm``), trained with the 2-D UNet.
 - Noise schedule (``scheduler_config``): the toy image DM's (``tiny.sd.pixel_space_scheduler_config``: zero
   terminal SNR, v-prediction, trailing spacing, clipped clean image) with AnimateDiff's ``linear`` betas, which is
   what ``load_animatediff`` samples with by default (it replaces the base model's ``beta_schedule`` with
@@ -31,12 +32,12 @@ held-out clips (degraded windows and windows with broken frames) and writes MODE
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
 import os
 import platform
 import re
+import shlex
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -54,10 +55,10 @@ __all__ = ["ARCHITECTURE", "MOTION_ADAPTER", "BREAKAGES", "scheduler_config", "v
 
 # The spatial UNet: 32, 16, 8, 4 px levels, cross-attention to the prompt at 8 and 4 px and in the middle block,
 # as the toy image DM has, but without its pooled-prompt ("text") addition embedding: UNetMotionModel takes only
-# SDXL's "text_time" one. Every level gets one motion module per resnet (from_unet2d wants as many) and they cost
-# more than the convolutions at 32 px on a CPU, so the full-size level is 16 channels wide, not the image DM's 32.
+# SDXL's "text_time" one. Every level gets one motion module per resnet (from_unet2d wants as many). The channels are
+# the image DM's: a 16-channel full-size level drew noisy blobs after 1500 joint steps (the first run, not shipped).
 ARCHITECTURE = dict(
-    block_out_channels=(16, 32, 64, 64), layers_per_block=1,
+    block_out_channels=(32, 32, 64, 64), layers_per_block=1,
     down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
     attention_head_dim=8, norm_num_groups=8)
@@ -99,11 +100,10 @@ def _window(clip: Clip, offset: int, states: Optional[Sequence[FrameState]] = No
 
 def _build_models(folder: Path, words: Sequence[str]):
     """Tokenizer (written to ``folder/tokenizer``), text encoder, 2-D UNet and motion adapter, freshly initialised
-    from the torch RNG, and the motion UNet made of the last two."""
-    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    from the torch RNG."""
+    from diffusers import MotionAdapter, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from ..correct.video import _no_fp32_warning
     from ..tiny.sd import write_tiny_clip_tokenizer
 
     tokenizer_dir = write_tiny_clip_tokenizer(folder / "tokenizer", words=words, model_max_length=TEXT_TOKENS)
@@ -116,9 +116,16 @@ def _build_models(folder: Path, words: Sequence[str]):
     unet = UNet2DConditionModel(sample_size=SIZE, in_channels=3, out_channels=3, cross_attention_dim=TEXT_HIDDEN,
                                 **ARCHITECTURE)
     adapter = MotionAdapter(block_out_channels=list(ARCHITECTURE["block_out_channels"]), **MOTION_ADAPTER)
+    return tokenizer, text_encoder, unet, adapter
+
+
+def _motion_unet(unet: torch.nn.Module, adapter: torch.nn.Module) -> torch.nn.Module:
+    from diffusers import UNetMotionModel
+
+    from ..correct.video import _no_fp32_warning
+
     with _no_fp32_warning():
-        motion_unet = UNetMotionModel.from_unet2d(unet, adapter)
-    return tokenizer, text_encoder, unet, adapter, motion_unet
+        return UNetMotionModel.from_unet2d(unet, adapter)
 
 
 def _batch(clips: Sequence[Clip], tokenizer, rng: np.random.Generator, count: int, frames: int,
@@ -137,17 +144,22 @@ def _batch(clips: Sequence[Clip], tokenizer, rng: np.random.Generator, count: in
     return pixels, ids
 
 
-def fit(out: Path, *, seed: int = 0, steps: int = 1500, batch_size: int = 2, lr: float = 1e-3, n_clips: int = 2000,
-        image_fraction: float = IMAGE_FRACTION, ema_decay: float = 0.998, log_every: int = 100) -> dict[str, Any]:
-    """Train in memory (the tokenizer is written to ``out/tokenizer``). Returns the EMA motion UNet and text
-    encoder, the tokenizer, the 2-D UNet's and the adapter's configs (``save``) and a summary.
+def fit(out: Path, *, seed: int = 0, image_steps: int = 2000, image_batch_size: int = 16, steps: int = 800,
+        batch_size: int = 2, lr: float = 1e-3, n_clips: int = 2000, image_fraction: float = IMAGE_FRACTION,
+        freeze_spatial: bool = True, ema_decay: float = 0.998, log_every: int = 100) -> dict[str, Any]:
+    """Train in memory (the tokenizer is written to ``out/tokenizer``) in AnimateDiff's two stages. Returns the EMA
+    motion UNet and text encoder, the tokenizer, the 2-D UNet's and the adapter's configs (``save``) and a summary.
 
-    A step trains on ``batch_size`` windows of ``WINDOW`` frames, one noise level per window; or, with probability
-    ``image_fraction``, on as many frames as single-frame windows, one noise level per frame (joint image-video
-    training, as Video Diffusion Models (Ho et al. 2022) do: a one-frame window is an image to the motion modules,
-    whose attention then sees the frame alone). Both cost the same; image steps show the spatial layers
-    ``WINDOW`` times as many noise levels per step."""
+    1. ``image_steps`` steps of the 2-D UNet and the text encoder alone on ``image_batch_size`` single frames (the
+       toy image DM's recipe, ``train_dm``): the spatial layers learn the frames where a step is cheap.
+    2. ``steps`` steps of ``UNetMotionModel.from_unet2d(EMA UNet, adapter)`` on ``batch_size`` windows of
+       ``WINDOW`` frames, one noise level per window. With ``freeze_spatial`` (AnimateDiff's recipe) only the motion
+       modules learn, from the frozen image model (``image_fraction`` is then unused: a one-frame window teaches a
+       motion module nothing); without it everything trains and a step is, with probability ``image_fraction``,
+       ``batch_size * WINDOW`` single-frame windows instead (joint image-video training, Ho et al. 2022)."""
     from diffusers import DDPMScheduler
+
+    from .train_dm import DiffusionTrainer
 
     start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(out)
@@ -157,67 +169,63 @@ def fit(out: Path, *, seed: int = 0, steps: int = 1500, batch_size: int = 2, lr:
     generator = torch.Generator().manual_seed(seed)
 
     clips = split_clips("train", n_clips)
-    tokenizer, text_encoder, unet, adapter, motion_unet = _build_models(out, video_words())
+    tokenizer, text_encoder, unet, adapter = _build_models(out, video_words())
     empty_ids = _ids(tokenizer, [""])[0]
     # Training adds noise exactly as the corrector's DDIM sampler assumes: same betas, same alphas_cumprod.
     noise_schedule = DDPMScheduler.from_config(scheduler_config())
-    alphas_cumprod = noise_schedule.alphas_cumprod
 
-    parameters = [*motion_unet.parameters(), *text_encoder.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
-    warmup = max(1, min(200, steps // 10))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * (
-        0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps))))))
-    ema = [copy.deepcopy(model).eval().requires_grad_(False) for model in (motion_unet, text_encoder)]
+    def log(stage: str, step: int, total: int, losses: list[float]) -> None:
+        if log_every and (step + 1) % log_every == 0:
+            print(f"{stage} step {step + 1}/{total}  loss {np.mean(losses[-log_every:]):.4f}  "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
 
+    image_losses: list[float] = []
+    if image_steps:
+        trainer = DiffusionTrainer((unet, text_encoder), noise_schedule, steps=image_steps, lr=lr,
+                                   ema_decay=ema_decay, generator=generator)
+        for step in range(image_steps):
+            clean, prompt_ids = _batch(clips, tokenizer, rng, image_batch_size, 1, empty_ids)
+            image_losses.append(trainer.step(clean[:, :, 0], lambda noisy, timesteps, ids=prompt_ids: unet(
+                noisy, timesteps, encoder_hidden_states=text_encoder(ids)[0]).sample))
+            log("image", step, image_steps, image_losses)
+        unet, text_encoder = trainer.ema
+        unet.requires_grad_(True)
+        text_encoder.requires_grad_(not freeze_spatial)
+    image_seconds = time.perf_counter() - start
+
+    motion_unet = _motion_unet(unet, adapter)
+    if freeze_spatial:
+        motion_unet.freeze_unet2d_params()   # only the motion modules train
+        image_fraction = 0.0
     losses, video_losses = [], []
-    motion_unet.train()
-    text_encoder.train()
+    trainer = DiffusionTrainer((motion_unet, text_encoder), noise_schedule, steps=steps, lr=lr, ema_decay=ema_decay,
+                               generator=generator)
     for step in range(steps):
         image_step = bool(rng.random() < image_fraction)
         count, frames = (batch_size * WINDOW, 1) if image_step else (batch_size, WINDOW)
         clean, prompt_ids = _batch(clips, tokenizer, rng, count, frames, empty_ids)  # [N, 3, F, H, W], [N, T]
-        noise = torch.randn(clean.shape, generator=generator)
-        # One timestep per window: every frame of a window is at the same noise level, as in the corrector.
-        timesteps = torch.randint(0, noise_schedule.config.num_train_timesteps, (count,), generator=generator)
-        noisy = noise_schedule.add_noise(clean, noise, timesteps)
-        target = noise_schedule.get_velocity(clean, noise, timesteps)  # v = sqrt(a) * noise - sqrt(1 - a) * clean
         # The prompt's embeddings repeated for every frame ([B * F, T, D]), as the corrector gives them: the UNet
-        # folds the frames into the batch for its spatial layers.
-        embeds = text_encoder(prompt_ids)[0].repeat_interleave(frames, dim=0)
-        predicted = motion_unet(noisy, timesteps, encoder_hidden_states=embeds).sample
-        # Min-SNR weighting, as train_dm: the clean-window error weighted by SNR clamped to [SNR_FLOOR, SNR_CAP].
-        snr = alphas_cumprod[timesteps] / (1 - alphas_cumprod[timesteps])
-        weight = snr.clamp(SNR_FLOOR, SNR_CAP) / (snr + 1)
-        loss = (weight * (predicted - target).pow(2).mean(dim=(1, 2, 3, 4))).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        # EMA with a warm-up (the average starts short and lengthens to 1 / (1 - ema_decay) steps).
-        decay = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for averaged, model in zip(ema, (motion_unet, text_encoder)):
-                for a, p in zip(averaged.parameters(), model.parameters()):
-                    a.lerp_(p, 1 - decay)
-        losses.append(loss.item())
+        # folds the frames into the batch for its spatial layers. One timestep per window: every frame of a window
+        # is at the same noise level, as in the corrector.
+        losses.append(trainer.step(clean, lambda noisy, timesteps, ids=prompt_ids, t=frames: motion_unet(
+            noisy, timesteps, encoder_hidden_states=text_encoder(ids)[0].repeat_interleave(t, dim=0)).sample))
         if not image_step:
-            video_losses.append(loss.item())
-        if log_every and (step + 1) % log_every == 0:
-            print(f"step {step + 1}/{steps}  loss {np.mean(losses[-log_every:]):.4f}  "
-                  f"{time.perf_counter() - start:.0f} s", flush=True)
+            video_losses.append(losses[-1])
+        log("video", step, steps, losses)
 
-    ema_unet, ema_text = ema
+    ema_unet, ema_text = trainer.ema
     count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
-    summary = {"seed": seed, "steps": steps, "batch_size": batch_size, "window": WINDOW, "lr": lr,
+    summary = {"seed": seed, "image_steps": image_steps, "image_batch_size": image_batch_size, "steps": steps,
+               "batch_size": batch_size, "window": WINDOW, "lr": lr, "freeze_spatial": freeze_spatial,
                "ema_decay": ema_decay, "train_clips": len(clips),
                "train_prompts": len({video_world.prompt(c) for c in clips}), "vocab_words": len(video_words()),
                "unet_parameters": count(unet), "motion_parameters": count(adapter),
                "text_parameters": count(text_encoder),
                "image_fraction": image_fraction, "video_steps": len(video_losses),
+               "final_image_loss": float(np.mean(image_losses[-100:])) if image_losses else None,
                "final_loss": float(np.mean(losses[-100:])) if losses else None,
                "final_video_loss": float(np.mean(video_losses[-50:])) if video_losses else None,
+               "image_seconds": round(image_seconds, 1),
                "train_seconds": round(time.perf_counter() - start, 1),
                "train_cpu_seconds": round(time.process_time() - cpu_start, 1)}
     return {"motion_unet": ema_unet, "text_encoder": ema_text, "tokenizer": tokenizer,
@@ -454,7 +462,7 @@ as it runs with SD1.5 + AnimateDiff. Load it as those are loaded:
   `MotionAdapter`): one temporal transformer per resnet at every level and in the middle block,
   {motion_heads} heads, a {max_frames}-position table (windows longer than {max_frames} frames are refused by the
   corrector: no other positions were trained); {motion_parameters:,} parameters. Text: `CLIPTextModel`,
-  {text_layers} layers, hidden {text_hidden}, {text_parameters:,} parameters, trained jointly; `CLIPTokenizer`
+  {text_layers} layers, hidden {text_hidden}, {text_parameters:,} parameters, trained with the UNet; `CLIPTokenizer`
   with every word of every prompt wording as one token ({vocab_words} words), a {text_tokens}-token window.
   {total_parameters:,} parameters in all, {weights_mb:.1f} MB of float32 safetensors.
 - Scheduler: AnimateDiff's linear betas (0.00085 .. 0.012, 1000 steps) -- what `load_animatediff` samples with
@@ -469,8 +477,11 @@ as it runs with SD1.5 + AnimateDiff. Load it as those are loaded:
   guidance.
 - Training: `{command}`; v-prediction MSE weighted as min-SNR (the clean-window error weighted by the SNR clamped
   to [{snr_floor}, {snr_cap}]), one noise level per window; AdamW lr {lr}, betas (0.9, 0.99), weight decay 0.01,
-  warmup then cosine to 5%, batch {batch_size} windows ({batch_frames} frames), {steps} steps, gradient clipping
-  1.0, EMA {ema_decay} (the saved weights), seed {seed}. Final loss (mean of the last 100 steps) {final_loss:.4f}.
+  warmup then cosine to 5%, gradient clipping 1.0, EMA {ema_decay} (the saved weights), seed {seed}; the toy DMs'
+  one training step (`train_dm.DiffusionTrainer`). AnimateDiff's two stages: (1) the 2-D UNet and the text encoder
+  on single frames, batch {image_batch_size}, {image_steps} steps ({image_seconds} s), final loss
+  {final_image_loss_text}; (2) {stage_two}, batch {batch_size} windows ({batch_frames} frames), {steps} steps.
+  Final loss (mean of the last 100 steps) {final_loss:.4f}.
   The saved `unet/` + `motion_adapter/`, loaded back by `load_animatediff`, give the trained model's prediction
   exactly (largest difference {split_max_difference}).
 - Wall time: {train_seconds} s training ({train_cpu_seconds} s of CPU time: the cores were shared) + {eval_seconds} s
@@ -557,6 +568,9 @@ def _card(summary: dict, folder: str) -> str:
         total_parameters=summary["unet_parameters"] + summary["motion_parameters"] + summary["text_parameters"],
         weights_mb=weights / 2**20, dropout_pct=100 * PROMPT_DROPOUT, snr_floor=SNR_FLOOR, snr_cap=SNR_CAP,
         batch_frames=summary["batch_size"] * WINDOW, kept_steps=n_kept,
+        final_image_loss_text="-" if summary.get("final_image_loss") is None else f"{summary['final_image_loss']:.4f}",
+        stage_two=("the motion modules alone, the image model frozen" if summary.get("freeze_spatial")
+                   else f"everything, {100 * summary['image_fraction']:.0f}% of steps on single frames"),
         signal_half=float(alphas[int(summary["eval_strength"] * 1000) - 1].sqrt()),
         **{f"n_{k}": summary["eval_breakages"][k] for k in BREAKAGES}, **summary["eval_degrade"])
 
@@ -569,8 +583,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="diffusers folder to write")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch-size", type=int, default=2, help="windows per step")
+    parser.add_argument("--image-steps", type=int, default=2000, help="stage 1: steps on single frames")
+    parser.add_argument("--image-batch-size", type=int, default=16, help="frames per stage-1 step")
+    parser.add_argument("--steps", type=int, default=800, help="stage 2: steps on windows")
+    parser.add_argument("--batch-size", type=int, default=2, help="windows per stage-2 step")
+    parser.add_argument("--train-spatial", action="store_true",
+                        help="stage 2 trains the image model too (joint image-video steps), not the motion modules "
+                             "alone")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--clips", type=int, default=2000, help="train-split clips to take windows from")
     parser.add_argument("--eval-clips", type=int, default=24, help="held-out clips to measure (0: skip)")
@@ -586,9 +605,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.eval_only:
         summary = json.loads(summary_file.read_text(encoding="utf-8"))
     else:
-        summary = train(args.out, seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                        n_clips=args.clips, log_every=max(1, min(100, args.steps // 10)))
-        command = f"python -m acdc_core.toy.train_video_dm --out {args.out} --seed {args.seed} --steps {args.steps}"
+        summary = train(args.out, seed=args.seed, image_steps=args.image_steps,
+                        image_batch_size=args.image_batch_size, steps=args.steps, batch_size=args.batch_size,
+                        lr=args.lr, n_clips=args.clips, freeze_spatial=not args.train_spatial,
+                        log_every=max(1, min(100, args.steps // 10)))
+        command = " ".join(["python -m acdc_core.toy.train_video_dm"]
+                           + [shlex.quote(str(a)) for a in (sys.argv[1:] if argv is None else argv)])
         summary.update(threads=args.threads, torch=torch.__version__, diffusers=diffusers.__version__,
                        transformers=transformers.__version__, command=command,
                        machine=f"{platform.machine()}, {os.cpu_count()} cores visible")
