@@ -83,3 +83,37 @@ def test_demo_video_writes_an_animation_a_table_and_the_record(tmp_path, capsys)
     # a second run replaces its own output; an `acdc story` folder is refused
     assert main(["demo", "--video", "--out", str(tmp_path), "--steps", "6"]) == 0
     assert json.loads((tmp_path / "run.json").read_text())["seed"] == 1000
+
+
+@needs_models
+def test_the_judges_fit_threshold_passes_the_shipped_vqs_round_trips_of_true_clips(models):
+    from acdc_core.toy import video_judge
+    from acdc_core.toy.train_video_arm import vq_round_trip
+    from acdc_core.toy.video_world import render_clip
+
+    arm, _ = models
+    round_trip = vq_round_trip(arm)
+    clips = split_clips("heldout", 3, start=50_000)          # clips no calibration or evaluation used
+    judged = [video_judge.judge_clip(round_trip(render_clip(c)), c)["frames"] for c in clips]
+    imaging = [f["imaging_ok"] for frames in judged for f in frames]
+    assert np.mean(imaging) >= 0.95
+    # and a frame the renderer could not have drawn fails it: half the frame shifted by a quarter of its width
+    broken = round_trip(render_clip(clips[0]))
+    broken[:, :16] = np.roll(broken[:, :16], 8, axis=2)
+    assert np.mean([f["imaging_ok"] for f in video_judge.judge_clip(broken, clips[0])["frames"]]) < 0.5
+
+
+def test_calibrate_judge_measures_the_threshold_on_the_arms_own_round_trips(tmp_path):
+    from acdc_core.arm import load_arm
+    from acdc_core.tiny.unified import build_tiny_unified
+    from acdc_core.toy import video_judge
+    from acdc_core.toy.train_video_arm import calibrate_judge, vq_round_trip
+    from acdc_core.toy.video_world import render_clip
+
+    arm = load_arm(build_tiny_unified(tmp_path / "arm", image_size=32))
+    result = calibrate_judge(arm, n_clips=1, quantile=1.0, accuracy_clips=1)
+    clip = split_clips("train", 1, start=1_000_000)[0]
+    frames = video_judge.judge_clip(vq_round_trip(arm)(render_clip(clip)), clip,
+                                    fit_threshold=result["judge_fit_threshold"] + 0.01)["frames"]
+    assert all(f["imaging_ok"] for f in frames)       # the 100th percentile: every calibration frame passes
+    assert result["judge_accuracy_round_trip"]["n_frames"] == 3 * clip.frames

@@ -132,6 +132,34 @@ def test_judge_story_flags_broken_and_inconsistent_frames() -> None:
     assert results[4]["n_ears"] == 3 and results[4]["matches_prompt"]
 
 
+def test_judge_fails_ghosted_and_smeared_frames_on_fit_error_alone() -> None:
+    """Two true frames blended (a ghosted double animal) and a frame with a colour smear keep two ears, four
+    legs and one sun, yet are no frame the renderer could draw: physically valid must say no, through the fit
+    threshold; the true frame itself passes."""
+    scene = world.sample_scene(np.random.default_rng(5))
+    other = replace(scene, position=next(p for p in world.POSITIONS if p != scene.position))
+    a, b = world.render(scene, 32).astype(np.float64), world.render(other, 32).astype(np.float64)
+    ghost = ((a + b) / 2).round().astype(np.uint8)
+    smear = a.copy()
+    smear[8:24, 4:28] = smear[8:24, 4:28] * 0.4 + np.array(world.PALETTE[scene.colour]) * 0.6
+    true = judge.judge_frame(a.astype(np.uint8), scene)
+    assert true["physical_valid"] and true["fit_error"] <= judge.FIT_THRESHOLD
+    for name, image in (("ghost", ghost), ("smear", smear.round().astype(np.uint8))):
+        result = judge.judge_frame(image, scene)
+        assert result["fit_error"] > judge.FIT_THRESHOLD, name
+        assert not result["physical_valid"], name
+
+
+def test_calibrate_fit_threshold_is_the_quantile_of_fit_errors() -> None:
+    rng = np.random.default_rng(9)
+    frames = [world.render(world.sample_scene(rng), 32) for _ in range(6)]
+    errors = sorted(judge.read_frame(f)["fit_error"] for f in frames)
+    assert judge.calibrate_fit_threshold(frames, 1.0) == pytest.approx(errors[-1])
+    assert judge.calibrate_fit_threshold(frames, 0.5) == pytest.approx(float(np.quantile(errors, 0.5)))
+    with pytest.raises(InvalidInputError, match="quantile"):
+        judge.calibrate_fit_threshold(frames, 0.0)
+
+
 def test_judge_rejects_frames_of_the_wrong_shape() -> None:
     scene = world.sample_scene(np.random.default_rng(0))
     with pytest.raises(InvalidInputError, match="shape"):

@@ -193,9 +193,42 @@ def _rates(verdicts: Sequence[dict]) -> dict[str, list[Optional[float]]]:
     return out
 
 
-def evaluate(folder: Path, n_clips: int = 50, seed: int = 0) -> dict:
-    """Held-out clips, ARM only through ``load_arm`` and the video loop, judged per frame index; the VQ round trip
-    of the true clips as the ceiling."""
+CALIBRATION_START = 1_000_000   # train-split clips from this seed on: no model trains on them, none is held out
+
+
+def vq_round_trip(arm):
+    """Frames [T, H, W, 3] uint8 -> the same after ``arm``'s VQ (encode, decode)."""
+    def round_trip(frames: np.ndarray) -> np.ndarray:
+        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+        with torch.no_grad():
+            out = arm.decode(arm.encode(pixels))
+        return (out.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return round_trip
+
+
+def calibrate_judge(arm, n_clips: int = 40, quantile: float = 0.99, accuracy_clips: int = 12) -> dict:
+    """The video judge's fit threshold for ``arm``'s VQ (``video_judge.FIT_THRESHOLD`` is set from this): the
+    ``quantile`` of the excess fit error over the VQ round trips of ``n_clips`` fresh train-split clips
+    (``CALIBRATION_START``), and the judge's accuracy under it on round trips of ``accuracy_clips`` held-out clips,
+    true and broken (``video_judge.measure_accuracy``)."""
+    from .video_judge import calibrate_fit_threshold, measure_accuracy
+
+    t0 = time.perf_counter()
+    round_trip = vq_round_trip(arm)
+    clips = vw.split_clips("train", n_clips, start=CALIBRATION_START)
+    frames = np.concatenate([round_trip(vw.render_clip(c)) for c in clips])
+    threshold = calibrate_fit_threshold(frames, quantile)
+    accuracy = measure_accuracy(accuracy_clips, degradations=(), round_trip=round_trip,
+                                fit_threshold=threshold)["round_trip"]
+    return {"judge_fit_threshold": round(threshold, 2), "judge_calibration_clips": n_clips,
+            "judge_calibration_quantile": quantile, "judge_accuracy_round_trip": {k: round(v, 4) for k, v in
+                                                                                   accuracy.items()},
+            "judge_calibration_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def evaluate(folder: Path, n_clips: int = 50, seed: int = 0, fit_threshold: Optional[float] = None) -> dict:
+    """Held-out clips, ARM only through ``load_arm`` and the video loop, judged per frame index (with
+    ``fit_threshold``, else the judge's own); the VQ round trip of the true clips as the ceiling."""
     from ..arm import load_arm
     from ..memory import MemoryModule, MemorySettings
     from ..video import VideoSettings, run_video
@@ -208,9 +241,9 @@ def evaluate(folder: Path, n_clips: int = 50, seed: int = 0) -> dict:
     for k, clip in enumerate(clips):
         state = run_video(clip.prompt, arm, None, MemoryModule(None, MemorySettings(mode="off")),
                           VideoSettings(frames=clip.frames, window=vw.WINDOW, correct="none", seed=seed + 1000 + k))
-        loop.append(judge_clip(torch.stack(state.output_frames()), clip))
+        loop.append(judge_clip(torch.stack(state.output_frames()), clip, fit_threshold=fit_threshold))
         true = torch.from_numpy(vw.render_clip(clip)).permute(0, 3, 1, 2) / 255.0
-        ceiling.append(judge_clip(arm.decode(arm.encode(true)), clip))
+        ceiling.append(judge_clip(arm.decode(arm.encode(true)), clip, fit_threshold=fit_threshold))
     return {"eval_clips": len(clips), "eval_seed": seed, "arm_only": _rates(loop), "vq_ceiling": _rates(ceiling),
             "eval_seconds": round(time.perf_counter() - t0, 1)}
 
@@ -262,14 +295,22 @@ prompt's rule), imaging (the frame fits a render), moved (dynamic degree: it mov
 
 {table}
 
+The judge's imaging check under this VQ: a frame passes when its excess fit error is at most {judge_fit_threshold}
+(`video_judge.FIT_THRESHOLD`), the {quantile_pct:g}th percentile over the VQ round trips of {judge_calibration_clips}
+fresh train-split clips (`calibrate_judge`; no model trained on them, none is held out). Under it, on the round trips
+of 12 held-out clips judged true and broken (`video_judge.measure_accuracy`): {judge_accuracy_text}.
+
 The benchmark (`benchmarks/bench_toy_video.py`, README "Toy video benchmark") measures what correcting the first
 window changes.
 """
 
 
 def write_card(out: Path, summary: dict) -> None:
+    accuracy = summary["judge_accuracy_round_trip"]
+    text = ", ".join(f"{k.replace('fires:', 'fires on ')} {100 * v:.1f}%" for k, v in accuracy.items() if k != "n_frames")
     card = _CARD.format(**summary, vq_channels=tuple(VQ_SIZES["vq_channels"]), dropout_pct=100 * summary["prompt_dropout"],
-                        table=format_table(summary, every=2))
+                        table=format_table(summary, every=2), quantile_pct=100 * summary["judge_calibration_quantile"],
+                        judge_accuracy_text=f"{text} ({accuracy['n_frames']:.0f} frames a condition)")
     (out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
 
 
@@ -294,11 +335,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    if args.eval_only:
-        summary = json.loads((args.out / "training_summary.json").read_text(encoding="utf-8"))
-        summary.update(evaluate(args.out, args.eval_clips, seed=args.seed))
+
+    def measure(summary: dict) -> None:
+        from ..arm import load_arm
+
+        summary.update(calibrate_judge(load_arm(args.out)))
+        _log(f"judge fit threshold for this VQ: {summary['judge_fit_threshold']} "
+             f"(accuracy on its round trips: {summary['judge_accuracy_round_trip']})")
+        summary.update(evaluate(args.out, args.eval_clips, seed=args.seed, fit_threshold=summary["judge_fit_threshold"]))
         _log(format_table(summary, every=2))
         write_card(args.out, summary)
+
+    if args.eval_only:
+        summary = json.loads((args.out / "training_summary.json").read_text(encoding="utf-8"))
+        measure(summary)
         (args.out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         return 0
     summary = train(args.out, seed=args.seed, vq_steps=args.vq_steps, lm_steps=args.lm_steps, n_clips=args.clips,
@@ -308,9 +358,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    diffusers=diffusers.__version__, machine=f"{platform.machine()}, {os.cpu_count()} cores visible",
                    command=" ".join(["python -m acdc_core.toy.train_video_arm"] + [shlex.quote(str(a)) for a in given]))
     if args.eval_clips > 0:
-        summary.update(evaluate(args.out, args.eval_clips, seed=args.seed))
-        _log(format_table(summary, every=2))
-        write_card(args.out, summary)
+        measure(summary)
     (args.out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     _log(f"saved to {args.out} ({summary['train_seconds']} s training)")
     return 0
