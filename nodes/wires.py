@@ -25,7 +25,7 @@ VIDEO_DM = "ACDC_VIDEO_DM"  # a video corrector (acdc_core.correct.video: Animat
 
 BUILTIN = "(built-in) toy world"  # the loaders' choice for the pack's built-in default models
 # The built-in video models until the toy video world lands: tiny random weights (the plumbing only).
-BUILTIN_VIDEO = "(built-in) tiny video, random weights"
+BUILTIN_VIDEO = "(built-in) toy video world"
 
 # What a finished story comes out as, from Loop Frame (close) and from ACDC Story alike.
 STORY_OUTPUTS = (STORY, "IMAGE", "IMAGE", "STRING")

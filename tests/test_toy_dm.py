@@ -70,3 +70,27 @@ def test_shipped_dm_repairs_broken_frames():
     assert before <= 2
     assert sum(r["physical_valid"] for r in after) >= 6
     assert sum(r["matches_prompt"] for r in after) >= 5
+
+
+def test_the_dm_trains_on_every_complete_wording_of_a_frame(tmp_path):
+    """Each frame comes with the memory's full prompt and the three intro wordings, all naming the same facts, so
+    the DM is not taught one style (the no-memory ablation then measures missing information, not wording)."""
+    stories = world.split_stories("train", 4)
+    tokenizer, _, _ = train_dm._build_models(tmp_path, train_dm.world_words(stories))
+    images, ids = train_dm.build_dataset(stories, tokenizer)
+    scenes = [s for story in stories for s in story.scenes]
+    assert images.shape[0] == ids.shape[0] == len(scenes) and ids.shape[1] == 4
+    scene = scenes[0]
+    wordings = world.descriptions(scene)
+    assert wordings[0] == world.full_prompt(scene) and wordings[1:] == tuple(world.intro_prompt(scene, v)
+                                                                              for v in range(3))
+    assert len(set(wordings)) == 4
+    for text in wordings:
+        for fact in (scene.name, scene.species, scene.colour, scene.place):
+            assert fact in text
+        assert ("night" in text) == (scene.time == "night")
+    for k, text in enumerate(wordings):   # row k holds wording k, token for token
+        assert ids[0, k].tolist() == train_dm._ids(tokenizer, [text])[0].tolist()
+        tokens = tokenizer(text).input_ids   # BOS, one token per word or mark, EOS (the unknown token is EOS's id)
+        assert len(tokens) == len(text.replace(",", " ,").replace(".", " .").split()) + 2
+        assert tokenizer.unk_token_id not in tokens[1:-1]

@@ -7,8 +7,9 @@ What it writes is an ordinary diffusers-format folder without a VAE (``model_ind
 like any Stable Diffusion folder: the corrector sees no ``vae`` and runs its SDEdit loop on the pixels.
 
 - Data: the frames of train-split world stories (``world.split_stories("train", n)``), 32x32 RGB rendered by
-  ``world.render`` and scaled to [-1, 1], each with its self-contained ``world.full_prompt`` — the prompt the
-  memory module writes. Only valid frames (one sun or moon, two ears, four legs): that the DM knows nothing
+  ``world.render`` and scaled to [-1, 1], each with one of its complete wordings (``world.descriptions``: the
+  memory module's ``world.full_prompt`` and the story intros' three), drawn afresh every step, so the DM reads
+  what a prompt says, not its style. Only valid frames (one sun or moon, two ears, four legs): that the DM knows nothing
   else is what lets SDEdit pull a broken frame back to the valid world.
 - Model: ``UNet2DConditionModel`` at 32x32, 3 channels in and out (``ARCHITECTURE``). Text: a tiny
   ``CLIPTextModel`` trained jointly, behind a ``CLIPTokenizer`` whose vocabulary holds every world word as one
@@ -62,17 +63,22 @@ TEXT_HIDDEN, TEXT_LAYERS = 64, 2
 
 
 def world_words(stories: Sequence[world.Story]) -> list[str]:
-    """Every lower-case word of the stories' sentences and full prompts, sorted: one token each."""
-    text = " ".join(" ".join(s.prompts + s.full_prompts) for s in stories).lower()
+    """Every lower-case word of the stories' sentences and of every wording of their frames, sorted: one token
+    each."""
+    text = " ".join(" ".join(s.prompts + tuple(d for scene in s.scenes for d in world.descriptions(scene)))
+                    for s in stories).lower()
     return sorted(set(re.findall(r"[a-z]+", text)))
 
 
 def build_dataset(stories: Sequence[world.Story], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images [M, 3, 32, 32] in [-1, 1] and prompt ids [M, TEXT_TOKENS], one row per frame."""
+    """Images [M, 3, 32, 32] in [-1, 1] and prompt ids [M, K, TEXT_TOKENS], one row per frame, one of the K
+    wordings of ``world.descriptions`` each."""
     scenes = [scene for story in stories for scene in story.scenes]
     frames = np.stack([world.render(scene, SIZE) for scene in scenes])  # [M, H, W, 3] uint8
     images = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1  # -> [M, 3, H, W] in [-1, 1]
-    return images, _ids(tokenizer, [full_prompt(scene) for scene in scenes])
+    wordings = [world.descriptions(scene) for scene in scenes]
+    ids = _ids(tokenizer, [w for words in wordings for w in words])
+    return images, ids.view(len(scenes), len(wordings[0]), -1)
 
 
 def _ids(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
@@ -175,7 +181,8 @@ def train(out: Path, *, seed: int = 0, steps: int = 2400, batch_size: int = 16, 
     losses = []
     for step in range(steps):
         rows = torch.from_numpy(rng.integers(0, len(images), batch_size))
-        prompt_ids = ids[rows].clone()
+        wording = torch.from_numpy(rng.integers(0, ids.shape[1], batch_size))
+        prompt_ids = ids[rows, wording].clone()
         prompt_ids[torch.from_numpy(rng.random(batch_size) < PROMPT_DROPOUT)] = empty_ids  # for guidance
         losses.append(trainer.step(images[rows], lambda noisy, timesteps, ids=prompt_ids: unet(
             noisy, timesteps, encoder_hidden_states=text_encoder(ids)[0]).sample))
@@ -222,7 +229,8 @@ def _scores(images: torch.Tensor, scenes: Sequence[Scene]) -> dict[str, float]:
     return rates
 
 
-def evaluate(folder: Path, *, n_frames: int = 200, seed: int = 0, guidance_scale: float = 3.0, steps: int = 20,
+def evaluate(folder: Path, *, n_frames: int = 200, seed: int = 0, guidance_scale: Optional[float] = None,
+             steps: int = 20,
              strength: float = 0.5, blur: float = 0.5, noise: float = 5.0, down: int = 4,
              batch_size: int = 50) -> dict:
     """The saved folder, loaded by ``load_corrector``, judged on ``n_frames`` held-out frames (seeded):
@@ -231,13 +239,18 @@ def evaluate(folder: Path, *, n_frames: int = 200, seed: int = 0, guidance_scale
     2. ``corrupted``: the frames broken by ``world.corrupt`` (ears, legs or suns/moons) and degraded like a VQ
        round trip (``world.degrade``), as given (``uncorrected``) and after SDEdit at ``strength`` with the full
        prompt (``full_prompt``);
-    3. ``pronoun_prompt``: the same SDEdit with only "She jumps." (what the DM gets without memory).
+    3. ``intro_prompt``: the same SDEdit with the scene told as a story's first sentence (``world.intro_prompt``,
+       its three wordings in turn): complete like the full prompt, in another style;
+    4. ``pronoun_prompt``: the same SDEdit with only "She jumps." (what the DM gets without memory).
 
-    Physical validity and scene match (species, colour, place, time, position, pose all as in the true
+    ``guidance_scale`` defaults to the toy settings' (``defaults.TOY_SETTINGS``). Physical validity and scene match (species, colour, place, time, position, pose all as in the true
     scene) are read by the judge from the pixels alone.
     """
     from ..correct import load_corrector
 
+    from .defaults import TOY_SETTINGS
+
+    guidance_scale = TOY_SETTINGS.guidance_scale if guidance_scale is None else float(guidance_scale)
     t0 = time.perf_counter()
     corrector = load_corrector(folder)
     per_story = 6
@@ -261,6 +274,8 @@ def evaluate(folder: Path, *, n_frames: int = 200, seed: int = 0, guidance_scale
         "sampling": _scores(run(grey, full, 1.0), scenes),
         "uncorrected": _scores(damaged, scenes),
         "full_prompt": _scores(run(damaged, full, strength), scenes),
+        "intro_prompt": _scores(run(damaged, [world.intro_prompt(s, i) for i, s in enumerate(scenes)], strength),
+                                scenes),
         "pronoun_prompt": _scores(run(damaged, [pronoun_prompt(s) for s in scenes], strength), scenes),
     }
     return {"eval_frames": len(scenes), "eval_seed": seed, "eval_guidance": guidance_scale, "eval_steps": steps,
@@ -273,13 +288,13 @@ def evaluate(folder: Path, *, n_frames: int = 200, seed: int = 0, guidance_scale
 _CARD = """# Toy diffusion model (ACDC toy world)
 
 A small text-to-image diffusion model in pixel space (as DeepFloyd IF is), trained on single 32x32 frames of
-the toy world (`acdc_core/toy/world.py`) with their full, self-contained prompts ("Mia, a red rabbit, jumps
+the toy world (`acdc_core/toy/world.py`) with complete descriptions of them ("Mia, a red rabbit, jumps
 on the left of a meadow at night."). It is the pack's built-in DM: ACDC's corrector noises an ARM frame to
 t' and denoises it back with this model. Load it like any diffusers folder:
 
     from acdc_core.correct import load_corrector
     dm = load_corrector("acdc_core/toy/models/dm")      # no vae/: the corrector works on the pixels
-    fixed = dm.correct(frames, prompts, strength=0.5, steps=20, guidance_scale=3.0)  # frames [N, 3, 32, 32]
+    fixed = dm.correct(frames, prompts, strength=0.5, steps=20, guidance_scale=1.5)  # frames [N, 3, 32, 32]
 
 - Model: `UNet2DConditionModel`, 32x32x3 in and out, block channels {channels} at 32, 16, 8, 4 px,
   {layers_per_block} resnet per level, cross-attention to the prompt at 8 and 4 px and in the middle block, the
@@ -293,7 +308,8 @@ t' and denoises it back with this model. Load it like any diffusers folder:
   [-1, 1] (pixel space). Stored as a DDIM config, what the corrector samples with.
 - Data: {train_frames} frames of {train_stories} train-split stories (`world.split_stories("train", {train_stories})`;
   {distinct_train_images} distinct images, since the name only changes the prompt), rendered by `world.render`,
-  each with `world.full_prompt`. Only valid frames. {dropout_pct:.0f}% of prompts dropped to "" for
+  each with one of its four complete wordings drawn afresh every step (`world.descriptions`: `world.full_prompt`,
+  what the memory writes, and the story intros' three, "Meet Mia, a red rabbit. She jumps ..."). Only valid frames. {dropout_pct:.0f}% of prompts dropped to "" for
   classifier-free guidance.
 - Training: `{command}`; v-prediction MSE weighted as min-SNR (the clean-image
   error weighted by the SNR clamped to [{snr_floor}, {snr_cap}]); AdamW lr {lr}, betas (0.9, 0.99), weight
@@ -320,7 +336,10 @@ DDIM, {eval_steps}-step schedule, classifier-free guidance {eval_guidance} (the 
    prompted scene at the rates in the first row.
 2. SDEdit at t' = {eval_strength} of broken frames with the full prompt (what the memory module writes) repairs
    physical validity from {uncorrected_valid:.1f}% to {full_valid:.1f}% and keeps the scene in {full_scene:.1f}%.
-3. The same with only the story's pronoun sentence ("She jumps."): {pronoun_valid:.1f}% valid, scene kept in
+3. The same with the scene told as a story's first sentence (`world.intro_prompt`, as complete, another style):
+   {intro_valid:.1f}% valid, scene kept in {intro_scene:.1f}%. The DM reads what a prompt says, not its wording, so
+   the story benchmark's "without memory" ablation measures missing information.
+4. The same with only the story's pronoun sentence ("She jumps."): {pronoun_valid:.1f}% valid, scene kept in
    {pronoun_scene:.1f}%: without memory the DM does not know who "she" is, and species and colour drift.
 
 Numbers are also in `training_summary.json`. Retraining with the same command and seed on the same torch
@@ -328,7 +347,8 @@ version and thread count gives the same weights; float results may differ slight
 """
 
 _ROWS = (("sampling", "1. sampled from noise, full prompt"), ("uncorrected", "broken frames, uncorrected"),
-         ("full_prompt", "2. SDEdit t'=0.5, full prompt"), ("pronoun_prompt", "3. SDEdit t'=0.5, pronoun prompt"))
+         ("full_prompt", "2. SDEdit t'=0.5, full prompt"), ("intro_prompt", "3. SDEdit t'=0.5, intro sentence"),
+         ("pronoun_prompt", "4. SDEdit t'=0.5, pronoun prompt"))
 
 
 def _card(summary: dict) -> str:
@@ -343,7 +363,8 @@ def _card(summary: dict) -> str:
         + " |" for key, label in _ROWS)
     alphas = DDPMScheduler.from_config(pixel_space_scheduler_config()).alphas_cumprod
     pct = {f"{key}_{col}": 100 * r[name][metric] for key, name in
-           (("uncorrected", "uncorrected"), ("full", "full_prompt"), ("pronoun", "pronoun_prompt"))
+           (("uncorrected", "uncorrected"), ("full", "full_prompt"), ("intro", "intro_prompt"),
+            ("pronoun", "pronoun_prompt"))
            for col, metric in (("valid", "physical_valid"), ("scene", "matches_scene"))}
     return _CARD.format(
         **summary, **pct, table=table, channels=tuple(ARCHITECTURE["block_out_channels"]),

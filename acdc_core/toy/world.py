@@ -38,7 +38,7 @@ __all__ = [
     "NAMES", "SPECIES", "COLOURS", "PLACES", "TIMES", "POSITIONS", "POSES", "PALETTE", "SKY", "GROUND",
     "SUN", "MOON", "HORIZON", "CELESTIAL_SPOTS", "Scene", "Story", "render", "render_story", "silhouette",
     "animal_mask", "extent",
-    "full_prompt", "intro_prompt", "sample_scene", "sample_story", "story_split", "split_stories",
+    "full_prompt", "intro_prompt", "descriptions", "sample_scene", "sample_story", "story_split", "split_stories",
     "corrupt", "degrade", "pronoun", "HELDOUT_FRACTION", "TEST_SEED_START",
 ]
 
@@ -315,6 +315,13 @@ def intro_prompt(scene: Scene, variant: int = 0) -> str:
         name=scene.name, a=_article(scene.colour), colour=scene.colour, species=scene.species,
         P=pronoun(scene.name), verb=_POSE_VERB[scene.pose], where=_POSITION_PHRASE[scene.position],
         a_place=_article(scene.place), place=scene.place, when=when, When=when[0].upper() + when[1:])
+
+
+def descriptions(scene: Scene) -> tuple[str, ...]:
+    """Every complete, self-contained wording of a frame's scene: ``full_prompt`` (what the memory writes) first,
+    then the story intros' wordings (``intro_prompt``). The toy DM trains on all of them, so a prompt it is given
+    is judged by what it says, not by how it says it."""
+    return (full_prompt(scene),) + tuple(intro_prompt(scene, v) for v in range(len(_INTROS)))
 
 
 # Changes a later prompt can describe: (kind, target value) -> wordings. "{P}" is the pronoun.
