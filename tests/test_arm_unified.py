@@ -2,6 +2,8 @@
 model built locally, a few steps of its trainer, and the shipped toy ARM when it is present."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import shutil
 from pathlib import Path
@@ -277,6 +279,26 @@ def test_a_few_training_steps_give_a_loadable_arm_and_are_reproducible(tmp_path)
     prompts = split_stories("heldout", 1)[0].prompts
     tokens = arm.sample_chunk(ARMContext(), prompts[0], settings=arm.default_sampling, generator=gen(0))
     assert arm.decode(tokens).shape == (1, 3, 32, 32)
+
+
+def test_carried_defects_keep_one_defect_through_a_whole_story_and_leave_the_rest_alone():
+    from acdc_core.toy import train_arm, world
+
+    stories = world.split_stories("train", 200)
+    carried = train_arm.carry_defects(stories, 0.3, seed=0)
+    assert carried == train_arm.carry_defects(stories, 0.3, seed=0) and train_arm.carry_defects(stories, 0.0, 0) == stories
+    changed = [(a, b) for a, b in zip(stories, carried) if a != b]
+    assert 40 <= len(changed) <= 80          # 30% of 200, seeded
+    for before, after in changed:
+        assert after.prompts == before.prompts
+        bodies = {(s.n_ears, s.n_legs) for s in after.scenes}
+        assert len(bodies) == 1 and bodies != {(2, 4)}            # one defect, the same in every frame
+        n_ears, n_legs = bodies.pop()
+        assert (n_ears in (1, 3)) != (n_legs in (3, 5))           # ears or legs, never both
+        for a, b in zip(before.scenes, after.scenes):             # nothing else about a frame changes
+            assert replace(b, n_ears=a.n_ears, n_legs=a.n_legs) == a
+    with pytest.raises(ValueError, match="fraction"):
+        train_arm.carry_defects(stories, 1.5, 0)
 
 
 # ------------------------------------------------------------------ the shipped toy ARM

@@ -40,6 +40,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -322,10 +323,31 @@ class _SceneCodes:
         return self.memo[scene]
 
 
+def carry_defects(stories: Sequence[Story], fraction: float, seed: int) -> list[Story]:
+    """``stories`` with, in a seeded ``fraction`` of them, the character drawn with one defect (1 or 3 ears, 3 or 5
+    legs) in every frame: its appearance is carried over from frame to frame, right or wrong. An ARM trained on
+    them learns to copy the character's body from its context, so a defect it draws is copied on: errors
+    propagate through the context, as in the paper's ARMs."""
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise ValueError(f"the fraction of stories with a carried defect must be in [0, 1]; got {fraction!r}.")
+    rng = np.random.default_rng(seed + 3)
+    out = []
+    for story in stories:
+        if rng.random() < fraction:
+            if rng.random() < 0.5:
+                body = {"n_ears": int(rng.choice([1, 3]))}
+            else:
+                body = {"n_legs": int(rng.choice([3, 5]))}
+            story = Story(tuple(replace(s, **body) for s in story.scenes), story.prompts)
+        out.append(story)
+    return out
+
+
 def train(out: Path, *, seed: int = 0, vq_steps: int = 2000, lm_steps: int = 6000, n_stories: int = 6000,
           hidden: int = 128, layers: int = 4, heads: int = 4, lm_batch_size: int = 4, lm_lr: float = 3e-3,
-          vq_eval_frames: int = 300, log_every: int = 100) -> dict:
-    """Train the VQ and the LM and write the unified ARM folder ``out``; returns a summary."""
+          vq_eval_frames: int = 300, carried: float = 0.0, log_every: int = 100) -> dict:
+    """Train the VQ and the LM and write the unified ARM folder ``out``; returns a summary. ``carried``: the
+    fraction of training stories whose character carries one defect through every frame (``carry_defects``)."""
     from transformers import GenerationConfig, LlamaForCausalLM
 
     from ..arm.base import SamplingSettings
@@ -333,7 +355,7 @@ def train(out: Path, *, seed: int = 0, vq_steps: int = 2000, lm_steps: int = 600
     from ..tiny.unified import lm_config
 
     start, cpu = time.perf_counter(), time.process_time()
-    stories = split_stories("train", n_stories)
+    stories = carry_defects(split_stories("train", n_stories), carried, seed)
     vq, summary = train_vq(stories, seed=seed, steps=vq_steps, log_every=log_every)
     summary.update(vq_quality(vq, seed=seed, n=vq_eval_frames))
     _log(f"VQ round trip, judged: attributes {summary['vq_roundtrip_attributes']:.1%}, valid frames judged valid "
@@ -365,7 +387,7 @@ def train(out: Path, *, seed: int = 0, vq_steps: int = 2000, lm_steps: int = 600
                             log_every=log_every))
     lm.generation_config = GenerationConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"])
 
-    summary.update(seed=seed, train_stories=len(stories), hidden=hidden, layers=layers, heads=heads,
+    summary.update(seed=seed, train_stories=len(stories), carried_defects=carried, hidden=hidden, layers=layers, heads=heads,
                    text_vocab=offset, codebook_size=K, distinct_train_frames=len(codes.memo),
                    train_seconds=round(time.perf_counter() - start, 1),
                    train_cpu_seconds=round(time.process_time() - cpu, 1))
@@ -456,7 +478,9 @@ earlier frame and prompt in context.
   unconditional row). {lm_steps} steps, batch {lm_batch_size}, AdamW lr {lm_lr}, betas (0.9, 0.98),
   weight decay 0.01, warmup then cosine to 10%. Final code loss {lm_final_loss:.4f} (nats per code).
 - Data: {train_stories} train-split stories (`world.split_stories("train", {train_stories})`; the split is a
-  sha256 of the prompts, so no held-out story is trained on), {distinct_train_frames} distinct frames.
+  sha256 of the prompts, so no held-out story is trained on), {distinct_train_frames} distinct frames;
+  {carried_pct:.0f}% of them with the character carrying one defect (1 or 3 ears, 3 or 5 legs) through every
+  frame (`carry_defects`: its body is copied from frame to frame, right or wrong).
 - Default sampling (in `acdc_arm.json`; plain ancestral sampling, chosen before any result and not tuned):
   guidance {gs} (1 = no CFG), temperature {temp}, top-k {topk} (0 = off), top-p {topp}.
 - Command: `{command}`, seed {seed}. Training took {train_cpu_seconds} s of CPU time, {train_seconds} s wall
@@ -492,7 +516,7 @@ def write_card(out: Path, summary: dict) -> None:
                         pct_broken=100 * s["vq_roundtrip_broken_judged_broken"], dropout_pct=100 * s["prompt_dropout"],
                         gs=s["eval_sampling"]["guidance_scale"], temp=s["eval_sampling"]["temperature"],
                         topk=s["eval_sampling"]["top_k"], topp=s["eval_sampling"]["top_p"],
-                        table=format_table(s))
+                        carried_pct=100 * s.get("carried_defects", 0.0), table=format_table(s))
     (out / "MODEL_CARD.md").write_text(card, encoding="utf-8")
 
 
@@ -510,12 +534,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vq-eval-frames", type=int, default=300, help="unseen frames to judge VQ round trips on")
     parser.add_argument("--eval-stories", type=int, default=50, help="held-out stories to measure (0: skip)")
+    parser.add_argument("--carried-defects", type=float, default=0.0,
+                        help="fraction of training stories whose character carries one defect (ears or legs) "
+                             "through every frame, so the ARM learns to copy its body from the context")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     summary = train(args.out, seed=args.seed, vq_steps=args.vq_steps, lm_steps=args.lm_steps, n_stories=args.stories,
-                    hidden=args.hidden, layers=args.layers, vq_eval_frames=args.vq_eval_frames, log_every=max(1, min(100, args.lm_steps // 10)))
+                    hidden=args.hidden, layers=args.layers, vq_eval_frames=args.vq_eval_frames, carried=args.carried_defects,
+                    log_every=max(1, min(100, args.lm_steps // 10)))
     given = list(sys.argv[1:] if argv is None else argv)
     command = " ".join(["python -m acdc_core.toy.train_arm"] + [shlex.quote(str(a)) for a in given])
     summary.update(threads=args.threads, torch=torch.__version__, transformers=transformers.__version__,
