@@ -323,7 +323,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vq-steps", type=int, default=2000)
-    parser.add_argument("--lm-steps", type=int, default=3000)
+    parser.add_argument("--lm-steps", type=int, default=6000)
     parser.add_argument("--clips", type=int, default=4000, help="train-split clips")
     parser.add_argument("--lm-batch-size", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=128)

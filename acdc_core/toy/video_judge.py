@@ -60,10 +60,18 @@ units apart) fires on 100% of frames clean, but only ~55-60% after a 4x down/up 
 wider animal); noise patches on 95-100%. About 12-15 ms of CPU per 32-px frame on one (shared) thread; the first
 call builds the template banks (~0.2 s) and silhouettes are drawn and cached as needed.
 
-Limits: the softening it models is PIL's resampling and Gaussian blurs; a real VQ decoder's errors raise the
-fit error, so ``FIT_THRESHOLD`` is to be re-calibrated on its round trips (``calibrate_fit_threshold``), and a
-lower threshold catches more softened ghosts (the excess of true 4x frames stays under ~5) at the cost of clean
-frames whose silhouette falls between the 1/64-px positions tried (excess up to ~9). Lifts are read on the hop
+Those imaging numbers were measured at a threshold of 10. A real VQ decoder's errors raise the fit error far more
+than PIL's resampling does, so ``FIT_THRESHOLD`` is calibrated on the shipped video ARM's VQ round trips (218.46,
+see above): under it, on those round trips, subject 97.3%, background 98.8%, motion 96.4%, imaging 99.3% agree
+with the truth (every check on 94.4% of true frames), and teleport, freeze, species, colour, place and time
+breakages still fire on 100%, but size on 67%, a second sun or moon on 83%, ghosts on 50% and noise patches on 25%
+(models/video_arm/MODEL_CARD.md): through this VQ the judge is below the issue's 98% for subject and motion, and
+imaging catches only frames worse than the VQ's worst. The VQ's softening and tints dominate the fit error: the
+excess of true round trips has median 75 (90th percentile 134), while round trips with half the frame shifted by a
+quarter of its width have median 54, so under this VQ imaging tells world frames from smears and foreign patches
+(a 16-px grey patch over the animal: ~780), not subtle breakage (subject, background and motion still read it). A lower threshold would fail true frames.
+
+Limits: the softening it models is PIL's resampling and Gaussian blurs. Lifts are read on the hop
 arc's heights, sizes on ``SCALES``. A half-hidden or heavily softened animal is placed within ~0.3 units, which
 is why a single step is allowed to be off when its neighbours agree; so a freeze of a single frame passes (two
 or more frames fail). ``fit_error`` is a mean over the frame: a small broken patch passes. Tuned for 32 px.
@@ -87,10 +95,11 @@ __all__ = ["FIT_THRESHOLD", "CHECKS", "SCALES", "LIFTS", "DEGRADATIONS", "BREAKA
            "motion_steps", "hop_lift", "calibrate_fit_threshold", "break_clip", "truth", "measure_accuracy"]
 
 CHECKS: tuple[str, ...] = ("subject_ok", "background_ok", "motion_ok", "imaging_ok", "moved")
-# On the excess fit error (fit_error - noise_floor). Provisional: about the 99th percentile over true frames under
-# every entry of DEGRADATIONS (4x down/up + blur + noise (+ cast): 4.2 (7.0); clean 8.8, noise 8.7), from
-# ``calibrate_fit_threshold`` on 10 held-out clips each. Re-calibrate on the trained VQ's round trips.
-FIT_THRESHOLD = 10.0
+# On the excess fit error (fit_error - noise_floor): the 99th percentile over the shipped video ARM's VQ round trips
+# of 40 fresh train-split clips (``train_video_arm.calibrate_judge``; models/video_arm/MODEL_CARD.md), the lossiest
+# softening a frame of the benchmark goes through. True frames under every entry of DEGRADATIONS fit far better
+# (99th percentiles 4.2 to 8.8), so the check is lenient there: it fails only frames worse than the VQ's worst.
+FIT_THRESHOLD = 218.46
 
 # The heights a frame can show the animal at: the hop arc's (0 for every other motion).
 LIFTS: tuple[float, ...] = tuple(sorted({round(HOP_HEIGHT * float(np.sin(np.pi * k / HOP_PERIOD)), 4)
