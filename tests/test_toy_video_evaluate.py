@@ -88,7 +88,7 @@ def test_demo_video_writes_an_animation_a_table_and_the_record(tmp_path, capsys)
 @needs_models
 def test_the_judges_fit_threshold_passes_the_shipped_vqs_round_trips_of_true_clips(models):
     from acdc_core.toy import video_judge
-    from acdc_core.toy.train_video_arm import vq_round_trip
+    from acdc_core.toy.judge import vq_round_trip
     from acdc_core.toy.video_world import render_clip
 
     arm, _ = models
@@ -109,7 +109,8 @@ def test_calibrate_judge_measures_the_threshold_on_the_arms_own_round_trips(tmp_
     from acdc_core.arm import load_arm
     from acdc_core.tiny.unified import build_tiny_unified
     from acdc_core.toy import video_judge
-    from acdc_core.toy.train_video_arm import calibrate_judge, vq_round_trip
+    from acdc_core.toy.judge import vq_round_trip
+    from acdc_core.toy.train_video_arm import calibrate_judge
     from acdc_core.toy.video_world import render_clip
 
     arm = load_arm(build_tiny_unified(tmp_path / "arm", image_size=32))

@@ -43,7 +43,7 @@ from .world import (COLOURS, GROUND, HORIZON, MOON, PALETTE, PLACES, POSES, POSI
                     Story)
 
 __all__ = ["read_frame", "judge_frame", "judge_story", "summarize", "measure_accuracy", "calibrate_fit_threshold",
-           "FIT_THRESHOLD", "ATTRIBUTES"]
+           "vq_round_trip", "FIT_THRESHOLD", "ATTRIBUTES"]
 
 ATTRIBUTES: tuple[str, ...] = ("species", "colour", "place", "time", "position", "pose")
 # The largest fit error a physically valid frame may have: the 99th percentile over the shipped toy ARM's VQ round
@@ -407,14 +407,9 @@ def measure_accuracy(n: int = 300, seed: int = 0, size: int = 32,
     return out
 
 
-def _story_vq_round_trip() -> Callable[[np.ndarray], np.ndarray]:
-    """The shipped toy ARM's VQ (encode, decode) on frames [N, H, W, 3] uint8."""
+def vq_round_trip(arm) -> Callable[[np.ndarray], np.ndarray]:
+    """Frames [N, H, W, 3] uint8 -> the same after ``arm``'s VQ (encode, decode): what the judges calibrate on."""
     import torch
-
-    from ..arm import load_arm
-    from .defaults import ARM_DIR
-
-    arm = load_arm(ARM_DIR)
 
     def round_trip(frames: np.ndarray) -> np.ndarray:
         pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
@@ -422,6 +417,14 @@ def _story_vq_round_trip() -> Callable[[np.ndarray], np.ndarray]:
             out = arm.decode(arm.encode(pixels))
         return (out.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return round_trip
+
+
+def _story_vq_round_trip() -> Callable[[np.ndarray], np.ndarray]:
+    """The shipped toy ARM's VQ round trip."""
+    from ..arm import load_arm
+    from .defaults import ARM_DIR
+
+    return vq_round_trip(load_arm(ARM_DIR))
 
 
 if __name__ == "__main__":

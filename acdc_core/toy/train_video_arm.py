@@ -41,8 +41,9 @@ import torch
 from . import video_world as vw
 from . import world
 from .train_arm import DEFAULT_SAMPLING, IMAGE_SIZE, VQ_SIZES, _log, fit_lm, train_vq, vq_encode
+from .judge import vq_round_trip
 
-__all__ = ["vq_video_frames", "ClipTokens", "train", "evaluate", "main"]
+__all__ = ["vq_video_frames", "ClipTokens", "train", "calibrate_judge", "evaluate", "main"]
 
 TEXT_SLOT = 24   # the longest canonical video prompt is 21 word tokens; every prompt is left-padded to 24
 
@@ -194,16 +195,6 @@ def _rates(verdicts: Sequence[dict]) -> dict[str, list[Optional[float]]]:
 
 
 CALIBRATION_START = 1_000_000   # train-split clips from this seed on: no model trains on them, none is held out
-
-
-def vq_round_trip(arm):
-    """Frames [T, H, W, 3] uint8 -> the same after ``arm``'s VQ (encode, decode)."""
-    def round_trip(frames: np.ndarray) -> np.ndarray:
-        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
-        with torch.no_grad():
-            out = arm.decode(arm.encode(pixels))
-        return (out.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return round_trip
 
 
 def calibrate_judge(arm, n_clips: int = 40, quantile: float = 0.99, accuracy_clips: int = 12) -> dict:
