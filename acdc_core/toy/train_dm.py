@@ -9,8 +9,8 @@ like any Stable Diffusion folder: the corrector sees no ``vae`` and runs its SDE
 - Data: the frames of train-split world stories (``world.split_stories("train", n)``), 32x32 RGB rendered by
   ``world.render`` and scaled to [-1, 1], each with one of its complete wordings (``world.descriptions``: the
   memory module's ``world.full_prompt`` and the story intros' three), drawn afresh every step, so the DM reads
-  what a prompt says, not its style. Only valid frames (one sun or moon, two ears, four legs): that the DM knows nothing
-  else is what lets SDEdit pull a broken frame back to the valid world.
+  what a prompt says, not its style. Only valid frames (one sun or moon, two ears, four legs): that the DM
+  knows nothing else is what lets SDEdit pull a broken frame back to the valid world.
 - Model: ``UNet2DConditionModel`` at 32x32, 3 channels in and out (``ARCHITECTURE``). Text: a tiny
   ``CLIPTextModel`` trained jointly, behind a ``CLIPTokenizer`` whose vocabulary holds every world word as one
   token (``tiny.sd.write_tiny_clip_tokenizer``).
@@ -230,8 +230,7 @@ def _scores(images: torch.Tensor, scenes: Sequence[Scene]) -> dict[str, float]:
 
 
 def evaluate(folder: Path, *, n_frames: int = 200, seed: int = 0, guidance_scale: Optional[float] = None,
-             steps: int = 20,
-             strength: float = 0.5, blur: float = 0.5, noise: float = 5.0, down: int = 4,
+             steps: int = 20, strength: float = 0.5, blur: float = 0.5, noise: float = 5.0, down: int = 4,
              batch_size: int = 50) -> dict:
     """The saved folder, loaded by ``load_corrector``, judged on ``n_frames`` held-out frames (seeded):
 
@@ -243,11 +242,11 @@ def evaluate(folder: Path, *, n_frames: int = 200, seed: int = 0, guidance_scale
        its three wordings in turn): complete like the full prompt, in another style;
     4. ``pronoun_prompt``: the same SDEdit with only "She jumps." (what the DM gets without memory).
 
-    ``guidance_scale`` defaults to the toy settings' (``defaults.TOY_SETTINGS``). Physical validity and scene match (species, colour, place, time, position, pose all as in the true
-    scene) are read by the judge from the pixels alone.
+    ``guidance_scale`` defaults to the toy settings' (``defaults.TOY_SETTINGS``). Physical validity and scene
+    match (species, colour, place, time, position, pose all as in the true scene) are read by the judge from the
+    pixels alone.
     """
     from ..correct import load_corrector
-
     from .defaults import TOY_SETTINGS
 
     guidance_scale = TOY_SETTINGS.guidance_scale if guidance_scale is None else float(guidance_scale)
@@ -309,8 +308,8 @@ t' and denoises it back with this model. Load it like any diffusers folder:
 - Data: {train_frames} frames of {train_stories} train-split stories (`world.split_stories("train", {train_stories})`;
   {distinct_train_images} distinct images, since the name only changes the prompt), rendered by `world.render`,
   each with one of its four complete wordings drawn afresh every step (`world.descriptions`: `world.full_prompt`,
-  what the memory writes, and the story intros' three, "Meet Mia, a red rabbit. She jumps ..."). Only valid frames. {dropout_pct:.0f}% of prompts dropped to "" for
-  classifier-free guidance.
+  what the memory writes, and the story intros' three, "Meet Mia, a red rabbit. She jumps ..."). Only valid
+  frames. {dropout_pct:.0f}% of prompts dropped to "" for classifier-free guidance.
 - Training: `{command}`; v-prediction MSE weighted as min-SNR (the clean-image
   error weighted by the SNR clamped to [{snr_floor}, {snr_cap}]); AdamW lr {lr}, betas (0.9, 0.99), weight
   decay 0.01, warmup then cosine to 5%, batch {batch_size}, {steps} steps, gradient clipping 1.0, EMA
