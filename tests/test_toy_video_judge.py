@@ -83,12 +83,17 @@ def test_the_motion_rule_holds_on_every_true_clip_and_breaks_on_every_broken_one
             assert expected[0] == truth(clip.states(), clip)[0]  # frame 1 is never broken
 
 
+# Rendered frames no VQ has touched fit within ~9 (the 99th percentile under every DEGRADATIONS entry); the shipped
+# FIT_THRESHOLD is calibrated on the video ARM's VQ round trips and is far more lenient (ghosts and noise pass it).
+CLEAN_FIT_THRESHOLD = 10.0
+
+
 @pytest.mark.parametrize("kind", list(BREAKAGES))
 def test_each_breakage_fires_on_its_broken_frames_and_nowhere_else(kind: str) -> None:
     check = BREAKAGES[kind]
     frames, states, image_broken = break_clip(BREAK_CLIP, kind, np.random.default_rng(3))
     expected = truth(states, BREAK_CLIP, image_broken)
-    result = judge_clip(frames, BREAK_CLIP)["frames"]
+    result = judge_clip(frames, BREAK_CLIP, fit_threshold=CLEAN_FIT_THRESHOLD)["frames"]
     broken = [t for t, e in enumerate(expected) if e[check] is False]
     fired = [t for t, r in enumerate(result) if not r[check]]
     assert broken and fired == broken, (kind, broken, fired)
