@@ -5,6 +5,7 @@
   acdc demo --video --out OUT   # a held-out toy clip: ARM only vs video ACDC side by side, judged
   acdc video --prompt "..." --frames 32 --window 16 --correct first --arm ARM --dm SD15 --motion-adapter MA --out OUT
   acdc convert lwm SRC DST --allow-pickle-vqgan    # LWM's JAX checkpoint -> a video ARM folder (convert/lwm.py)
+  acdc bench run --out OUT --toy heldout --count 100   # the paper's variants over a story set (cli_bench.py)
 
 Each writes OUT/frames/*.png, OUT/strip.png (ARM vs corrected side by side) and OUT/run.json; video also
 OUT/side_by_side.webp (cli_video.py).
@@ -403,10 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "and ACDC (first window corrected) side by side")
     dem.add_argument("--models", default="outputs/models", help="where tiny fallback models are built")
     dem.set_defaults(**toy_defaults())
+    from .cli_bench import add_bench_parser
     from .cli_video import add_video_parser
     from .convert.lwm import build_parser as lwm_parser
 
     add_video_parser(sub, add_memory_options)
+    add_bench_parser(sub, add_memory_options)
     convert = sub.add_parser("convert", help="convert a published checkpoint into a folder the engine loads",
                              allow_abbrev=False)
     kinds = convert.add_subparsers(dest="kind", required=True)
@@ -430,6 +433,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .cli_video import run_video_command
 
             run_video_command(args)
+        elif args.command == "bench":
+            from .cli_bench import run_bench_command
+
+            run_bench_command(args)
         elif args.command == "convert":
             from .convert.lwm import run as convert_lwm
 

@@ -21,10 +21,8 @@ Nothing here knows about ComfyUI: hosts pass a ``progress`` callable that may ra
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import contextmanager
 from dataclasses import replace
-from typing import Callable, Iterator, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 
@@ -32,6 +30,7 @@ from .arm.base import ARMBackend, ARMContext
 from .arm.cache import PaddedBatch
 from .correct.base import Corrector, check_scheduler
 from .correct.schedule import check_strength
+from .cost import stage
 from .devices import Placement
 from .errors import InvalidInputError
 from .images import resize_to
@@ -51,17 +50,6 @@ class _Stay:
         return model
 
 
-@contextmanager
-def _clock() -> Iterator[list]:
-    """``with _clock() as took:`` -> ``took[0]`` is the block's wall time in seconds."""
-    took = [0.0]
-    start = time.perf_counter()
-    try:
-        yield took
-    finally:
-        took[0] = time.perf_counter() - start
-
-
 def correction_size(settings: StorySettings, corrector: Corrector) -> tuple[int, int]:
     """The (H, W) the DM corrects at: the setting if given, else the DM's native size."""
     return tuple(settings.correction_size) if settings.correction_size else tuple(corrector.native_size)
@@ -75,7 +63,7 @@ def generate(state: StoryState, arm: ARMBackend, settings: StorySettings, *,
              progress: ProgressFn = no_progress) -> Frame:
     """Step 1: the ARM samples the next frame's tokens v_i with the whole (corrected) story in its context."""
     frame, context = _next_frame(state, arm, settings)
-    with _clock() as took:
+    with stage("arm") as took:
         tokens = arm.sample_chunk(context, state.prompts[frame.index], settings=settings.sampling,
                                   generator=torch.Generator().manual_seed(frame.arm_seed), progress=progress)
     return replace(frame, tokens=tokens).timed("arm", took[0])
@@ -109,7 +97,7 @@ def generate_many(states: Sequence[StoryState], arm: ARMBackend, settings: Seque
         raise InvalidInputError("stories decoded in one batch share the ARM's sampling settings (guidance, "
                                 "temperature, top-k, top-p); give them the same, or run them apart.")
     frames, contexts = zip(*(_next_frame(state, arm, s) for state, s in zip(states, settings)))
-    with _clock() as took:
+    with stage("arm") as took:
         tokens = arm.sample_chunks(list(contexts), [f.state.prompts[f.index] for f in frames],
                                    settings=settings[0].sampling, batch=batch, progress=progress,
                                    generators=[torch.Generator().manual_seed(f.arm_seed) for f in frames])
@@ -161,7 +149,7 @@ def inpaint_tokens(frame: Frame, arm: ARMBackend, settings: StorySettings, cells
         return frame
     check_token_inpainting(arm)
     known = torch.where(cells, torch.full_like(frame.tokens[0], -1), frame.tokens[0])
-    with _clock() as took:
+    with stage("arm_inpaint") as took:
         tokens = arm.sample_chunk(_seen_context(frame.state, frame.context_frames), frame.state.prompts[frame.index],
                                   settings=settings.sampling, generator=torch.Generator().manual_seed(frame.arm_seed),
                                   progress=progress, known=known)
@@ -172,7 +160,7 @@ def decode(frame: Frame, arm: ARMBackend) -> Frame:
     """Step 2: x_i = D(v_i), the ARM's own VQ decoder (a frame already decoded is returned as it is)."""
     if frame.arm_image is not None:
         return frame
-    with _clock() as took:
+    with stage("decode") as took:
         arm_image = arm.decode(frame.tokens)                       # [1, 3, H, W] in [0, 1]
     return frame.timed("decode", took[0], arm_image=arm_image, image=arm_image)
 
@@ -205,7 +193,7 @@ def correct(frame: Frame, corrector: Corrector, settings: StorySettings, prompt:
     if not settings.corrects(frame.index):
         return replace(frame, corrected=False)
     dm_seed = settings.seeds(frame.index)[1]
-    with _clock() as took:
+    with stage("correct") as took:
         image = corrector.correct(
             resize_to(frame.image, correction_size(settings, corrector)), prompt, strength=settings.strength,
             steps=settings.steps, guidance_scale=settings.guidance_scale, seed=dm_seed,
@@ -238,7 +226,7 @@ def fix(frame: Frame, corrector: Corrector, settings: StorySettings, mask: Optio
     if not text:
         raise InvalidInputError(
             f"frame {frame.number} has a mask to fix but no prompt: give a fix prompt or the frame's DM prompt.")
-    with _clock() as took:
+    with stage("fix") as took:
         image = corrector.correct(
             frame.image, text, strength=settings.fix_strength, steps=settings.steps,
             guidance_scale=settings.guidance_scale, seed=fix_seed(frame, settings),
@@ -259,7 +247,7 @@ def reencode(frame: Frame, arm: ARMBackend, *, memory_prompt: Optional[str] = No
     if frame.corrected is False:
         new_tokens, corrected_image, prompt = frame.tokens, frame.arm_image, None
     else:
-        with _clock() as took:
+        with stage("encode") as took:
             new_tokens = arm.encode(resize_to(frame.image, arm.image_size))
         frame = frame.timed("encode", took[0])
         corrected_image = frame.image
@@ -381,7 +369,7 @@ def finish_frame(frame: Frame, arm: ARMBackend, corrector: Optional[Corrector], 
     frame = decode(inpaint_tokens(frame, arm, settings, cells, progress=progress), arm)          # 2
     if settings.corrects(frame.index):
         place(memory)
-        with _clock() as took:
+        with stage("memory") as took:
             answer = memory_prompt(state, memory, corrector)                         # 3
         frame = frame.timed("memory", took[0], memory_fallback=answer.fallback)
         place(corrector)

@@ -46,7 +46,8 @@ from .images import resize_to
 from .memory.module import Memory, MemoryAnswer
 from .progress import ProgressFn, no_progress
 from .state import frame_ranges, frame_seed
-from .story import _clock, _Stay, correction_size
+from .cost import stage
+from .story import _Stay, correction_size
 
 logger = logging.getLogger("acdc_core.video")
 
@@ -278,7 +279,7 @@ def generate_frame(state: VideoState, arm: ARMBackend, *, progress: ProgressFn =
         logger.warning("frame %d: the video no longer fits the ARM's context window; it sees frames %s.", k + 1,
                        frame_ranges(seen))
     seed = frame_seed(state.settings.seed, k)
-    with _clock() as took:
+    with stage("arm") as took:
         tokens = arm.sample_chunk(context, prompt, settings=state.settings.sampling(arm, k),
                                   generator=torch.Generator().manual_seed(seed), continues=continues and bool(seen),
                                   progress=progress)
@@ -290,7 +291,7 @@ def generate_frame(state: VideoState, arm: ARMBackend, *, progress: ProgressFn =
 def decode_window(state: VideoState, arm: ARMBackend, window: int) -> tuple[torch.Tensor, float]:
     """Step 1: the window's frames as the ARM wrote them, ``[F, 3, H, W]`` in [0, 1], and the seconds it took."""
     start, stop = state.settings.windows[window]
-    with _clock() as took:
+    with stage("decode") as took:
         frames = arm.decode(torch.cat([f.tokens for f in state.frames[start:stop]]))
     return frames, took[0]
 
@@ -331,11 +332,11 @@ def close_window(state: VideoState, arm: ARMBackend, corrector, memory: Optional
     if not settings.corrects(w):
         return swap_window(state, arm, None, arm_frames=arm_frames, seconds={"decode": seconds})
     place(memory)
-    with _clock() as took:
+    with stage("memory") as took:
         answer = window_prompt(state, memory, corrector, w)
     timing = {"decode": seconds, "memory": took[0]}
     place(corrector)
-    with _clock() as took:
+    with stage("correct") as took:
         corrected = correct_window(arm_frames, corrector, settings, answer.text, w, progress=progress)
     timing["correct"] = took[0]
     place(arm)
@@ -370,7 +371,7 @@ def swap_window(state: VideoState, arm: ARMBackend, corrected: Optional[torch.Te
             raise InvalidInputError(f"window {w + 1} holds {stop - start} frames (frames {start + 1}-{stop}); the "
                                     f"corrected frames have shape {tuple(corrected.shape)}, not [{stop - start}, 3, "
                                     "H, W].")
-        with _clock() as took:
+        with stage("encode") as took:
             after = arm.encode(resize_to(corrected.float(), arm.image_size))
         seconds["encode"] = took[0]
         context = state.context.swap_frames(start, after)

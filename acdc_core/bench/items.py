@@ -1,0 +1,132 @@
+"""A benchmark's item set: stories (or prompt lists), each with an id and a fixed seed, read from and written to
+JSONL, one item per line::
+
+    {"id": "heldout-0000", "prompts": ["Tom, a red cat, ...", "He jumps.", ...], "seed": 1000}
+
+An item may carry ``"toy": {"split": "heldout", "index": 0}``: it is story ``index`` of the toy world's split, and
+the toy judge can read its frames against the scenes it was rendered from. An item set is untrusted input: every
+field is checked before anything runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from ..errors import MAX_SEED, InvalidInputError
+
+__all__ = ["BenchItem", "read_items", "write_items", "items_digest", "toy_items", "toy_story"]
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+TOY_SPLITS = ("heldout", "test")
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    id: str
+    prompts: tuple[str, ...]
+    seed: int
+    toy: Optional[tuple[str, int]] = None     # (split, index) of a toy-world story
+
+    def to_json(self) -> dict:
+        out = {"id": self.id, "prompts": list(self.prompts), "seed": self.seed}
+        if self.toy is not None:
+            out["toy"] = {"split": self.toy[0], "index": self.toy[1]}
+        return out
+
+
+def _item(record, where: str) -> BenchItem:
+    if not isinstance(record, dict):
+        raise InvalidInputError(f"{where}: an item is a JSON object with id, prompts and seed; got {type(record).__name__}.")
+    unknown = sorted(set(record) - {"id", "prompts", "seed", "toy"})
+    if unknown:
+        raise InvalidInputError(f"{where}: unknown field(s) {', '.join(unknown)}; an item has id, prompts, seed "
+                                "(and toy).")
+    item_id = record.get("id")
+    if not isinstance(item_id, str) or not _ID.fullmatch(item_id) or item_id in (".", ".."):
+        raise InvalidInputError(f"{where}: id {item_id!r} must be 1-100 letters, digits, '.', '_' or '-', starting "
+                                "with a letter or digit (it names the item's folder).")
+    prompts = record.get("prompts")
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise InvalidInputError(f"{where}: prompts must be a non-empty list of non-empty strings (one per frame).")
+    seed = record.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - len(prompts):
+        raise InvalidInputError(f"{where}: seed must be a whole number from 0 to 2^64 - 1 - frames; got {seed!r}.")
+    toy = record.get("toy")
+    if toy is not None:
+        if (not isinstance(toy, dict) or set(toy) != {"split", "index"} or toy["split"] not in TOY_SPLITS
+                or isinstance(toy["index"], bool) or not isinstance(toy["index"], int) or toy["index"] < 0):
+            raise InvalidInputError(f"{where}: toy must be {{\"split\": \"heldout\" or \"test\", \"index\": k >= 0}}.")
+        toy = (toy["split"], toy["index"])
+    return BenchItem(item_id, tuple(p.strip() for p in prompts), seed, toy)
+
+
+def read_items(path) -> list[BenchItem]:
+    """The items of a JSONL file (blank lines skipped), checked: fields, unique ids."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InvalidInputError(f"the item set {path} does not exist; give a JSONL file (one story per line: id, "
+                                "prompts, seed) or use --toy.")
+    items, seen = [], set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            raise InvalidInputError(f"{path}:{n} is not JSON ({error}).") from None
+        item = _item(record, f"{path}:{n}")
+        if item.id in seen:
+            raise InvalidInputError(f"{path}:{n}: id {item.id!r} is used twice; ids must be unique.")
+        seen.add(item.id)
+        items.append(item)
+    if not items:
+        raise InvalidInputError(f"the item set {path} holds no items.")
+    return items
+
+
+def _lines(items: Iterable[BenchItem]) -> str:
+    return "".join(json.dumps(item.to_json(), ensure_ascii=False) + "\n" for item in items)
+
+
+def write_items(path, items: Sequence[BenchItem]) -> Path:
+    path = Path(path)
+    path.write_text(_lines(items), encoding="utf-8")
+    return path
+
+
+def items_digest(items: Sequence[BenchItem]) -> str:
+    """sha256 of the item set as written: two runs with this digest run the same stories with the same seeds."""
+    return hashlib.sha256(_lines(items).encode("utf-8")).hexdigest()
+
+
+def toy_items(split: str = "heldout", count: int = 100, start: int = 0, seed_offset: int = 0) -> list[BenchItem]:
+    """Stories ``start .. start + count - 1`` of the toy world's ``split``; story k runs with seed
+    ``1000 + seed_offset + k`` (``benchmarks/bench_toy_acdc.py``'s seeds)."""
+    from ..toy.world import split_stories
+
+    if split not in TOY_SPLITS:
+        raise InvalidInputError(f"the toy split is heldout or test, got {split!r}.")
+    if count < 1 or start < 0 or seed_offset < 0:
+        raise InvalidInputError("the toy item set needs count >= 1, start >= 0 and seed offset >= 0.")
+    stories = split_stories(split, start + count)[start:]
+    return [BenchItem(f"{split}-{start + k:04d}", tuple(s.prompts), 1000 + seed_offset + start + k,
+                      (split, start + k)) for k, s in enumerate(stories)]
+
+
+def toy_story(item: BenchItem):
+    """The toy world's Story an item was made from (its scenes: what the judge checks frames against)."""
+    from ..toy.world import split_stories
+
+    if item.toy is None:
+        raise InvalidInputError(f"item {item.id} is not a toy-world story (no 'toy' field): the toy judge cannot "
+                                "score it.")
+    split, index = item.toy
+    story = split_stories(split, index + 1)[index]
+    if tuple(story.prompts) != item.prompts:
+        raise InvalidInputError(f"item {item.id} says it is toy story {index} of {split}, but its prompts differ "
+                                "from that story's.")
+    return story

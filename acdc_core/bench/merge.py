@@ -1,0 +1,183 @@
+"""The merge step: score every finished item of a benchmark folder with the metrics and write the tables.
+
+It reads only what the runs wrote (``bench.json``, ``items.jsonl``, one folder per variant and item), in the item
+set's order, so the tables do not depend on how the items were sharded or in what order they finished. An item that
+is missing or damaged is refused with its name (re-run ``acdc bench run`` to redo it), never merged.
+
+Tables (``OUT/merged/``): per metric, the mean of every variant at every frame index with a 95% bootstrap interval
+over items; the paired differences that matter (ACDC's variants against ARM only, ACDC against ACDC without memory)
+over the later half of the frames and over all frames; what the story shows and what went back into the ARM's
+context; and the cost per frame and stage (seconds, peak memory) with ACDC's overhead over ARM only.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..metrics.stats import bootstrap_difference
+from .items import read_items
+from .store import BENCH_FILE, ITEMS_FILE, RUN_FILE, check_item, item_dir, read_frames
+from .variants import slug
+
+__all__ = ["collect", "score", "merge", "COMPARISONS"]
+
+# (a, b): a - b, where both variants ran
+COMPARISONS = (("ACDC", "ARM only"), ("ACDC", "ACDC w/o memory"), ("ACDC #2", "ARM only"),
+               ("ACDC w/o memory", "ARM only"), ("ACDC", "DM alone"))
+KINDS = ("shown", "context")
+
+
+def collect(out) -> tuple[dict, list, list[str]]:
+    """(bench identity, items, variant names) of a benchmark folder whose every item is complete."""
+    out = Path(out)
+    try:
+        identity = json.loads((out / BENCH_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise InvalidInputError(f"{out} holds no benchmark ({BENCH_FILE} is missing or unreadable); run "
+                                "`acdc bench run --out` there first.") from None
+    items = read_items(out / ITEMS_FILE)
+    variants = [v["name"] for v in identity["variants"]]
+    bad = [(v, item.id, why) for item in items for v in variants
+           if (why := check_item(item_dir(out, slug(v), item.id))) is not None]
+    if bad:
+        shown = "; ".join(f"{v} / {i}: {why}" for v, i, why in bad[:5])
+        raise InvalidInputError(f"{len(bad)} of {len(items) * len(variants)} runs in {out} are not complete ({shown}"
+                                f"{' ...' if len(bad) > 5 else ''}). Run the same `acdc bench run` again to finish "
+                                "them (every shard), then merge.")
+    return identity, items, variants
+
+
+def score(out, metrics: Sequence) -> dict:
+    """{kind: {variant: {column: array [items, frames]}}} for every metric's columns, and the runs' cost records."""
+    out = Path(out)
+    identity, items, variants = collect(out)
+    frames = max(len(item.prompts) for item in items)
+    scores: dict = {kind: {v: {} for v in variants} for kind in KINDS}
+    runs: dict = {v: [] for v in variants}
+    for v in variants:
+        for item in items:
+            folder = item_dir(out, slug(v), item.id)
+            runs[v].append(json.loads((folder / RUN_FILE).read_text(encoding="utf-8")))
+            for kind in KINDS:
+                pictures = read_frames(folder, kind)
+                if not pictures:
+                    continue
+                for metric in metrics:
+                    for column, values in metric.score(pictures, item).items():
+                        row = np.full(frames, np.nan)
+                        row[:len(values)] = values
+                        scores[kind][v].setdefault(column, []).append(row)
+    arrays = {kind: {v: {c: np.stack(rows) for c, rows in cols.items()} for v, cols in by_v.items() if cols}
+              for kind, by_v in scores.items()}
+    return {"identity": identity, "items": [i.id for i in items], "frames": frames, "scores": arrays, "runs": runs}
+
+
+def _cell(values: np.ndarray) -> tuple[float, float, float]:
+    return bootstrap_difference(values[:, None], np.zeros((len(values), 1)), frames=slice(None))
+
+
+def _per_frame_rows(scores: dict, frames: int) -> list[dict]:
+    rows = []
+    for v, columns in scores.items():
+        for column, values in columns.items():
+            row = {"variant": v, "metric": column}
+            for i in range(frames):
+                mean, low, high = _cell(values[:, i])
+                row[f"f{i + 1}"] = None if np.isnan(mean) else [round(mean, 4), round(low, 4), round(high, 4)]
+            rows.append(row)
+    return rows
+
+
+def _differences(scores: dict, frames: int) -> list[dict]:
+    later = slice(frames // 2, None)
+    rows = []
+    for a, b in COMPARISONS:
+        if a not in scores or b not in scores:
+            continue
+        for column in scores[a]:
+            if column not in scores[b]:
+                continue
+            for span, name in ((later, f"{later.start + 1}-{frames}"), (slice(None), f"1-{frames}")):
+                mean, low, high = bootstrap_difference(scores[a][column], scores[b][column], frames=span)
+                rows.append({"difference": f"{a} - {b}", "metric": column, "frames": name, "mean": round(mean, 4),
+                             "ci95_low": round(low, 4), "ci95_high": round(high, 4),
+                             "excludes_zero": bool(low > 0 or high < 0)})
+    return rows
+
+
+def _cost_rows(runs: dict) -> list[dict]:
+    rows, totals = [], {}
+    for v, records in runs.items():
+        frames = sum(len(r["frames"]) for r in records)
+        stages: dict = {}
+        for r in records:
+            for name, c in r["cost"].items():
+                s = stages.setdefault(name, {"seconds": 0.0, "peak_mb": 0.0})
+                s["seconds"] += c["seconds"]
+                s["peak_mb"] = max(s["peak_mb"], c["peak_mb"])
+        totals[v] = sum(r["seconds"] for r in records) / frames
+        for name, s in stages.items():
+            rows.append({"variant": v, "stage": name, "seconds_per_frame": round(s["seconds"] / frames, 4),
+                         "peak_mb": s["peak_mb"]})
+        rows.append({"variant": v, "stage": "total (wall)", "seconds_per_frame": round(totals[v], 4),
+                     "peak_mb": max((s["peak_mb"] for s in stages.values()), default=0.0)})
+    if "ARM only" in totals and totals["ARM only"] > 0:
+        for row in rows:
+            if row["stage"] == "total (wall)":
+                row["x ARM only"] = round(totals[row["variant"]] / totals["ARM only"], 2)
+    return rows
+
+
+def _markdown(rows: list[dict], title: str, notes: str = "") -> str:
+    if not rows:
+        return f"# {title}\n\n(nothing)\n"
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+
+    def fmt(value) -> str:
+        if isinstance(value, list):
+            return f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]"
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "-" if value is None else str(value)
+
+    lines = [f"# {title}", "", notes, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def merge(out, metrics: Sequence, *, target: Optional[Path] = None) -> dict:
+    """Score ``out`` and write ``merged/`` (Markdown tables and ``merged.json``); returns what was written."""
+    out = Path(out)
+    result = score(out, metrics)
+    frames, n = result["frames"], len(result["items"])
+    tables = {}
+    for kind in KINDS:
+        scores = result["scores"][kind]
+        tables[f"per_frame_{kind}"] = _per_frame_rows(scores, frames)
+        tables[f"differences_{kind}"] = _differences(scores, frames)
+    tables["cost"] = _cost_rows(result["runs"])
+    target = Path(target) if target else out / "merged"
+    target.mkdir(parents=True, exist_ok=True)
+    what = {"shown": "the frames the story shows (the DM's output where corrected)",
+            "context": "the frames as they went back into the ARM's context (re-encoded with its tokenizer, decoded)"}
+    memory_kind = next((r["memory_kind"] for rs in result["runs"].values() for r in rs), "")
+    for kind in KINDS:
+        (target / f"per_frame_{kind}.md").write_text(_markdown(
+            tables[f"per_frame_{kind}"], f"Per frame index: {what[kind]}",
+            f"{n} items; mean [95% bootstrap interval over items, 2000 resamples]."), encoding="utf-8")
+        (target / f"differences_{kind}.md").write_text(_markdown(
+            tables[f"differences_{kind}"], f"Paired differences: {what[kind]}",
+            f"{n} items; paired bootstrap over items (2000 resamples), 95% percentile interval."), encoding="utf-8")
+    (target / "cost.md").write_text(_markdown(
+        tables["cost"], "Cost per frame and stage",
+        f"Seconds per frame (all items of the variant), peak memory: {memory_kind}. 'total (wall)' includes what "
+        "no stage timed; 'x ARM only': its ratio to ARM only's."), encoding="utf-8")
+    (target / "merged.json").write_text(json.dumps(
+        {"items": result["items"], "identity": result["identity"], "tables": tables,
+         "scores": {kind: {v: {c: a.tolist() for c, a in cols.items()} for v, cols in by_v.items()}
+                    for kind, by_v in result["scores"].items()}}, indent=1), encoding="utf-8")
+    return {"target": target, "tables": tables, "result": result}

@@ -1,0 +1,162 @@
+"""``acdc bench``: the paper's variants over a story set, sharded, resumable, merged into its tables.
+
+  acdc bench run --out OUT --toy heldout --count 100                 # built-in toy models, toy stories
+  acdc bench run --out OUT --items stories.jsonl --arm ARM --dm SD15 --endpoint URL
+  torchrun --nproc-per-node 2 -m acdc_core.cli bench run --out OUT ...   # or: --shard i/N, one job per host
+  acdc bench merge --out OUT [--metrics toy clip --clip CLIP_FOLDER]
+
+``run`` writes one folder per variant and item under OUT/runs (``acdc_core.bench.store``) and skips every item that
+is already complete, so the same command continues a run that was stopped or killed, and redoes an item whose files
+were damaged. Each process takes shard RANK of WORLD_SIZE (a launcher sets them) or ``--shard i/N``; under torchrun
+the processes wait for each other and rank 0 merges. ``merge`` reads only the folders and writes OUT/merged.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from datetime import timedelta
+
+from .errors import InvalidInputError
+
+__all__ = ["add_bench_parser", "run_bench_command"]
+
+SETTING_FLAGS = {"strength": "strength", "steps": "steps", "cfg": "guidance_scale", "scheduler": "scheduler"}
+
+
+def add_bench_parser(sub, add_memory_options) -> argparse.ArgumentParser:
+    p = sub.add_parser("bench", help="the paper's variants over a story set: sharded, resumable, merged into tables",
+                       allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = p.add_subparsers(dest="bench_step", required=True)
+    run = steps.add_parser("run", help="run this process's share of the items", allow_abbrev=False)
+    run.add_argument("--out", required=True, help="the benchmark's folder (re-use it to continue a run)")
+    what = run.add_mutually_exclusive_group(required=True)
+    what.add_argument("--items", help="item set: JSONL, one story per line (id, prompts, seed)")
+    what.add_argument("--toy", choices=("heldout", "test"), help="the toy world's held-out (development) or test stories")
+    run.add_argument("--count", type=int, default=100, help="with --toy: how many stories (default 100)")
+    run.add_argument("--start", type=int, default=0, help="with --toy: the first story's index in the split")
+    run.add_argument("--seed-offset", type=int, default=0, help="with --toy: story k runs with seed 1000 + offset + k")
+    run.add_argument("--variants", nargs="+", default=None,
+                     help="which variants (default all: 'ARM only', 'DM alone', 'ACDC #2', 'ACDC w/o memory', 'ACDC')")
+    run.add_argument("--shard", help="i/N: run shard i of N (default: RANK/WORLD_SIZE from the launcher, else all)")
+    run.add_argument("--no-merge", action="store_true", help="under torchrun: do not merge when every rank is done")
+    run.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1: results then do not "
+                                                            "depend on how many processes share the machine)")
+    run.add_argument("--arm", help="ARM folder (default: the built-in toy ARM)")
+    run.add_argument("--dm", help="DM: a diffusers folder or single-file checkpoint (default: the built-in toy DM)")
+    run.add_argument("--dm-config", help="config folder for a single-file checkpoint")
+    add_memory_options(run)
+    run.add_argument("--trust-remote-code", action="store_true", help="allow a model folder's own code to run")
+    run.add_argument("--strength", type=float, help="SDEdit t' (default 0.5)")
+    run.add_argument("--steps", type=int, help="the DM's schedule length (default: 20 toy, 50 otherwise)")
+    run.add_argument("--cfg", type=float, help="the DM's CFG (default: 1.5 toy, 7.5 otherwise)")
+    run.add_argument("--scheduler", help="the DM's sampler (default ddim)")
+    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (under torchrun, cuda means cuda:LOCAL_RANK)")
+    merge = steps.add_parser("merge", help="score the finished items and write the tables", allow_abbrev=False)
+    merge.add_argument("--out", required=True, help="the benchmark's folder")
+    merge.add_argument("--metrics", nargs="+", default=None, help="toy, clip (default: toy for toy items, else clip)")
+    merge.add_argument("--clip", help="CLIP model folder (transformers format) for the clip metric")
+    merge.add_argument("--device", default="cpu")
+    return p
+
+
+def _models(args):
+    """(arm, corrector, memory backend, settings, memory settings, identity of the models)."""
+    from .state import StorySettings
+
+    builtin = not args.arm and not args.dm
+    if builtin:
+        from .toy import defaults
+
+        if not defaults.available():
+            raise InvalidInputError("the built-in toy models are missing from this install; give --arm and --dm.")
+        if args.memory != "per-frame" or args.llm or args.endpoint:
+            raise InvalidInputError("the built-in toy models bring their own memory LLM; give --arm and --dm to choose "
+                                    "another memory.")
+        arm, corrector, backend = defaults.load_toy_models(args.device)
+        settings, mem = defaults.TOY_SETTINGS, defaults.TOY_MEMORY_SETTINGS
+        models = {"builtin": "toy world (acdc_core/toy/models)"}
+    else:
+        if not (args.arm and args.dm):
+            raise InvalidInputError("give both --arm and --dm (or neither, for the built-in toy models).")
+        from .arm import load_arm
+        from .cli_common import check_local_memory, endpoint_backend, memory_settings
+        from .correct import load_corrector
+        from .memory import load_local_llm
+
+        args.seed, args.system_prompt = 0, getattr(args, "system_prompt", None)
+        mem = memory_settings(args)
+        check_local_memory(args)
+        backend = endpoint_backend(args)
+        if backend is not None:
+            backend.check()
+        elif args.memory != "off":
+            backend = load_local_llm(args.llm, device="cpu", trust_remote_code=args.trust_remote_code)
+        corrector = load_corrector(args.dm, device=args.device, config_dir=args.dm_config)
+        arm = load_arm(args.arm, device=args.device, trust_remote_code=args.trust_remote_code)
+        settings = StorySettings()
+        models = {"arm": str(args.arm), "dm": str(args.dm), "llm": args.llm, "memory": args.memory,
+                  "llm_model": args.llm_model if args.endpoint else None}
+    changes = {field: getattr(args, flag) for flag, field in SETTING_FLAGS.items() if getattr(args, flag) is not None}
+    settings = replace(settings, **changes).validate()
+    return arm, corrector, backend, settings, mem, models
+
+
+def _device(requested: str) -> str:
+    local = os.environ.get("LOCAL_RANK")
+    return f"cuda:{local}" if requested == "cuda" and local is not None else requested
+
+
+def run_bench_command(args) -> None:
+    from .bench import VARIANTS, read_items, run_bench, shard_from_env, toy_items, variant_named
+
+    if args.bench_step == "merge":
+        _merge(args)
+        return
+    import torch
+
+    if args.threads < 1:
+        raise InvalidInputError(f"--threads must be >= 1, got {args.threads}.")
+    torch.set_num_threads(args.threads)
+    shard = shard_from_env(args.shard)
+    items = (toy_items(args.toy, args.count, args.start, args.seed_offset) if args.toy else read_items(args.items))
+    variants = [variant_named(v) for v in args.variants] if args.variants else list(VARIANTS)
+    if len({v.name for v in variants}) != len(variants):
+        raise InvalidInputError("--variants names a variant twice.")
+    args.device = _device(args.device)
+    arm, corrector, backend, settings, mem, models = _models(args)
+    print(f"acdc bench: shard {shard}: {len(shard.take(items))} of {len(items)} items x {len(variants)} variants "
+          f"into {args.out}", file=sys.stderr)
+    counts = run_bench(args.out, items, variants, arm, corrector, backend, settings, mem, models=models, shard=shard)
+    print(f"acdc bench: shard {shard}: ran {counts['ran']}, already complete {counts['skipped']}, redone "
+          f"{counts['redone']}", file=sys.stderr)
+    if shard.count > 1 and "MASTER_ADDR" in os.environ and not args.no_merge:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo", timeout=timedelta(days=7))    # the other ranks may run for days
+        try:
+            dist.barrier()
+            if dist.get_rank() == 0:
+                args.metrics, args.clip = None, None
+                _merge(args)
+        finally:
+            dist.destroy_process_group()
+    elif shard.count == 1:
+        args.metrics, args.clip = None, None
+        _merge(args)
+    else:
+        print(f"acdc bench: when every shard is done: acdc bench merge --out {args.out}", file=sys.stderr)
+
+
+def _merge(args) -> None:
+    from .bench import merge
+    from .bench.merge import collect
+    from .metrics import load_metric
+
+    _, items, _ = collect(args.out)
+    names = args.metrics or (["toy"] if all(i.toy for i in items) else ["clip"])
+    metrics = [load_metric(n, clip=args.clip, device=getattr(args, "device", "cpu")) for n in names]
+    done = merge(args.out, metrics)
+    print(f"acdc bench: merged {len(items)} items into {done['target']}", file=sys.stderr)
+    print((done["target"] / "per_frame_shown.md").read_text(encoding="utf-8"))

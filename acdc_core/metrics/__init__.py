@@ -1,0 +1,49 @@
+"""Metrics of the paper's benchmark, each scoring one item's frames from the frames (and the item's prompts) alone.
+
+A story metric has a ``name``, the ``columns`` it scores and ``score(frames, item) -> {column: [value per
+frame]}`` (frames [H, W, 3] uint8; NaN where a column does not apply to a frame, e.g. consistency with the previous
+frame at frame 1). Every model a metric uses is loaded from a local folder or file; a missing one is a clear error
+naming what to place where (nothing is downloaded).
+
+  toy     the toy world's judge (``acdc_core.toy.judge``): physically valid, consistent with frame 1, matches the
+          prompt, share of prompt attributes -- for items of the toy world
+  clip    CLIP ViT (a local transformers folder): frame consistency with the previous frame (the paper's) and with
+          frame 1, and CLIP-sim (text-image, on CLIPScore's scale: 100 x cosine, floored at 0)
+"""
+from __future__ import annotations
+
+from typing import Optional, Protocol, Sequence
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from .stats import bootstrap_difference
+
+__all__ = ["StoryMetric", "METRICS", "load_metric", "bootstrap_difference"]
+
+METRICS = ("toy", "clip")
+
+
+class StoryMetric(Protocol):
+    name: str
+    columns: tuple[str, ...]
+
+    def score(self, frames: Sequence[np.ndarray], item) -> dict[str, list[float]]:
+        ...
+
+
+def load_metric(name: str, *, clip: Optional[str] = None, device: str = "cpu") -> StoryMetric:
+    """The metric called ``name`` (``METRICS``), its model loaded from where it was given."""
+    if name == "toy":
+        from .toy import ToyJudgeMetric
+
+        return ToyJudgeMetric()
+    if name == "clip":
+        from .clip import ClipMetric
+
+        if not clip:
+            raise InvalidInputError("the clip metric needs a CLIP model: give --clip FOLDER, a transformers folder of "
+                                    "CLIP (e.g. openai/clip-vit-large-patch14, downloaded once by you: config.json, "
+                                    "model.safetensors, the tokenizer and preprocessor_config.json).")
+        return ClipMetric.from_folder(clip, device=device)
+    raise InvalidInputError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}.")

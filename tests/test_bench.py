@@ -1,0 +1,235 @@
+"""acdc bench: item sets, shards, item folders that are complete or absent, resuming after a kill, two processes
+under torchrun giving the table one process gives, and the merge refusing what is not complete."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from acdc_core.bench import Shard, parse_shard, read_items, shard_from_env, toy_items, variant_named, write_items
+from acdc_core.bench.items import items_digest
+from acdc_core.bench.store import check_item, clear_partials, item_dir, write_item
+from acdc_core.bench.variants import slug
+from acdc_core.cost import meter, stage
+from acdc_core.errors import InvalidInputError
+from acdc_core.toy import defaults
+
+ROOT = Path(__file__).resolve().parent.parent
+needs_toy = pytest.mark.skipif(not defaults.available(), reason="the trained toy models are not shipped here")
+TABLES = ("per_frame_shown.md", "per_frame_context.md", "differences_shown.md", "differences_context.md")
+# Two stories, the ARM alone and ACDC #2 (a corrected frame in every story, and the rest by the ARM from it)
+RUN = ["bench", "run", "--toy", "heldout", "--count", "2", "--variants", "ARM only", "ACDC #2", "--threads", "1"]
+
+
+# -- shards, items, variants ------------------------------------------------------------------------------------
+
+def test_shards_partition_the_items():
+    items = list(range(11))
+    parts = [Shard(i, 3).take(items) for i in range(3)]
+    assert sorted(sum(parts, [])) == items and parts[1] == [1, 4, 7, 10]
+    assert parse_shard("2/4") == Shard(2, 4)
+    assert shard_from_env(None, {"RANK": "1", "WORLD_SIZE": "2"}) == Shard(1, 2)
+    assert shard_from_env("0/3", {"RANK": "1", "WORLD_SIZE": "2"}) == Shard(0, 3)   # explicit wins
+    assert shard_from_env(None, {}) == Shard(0, 1)
+    for bad in ("3/3", "1", "-1/2", "a/b"):
+        with pytest.raises(InvalidInputError, match="i/N"):
+            parse_shard(bad)
+    with pytest.raises(InvalidInputError, match="together"):
+        shard_from_env(None, {"RANK": "0"})
+
+
+def test_item_sets_are_checked(tmp_path):
+    items = toy_items("heldout", 3, start=2, seed_offset=5)
+    assert [i.id for i in items] == ["heldout-0002", "heldout-0003", "heldout-0004"]
+    assert [i.seed for i in items] == [1007, 1008, 1009]
+    path = write_items(tmp_path / "set.jsonl", items)
+    assert read_items(path) == items and items_digest(read_items(path)) == items_digest(items)
+    good = {"id": "a", "prompts": ["x", "y"], "seed": 0}
+    for bad, message in [({**good, "id": "../etc"}, "id"), ({**good, "id": ".."}, "id"),
+                         ({**good, "prompts": []}, "prompts"), ({**good, "prompts": ["ok", " "]}, "prompts"),
+                         ({**good, "seed": -1}, "seed"), ({**good, "seed": True}, "seed"),
+                         ({**good, "extra": 1}, "unknown field"), ({**good, "toy": {"split": "train", "index": 0}}, "toy")]:
+        (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
+        with pytest.raises(InvalidInputError, match=message):
+            read_items(tmp_path / "bad.jsonl")
+    (tmp_path / "twice.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n")
+    with pytest.raises(InvalidInputError, match="twice"):
+        read_items(tmp_path / "twice.jsonl")
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        read_items(tmp_path / "none.jsonl")
+
+
+def test_variant_names():
+    assert variant_named("ACDC #3").correct_frames == 3 and variant_named("acdc-3").correct_frames == 3
+    assert variant_named("acdc-w-o-memory").memory is False
+    assert variant_named("DM alone").arm is False
+    assert slug("ACDC w/o memory") == "acdc-w-o-memory"
+    with pytest.raises(InvalidInputError, match="unknown variant"):
+        variant_named("ACDC #0")
+
+
+# -- item folders ------------------------------------------------------------------------------------------------
+
+def test_an_item_folder_is_complete_or_it_is_redone(tmp_path):
+    folder = item_dir(tmp_path, "acdc", "s1")
+    assert check_item(folder) == "missing"
+    frames = [torch.rand(3, 8, 8) for _ in range(2)]
+    write_item(folder, {"x": 1}, frames, frames)
+    assert check_item(folder) is None
+    png = folder / "frames" / "shown_02.png"
+    data = png.read_bytes()
+    png.write_bytes(data[:-5])
+    assert "changed" in check_item(folder)
+    png.write_bytes(data)
+    assert check_item(folder) is None
+    (folder / "frames" / "shown_03.png").write_bytes(data)
+    assert "not the ones" in check_item(folder)
+    write_item(folder, {"x": 2}, frames)        # replaces it whole
+    assert check_item(folder) is None and not (folder / "frames" / "context_01.png").exists()
+    (folder / "done.json").write_text("{")
+    assert "done.json" in check_item(folder)
+    # what a killed writer leaves behind is cleared for the items of this shard only
+    for name in (".s1.partial-123", ".s2.partial-9"):
+        (folder.parent / name).mkdir()
+    assert clear_partials(tmp_path, ["acdc"], ["s1"]) == 1
+    assert (folder.parent / ".s2.partial-9").exists() and not (folder.parent / ".s1.partial-123").exists()
+
+
+def test_the_cost_meter_sees_every_stage():
+    with meter() as m:
+        with stage("arm"):
+            pass
+        with stage("arm"):
+            with stage("decode") as took:
+                pass
+    with stage("unseen"):
+        pass
+    assert took[0] >= 0 and m.stages["arm"].calls == 2 and m.stages["decode"].calls == 1
+    assert set(m.summary()) == {"arm", "decode"} and m.stages["arm"].peak_bytes > 0
+
+
+# -- the runs ----------------------------------------------------------------------------------------------------
+
+def _acdc(args, env=None, **kw):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "acdc_core.cli", *args], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def _tables(out: Path) -> dict:
+    return {name: (out / "merged" / name).read_text() for name in TABLES}
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "one"
+    done = _acdc(RUN + ["--out", str(out)])
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@needs_toy
+def test_one_process_runs_every_item_and_merges(one_process):
+    items = read_items(one_process / "items.jsonl")
+    assert [i.id for i in items] == ["heldout-0000", "heldout-0001"]
+    for v in ("arm-only", "acdc-2"):
+        for item in items:
+            folder = item_dir(one_process, v, item.id)
+            assert check_item(folder) is None
+            run = json.loads((folder / "run.json").read_text())
+            assert [f["corrected"] for f in run["frames"]] == ([False] * 6 if v == "arm-only" else [True] * 2 + [False] * 4)
+            assert run["seed"] == item.seed and "arm" in run["cost"]
+    table = json.loads((one_process / "merged" / "merged.json").read_text())
+    rows = {(r["variant"], r["metric"]): r for r in table["tables"]["per_frame_shown"]}
+    # ACDC #2 leaves frames 3-6 to the ARM, but from a corrected context: frame 1 of both is the ARM's own at the
+    # same seed before correction, so the ARM-only frame 1 scores are what the ARM wrote
+    assert set(rows) == {(v, m) for v in ("ARM only", "ACDC #2")
+                         for m in ("physical_valid", "consistent", "matches_prompt", "prompt_attributes")}
+    assert rows[("ARM only", "consistent")]["f1"][0] == 1.0     # frame 1 is consistent with itself
+    # what the ARM only shows is what its context holds
+    context = {(r["variant"], r["metric"]): r for r in table["tables"]["per_frame_context"]}
+    assert context[("ARM only", "physical_valid")] == rows[("ARM only", "physical_valid")]
+    assert (one_process / "merged" / "cost.md").read_text().count("| total (wall) |") == 2
+
+
+@needs_toy
+def test_two_processes_under_torchrun_give_the_same_tables(one_process, tmp_path):
+    out = tmp_path / "two"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29613",
+                "-m", "acdc_core.cli"]
+    done = subprocess.run(torchrun + RUN + ["--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "shard 0/2: 1 of 2 items" in done.stderr and "shard 1/2: 1 of 2 items" in done.stderr
+    assert _tables(out) == _tables(one_process)
+    # a shard given by hand over the same folder finds its share complete
+    again = _acdc(RUN + ["--out", str(out), "--shard", "1/2"])
+    assert again.returncode == 0 and "ran 0, already complete 2" in again.stderr
+
+
+@needs_toy
+def test_a_killed_run_resumes_to_the_same_tables(one_process, tmp_path):
+    out = tmp_path / "killed"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "acdc_core.cli", *RUN, "--out", str(out)], cwd=ROOT,
+                               env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = item_dir(out, "acdc-2", "heldout-0000")
+    deadline = time.time() + 300
+    while check_item(first) is not None and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert check_item(first) is None
+    assert check_item(item_dir(out, "acdc-2", "heldout-0001")) is not None   # killed before the last
+    with pytest.raises(InvalidInputError, match="not complete"):
+        from acdc_core.bench.merge import collect
+        collect(out)
+    done = _acdc(RUN + ["--out", str(out)])
+    assert done.returncode == 0, done.stderr
+    assert "already complete 2" in done.stderr          # story 0's two runs were kept, not redone
+    assert _tables(out) == _tables(one_process)
+    assert not list(out.glob("runs/*/.*partial*"))
+
+
+@needs_toy
+def test_a_damaged_item_is_refused_by_the_merge_and_redone(one_process, tmp_path):
+    out = tmp_path / "damaged"
+    shutil.copytree(one_process, out)
+    png = item_dir(out, "arm-only", "heldout-0001") / "frames" / "shown_04.png"
+    picture = np.zeros((32, 32, 3), np.uint8)
+    from PIL import Image
+    Image.fromarray(picture).save(png)
+    merged = _acdc(["bench", "merge", "--out", str(out)])
+    assert merged.returncode == 2 and "ARM only / heldout-0001: frames/shown_04.png changed" in merged.stderr
+    done = _acdc(RUN + ["--out", str(out)])
+    assert done.returncode == 0 and "ran 1, already complete 3, redone 1" in done.stderr
+    assert _tables(out) == _tables(one_process)
+
+
+@needs_toy
+def test_another_benchmark_in_the_same_folder_is_refused(one_process, tmp_path):
+    out = tmp_path / "other"
+    shutil.copytree(one_process, out)
+    done = _acdc(RUN[:-5] + ["--variants", "ARM only", "--threads", "1", "--out", str(out)])
+    assert done.returncode == 2 and "holds another benchmark (different variants)" in done.stderr
+
+
+def test_bad_bench_input_is_refused_before_models_load(tmp_path):
+    (tmp_path / "items.jsonl").write_text('{"id": "a b", "prompts": ["x"], "seed": 0}\n')
+    done = _acdc(["bench", "run", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "items.jsonl")])
+    assert done.returncode == 2 and "id 'a b'" in done.stderr and "Traceback" not in done.stderr
+    done = _acdc(["bench", "run", "--out", str(tmp_path / "o"), "--toy", "heldout", "--shard", "2/2"])
+    assert done.returncode == 2 and "--shard" in done.stderr
+    done = _acdc(["bench", "merge", "--out", str(tmp_path / "nothing")])
+    assert done.returncode == 2 and "holds no benchmark" in done.stderr
+    assert not (tmp_path / "o").exists()
+
