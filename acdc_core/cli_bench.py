@@ -4,6 +4,7 @@
   acdc bench run --out OUT --items stories.jsonl --arm ARM --dm SD15 --endpoint URL
   torchrun --nproc-per-node 2 -m acdc_core.cli bench run --out OUT ...   # or: --shard i/N, one job per host
   acdc bench merge --out OUT [--metrics toy clip --clip CLIP_FOLDER]
+  acdc bench stories --out stories.jsonl --count 1000 --endpoint URL     # the paper's story set (App. C)
 
 ``run`` writes one folder per variant and item under OUT/runs (``acdc_core.bench.store``) and skips every item that
 is already complete, so the same command continues a run that was stopped or killed, and redoes an item whose files
@@ -40,7 +41,7 @@ def add_bench_parser(sub, add_memory_options) -> argparse.ArgumentParser:
     run.add_argument("--variants", nargs="+", default=None,
                      help="which variants (default all: 'ARM only', 'DM alone', 'ACDC #2', 'ACDC w/o memory', 'ACDC')")
     run.add_argument("--shard", help="i/N: run shard i of N (default: RANK/WORLD_SIZE from the launcher, else all)")
-    run.add_argument("--no-merge", action="store_true", help="under torchrun: do not merge when every rank is done")
+    run.add_argument("--no-merge", action="store_true", help="do not merge at the end (under torchrun: when every rank is done)")
     run.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1: results then do not "
                                                             "depend on how many processes share the machine)")
     run.add_argument("--arm", help="ARM folder (default: the built-in toy ARM)")
@@ -53,6 +54,21 @@ def add_bench_parser(sub, add_memory_options) -> argparse.ArgumentParser:
     run.add_argument("--cfg", type=float, help="the DM's CFG (default: 1.5 toy, 7.5 otherwise)")
     run.add_argument("--scheduler", help="the DM's sampler (default ddim)")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (under torchrun, cuda means cuda:LOCAL_RANK)")
+    stories = steps.add_parser("stories", help="write a story set (JSONL) with an LLM, as the paper's App. C, or the "
+                                               "toy world's", allow_abbrev=False)
+    stories.add_argument("--out", required=True, help="the JSONL file to write (re-run to continue it)")
+    stories.add_argument("--count", type=int, default=1000, help="stories (default 1000, the paper's)")
+    stories.add_argument("--seed", type=int, default=0)
+    stories.add_argument("--max-requests", type=int, help="LLM requests at most (default 3 x count)")
+    source = stories.add_mutually_exclusive_group(required=True)
+    source.add_argument("--endpoint", help="OpenAI-compatible base URL (e.g. the paper's gpt-4o-mini)")
+    source.add_argument("--llm", help="a local instruct LLM folder")
+    source.add_argument("--toy", choices=("heldout", "test"), help="the toy world's stories instead (no LLM)")
+    stories.add_argument("--llm-model", default="gpt-4o-mini", help="model name at the endpoint")
+    stories.add_argument("--api-key-env", default="ACDC_LLM_API_KEY", help="environment variable holding the key")
+    stories.add_argument("--allow-http-key", action="store_true")
+    stories.add_argument("--endpoint-timeout", type=float, default=60)
+    stories.add_argument("--trust-remote-code", action="store_true")
     merge = steps.add_parser("merge", help="score the finished items and write the tables", allow_abbrev=False)
     merge.add_argument("--out", required=True, help="the benchmark's folder")
     merge.add_argument("--metrics", nargs="+", default=None, help="toy, clip (default: toy for toy items, else clip)")
@@ -114,6 +130,9 @@ def run_bench_command(args) -> None:
     if args.bench_step == "merge":
         _merge(args)
         return
+    if args.bench_step == "stories":
+        _stories(args)
+        return
     import torch
 
     if args.threads < 1:
@@ -142,7 +161,7 @@ def run_bench_command(args) -> None:
                 _merge(args)
         finally:
             dist.destroy_process_group()
-    elif shard.count == 1:
+    elif shard.count == 1 and not args.no_merge:
         args.metrics, args.clip = None, None
         _merge(args)
     else:
@@ -160,3 +179,26 @@ def _merge(args) -> None:
     done = merge(args.out, metrics)
     print(f"acdc bench: merged {len(items)} items into {done['target']}", file=sys.stderr)
     print((done["target"] / "per_frame_shown.md").read_text(encoding="utf-8"))
+
+
+def _stories(args) -> None:
+    from .bench import toy_items, write_items
+    from .bench.storyset import generate_stories
+
+    if args.toy:
+        items = write_items(args.out, toy_items(args.toy, args.count))
+        print(f"acdc bench: wrote {args.count} toy {args.toy} stories to {items}", file=sys.stderr)
+        return
+    if args.endpoint:
+        from .cli_common import endpoint_backend
+
+        args.memory = "per-frame"
+        backend = endpoint_backend(args)
+        backend.check()
+    else:
+        from .memory import check_local_llm_folder, load_local_llm
+
+        check_local_llm_folder(args.llm, trust_remote_code=args.trust_remote_code)
+        backend = load_local_llm(args.llm, device="cpu", trust_remote_code=args.trust_remote_code)
+    items = generate_stories(backend, args.out, args.count, seed=args.seed, max_requests=args.max_requests)
+    print(f"acdc bench: wrote {len(items)} stories to {args.out}", file=sys.stderr)

@@ -233,3 +233,73 @@ def test_bad_bench_input_is_refused_before_models_load(tmp_path):
     assert done.returncode == 2 and "holds no benchmark" in done.stderr
     assert not (tmp_path / "o").exists()
 
+
+
+# -- the story set ------------------------------------------------------------------------------------------------
+
+class ScriptedLLM:
+    """Answers from a script, recording what it was asked."""
+
+    def __init__(self, answers):
+        self.answers, self.asked = list(answers), []
+
+    def chat(self, messages, *, max_new_tokens, temperature, seed):
+        self.asked.append((messages, temperature, seed))
+        return self.answers[(len(self.asked) - 1) % len(self.answers)]
+
+
+GOOD = ["1. Meet Rex, a green dinosaur who lives in a steamy jungle by a volcano.", "2. He stomps to a river.",
+        "3. He drinks the cool water.", "4. A bird lands on his head.", "5. The volcano rumbles loudly.",
+        "6. He runs into a cave."]
+
+
+def _story(name):
+    return "\n".join([GOOD[0].replace("Rex", name)] + GOOD[1:])
+
+
+def test_the_story_set_keeps_valid_new_stories_and_is_seeded(tmp_path):
+    from acdc_core.bench.storyset import SHOWN, generate_stories, load_examples, parse_story
+
+    examples = load_examples()
+    assert len(examples) == 10 and all(len(s) == 6 for s in examples)
+    assert parse_story("\n".join(GOOD))[0].startswith("Meet Rex")
+    assert parse_story("\n".join(GOOD[:5])) is None                      # five lines
+    assert parse_story("\n".join(["1. Rex."] + GOOD[1:])) is None         # the first line too short
+    assert parse_story("\n".join(GOOD[:5] + [GOOD[1]])) is None           # a repeated line
+    answers = [_story("Rex"), "I cannot write stories.", _story("Rex"), _story("Ana")]
+    llm = ScriptedLLM(answers)
+    items = generate_stories(llm, tmp_path / "s.jsonl", 2, seed=3, log=lambda line: None)
+    assert [i.prompts[0] for i in items] == [GOOD[0][3:], GOOD[0][3:].replace("Rex", "Ana")]
+    assert [i.id for i in items] == ["story-0000", "story-0001"] and [i.seed for i in items] == [1000, 1001]
+    assert len(llm.asked) == 4 and all(t == 1.0 for _, t, _ in llm.asked)
+    shots = [m[1]["content"] for m, _, _ in llm.asked]
+    assert all(s.count("Example ") == SHOWN for s in shots) and len(set(shots)) > 1   # 3 examples, drawn anew
+    assert read_items(tmp_path / "s.jsonl") == items
+    again = ScriptedLLM(answers)
+    assert generate_stories(again, tmp_path / "t.jsonl", 2, seed=3, log=lambda line: None) == items
+    assert [a[0] for a in again.asked] == [a[0] for a in llm.asked] and [a[2] for a in again.asked] == [
+        a[2] for a in llm.asked]
+    other = ScriptedLLM(answers)
+    generate_stories(other, tmp_path / "u.jsonl", 2, seed=4, log=lambda line: None)
+    assert [a[0] for a in other.asked] != [a[0] for a in llm.asked]
+
+
+def test_the_story_set_continues_where_it_stopped_and_gives_up_clearly(tmp_path):
+    from acdc_core.bench.storyset import generate_stories
+
+    class Stops(ScriptedLLM):
+        def chat(self, messages, **kw):
+            if len(self.asked) == 2:
+                raise KeyboardInterrupt
+            return super().chat(messages, **kw)
+
+    out = tmp_path / "s.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        generate_stories(Stops([_story("Rex"), _story("Ana"), _story("Bo")]), out, 3, seed=0, log=lambda line: None)
+    rest = ScriptedLLM([_story("Bo")])
+    items = generate_stories(rest, out, 3, seed=0, log=lambda line: None)
+    assert [i.prompts[0].split(",")[0] for i in items] == ["Meet Rex", "Meet Ana", "Meet Bo"] and len(rest.asked) == 1
+    with pytest.raises(InvalidInputError, match="another run"):
+        generate_stories(rest, out, 4, seed=0, log=lambda line: None)
+    with pytest.raises(InvalidInputError, match="not six-line stories often enough"):
+        generate_stories(ScriptedLLM(["no"]), tmp_path / "x.jsonl", 2, max_requests=5, log=lambda line: None)

@@ -29,6 +29,8 @@ __all__ = ["collect", "score", "merge", "COMPARISONS"]
 COMPARISONS = (("ACDC", "ARM only"), ("ACDC", "ACDC w/o memory"), ("ACDC #2", "ARM only"),
                ("ACDC w/o memory", "ARM only"), ("ACDC", "DM alone"))
 KINDS = ("shown", "context")
+# Columns that are 1 at frame 1 by definition (consistency with frame 1): their earlier frames start at frame 2.
+ANCHORED = ("consistent", "consistency_first")
 
 
 def collect(out) -> tuple[dict, list, list[str]]:
@@ -103,10 +105,25 @@ def _differences(scores: dict, frames: int) -> list[dict]:
                 continue
             for span, name in ((later, f"{later.start + 1}-{frames}"), (slice(None), f"1-{frames}")):
                 mean, low, high = bootstrap_difference(scores[a][column], scores[b][column], frames=span)
-                rows.append({"difference": f"{a} - {b}", "metric": column, "frames": name, "mean": round(mean, 4),
-                             "ci95_low": round(low, 4), "ci95_high": round(high, 4),
-                             "excludes_zero": bool(low > 0 or high < 0)})
+                rows.append(_row(f"{a} - {b}", column, name, mean, low, high))
+    # error accumulation (the paper's claim): each variant's later frames against its earlier ones, per item
+    half = frames // 2
+    for v, columns in scores.items():
+        for column, values in columns.items():
+            first = 1 if column in ANCHORED else 0
+            if half - first < 1:
+                continue
+            late = np.nanmean(values[:, half:], axis=1, keepdims=True)
+            early = np.nanmean(values[:, first:half], axis=1, keepdims=True)
+            mean, low, high = bootstrap_difference(late, early, frames=slice(None))
+            rows.append(_row(f"{v}: later - earlier frames", column, f"{half + 1}-{frames} vs {first + 1}-{half}",
+                             mean, low, high))
     return rows
+
+
+def _row(difference: str, metric: str, frames: str, mean: float, low: float, high: float) -> dict:
+    return {"difference": difference, "metric": metric, "frames": frames, "mean": round(mean, 4),
+            "ci95_low": round(low, 4), "ci95_high": round(high, 4), "excludes_zero": bool(low > 0 or high < 0)}
 
 
 def _cost_rows(runs: dict) -> list[dict]:
