@@ -125,7 +125,8 @@ def _device(requested: str) -> str:
 
 
 def run_bench_command(args) -> None:
-    from .bench import VARIANTS, read_items, run_bench, shard_from_env, toy_items, variant_named
+    from .bench import VARIANTS, read_items, run_bench, shard_from_env, variant_named
+    from .toy.evaluate import toy_items
 
     if args.bench_step == "merge":
         _merge(args)
@@ -182,7 +183,8 @@ def _merge(args) -> None:
 
 
 def _stories(args) -> None:
-    from .bench import toy_items, write_items
+    from .bench import write_items
+    from .toy.evaluate import toy_items
     from .bench.storyset import generate_stories
 
     if args.toy:

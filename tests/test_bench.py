@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from acdc_core.bench import Shard, parse_shard, read_items, shard_from_env, toy_items, variant_named, write_items
+from acdc_core.bench import Shard, parse_shard, read_items, shard_from_env, variant_named, write_items
 from acdc_core.bench.items import items_digest
 from acdc_core.bench.store import check_item, clear_partials, item_dir, write_item
 from acdc_core.bench.variants import slug
 from acdc_core.cost import meter, stage
 from acdc_core.errors import InvalidInputError
 from acdc_core.toy import defaults
+from acdc_core.toy.evaluate import toy_items
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_toy = pytest.mark.skipif(not defaults.available(), reason="the trained toy models are not shipped here")

@@ -9,7 +9,7 @@ from acdc_core.bench.items import BenchItem
 from acdc_core.errors import InvalidInputError
 from acdc_core.metrics import load_metric
 from acdc_core.metrics.clip import ClipMetric
-from acdc_core.metrics.toy import ToyJudgeMetric
+from acdc_core.toy.evaluate import ToyJudgeMetric
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,8 @@ def test_a_missing_clip_is_a_clear_error(tmp_path):
 
 
 def test_the_toy_metric_reads_true_renders_as_valid_and_prompted():
-    from acdc_core.bench.items import toy_items, toy_story
+    from acdc_core.toy.evaluate import toy_story
+    from acdc_core.toy.evaluate import toy_items
     from acdc_core.toy.world import render_story
 
     item = toy_items("heldout", 1)[0]

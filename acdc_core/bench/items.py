@@ -18,7 +18,7 @@ from typing import Iterable, Optional, Sequence
 
 from ..errors import MAX_SEED, InvalidInputError
 
-__all__ = ["BenchItem", "read_items", "write_items", "items_digest", "toy_items", "toy_story"]
+__all__ = ["BenchItem", "read_items", "write_items", "items_digest", "TOY_SPLITS"]
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 TOY_SPLITS = ("heldout", "test")
@@ -101,32 +101,3 @@ def write_items(path, items: Sequence[BenchItem]) -> Path:
 def items_digest(items: Sequence[BenchItem]) -> str:
     """sha256 of the item set as written: two runs with this digest run the same stories with the same seeds."""
     return hashlib.sha256(_lines(items).encode("utf-8")).hexdigest()
-
-
-def toy_items(split: str = "heldout", count: int = 100, start: int = 0, seed_offset: int = 0) -> list[BenchItem]:
-    """Stories ``start .. start + count - 1`` of the toy world's ``split``; story k runs with seed
-    ``1000 + seed_offset + k`` (``benchmarks/bench_toy_acdc.py``'s seeds)."""
-    from ..toy.world import split_stories
-
-    if split not in TOY_SPLITS:
-        raise InvalidInputError(f"the toy split is heldout or test, got {split!r}.")
-    if count < 1 or start < 0 or seed_offset < 0:
-        raise InvalidInputError("the toy item set needs count >= 1, start >= 0 and seed offset >= 0.")
-    stories = split_stories(split, start + count)[start:]
-    return [BenchItem(f"{split}-{start + k:04d}", tuple(s.prompts), 1000 + seed_offset + start + k,
-                      (split, start + k)) for k, s in enumerate(stories)]
-
-
-def toy_story(item: BenchItem):
-    """The toy world's Story an item was made from (its scenes: what the judge checks frames against)."""
-    from ..toy.world import split_stories
-
-    if item.toy is None:
-        raise InvalidInputError(f"item {item.id} is not a toy-world story (no 'toy' field): the toy judge cannot "
-                                "score it.")
-    split, index = item.toy
-    story = split_stories(split, index + 1)[index]
-    if tuple(story.prompts) != item.prompts:
-        raise InvalidInputError(f"item {item.id} says it is toy story {index} of {split}, but its prompts differ "
-                                "from that story's.")
-    return story

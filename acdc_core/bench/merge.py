@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..metrics.stats import bootstrap_difference
+from ..stats import bootstrap_difference
 from .items import read_items
 from .store import BENCH_FILE, ITEMS_FILE, RUN_FILE, check_item, item_dir, read_frames
 from .variants import slug

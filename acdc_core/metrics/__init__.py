@@ -5,7 +5,7 @@ frame]}`` (frames [H, W, 3] uint8; NaN where a column does not apply to a frame,
 frame at frame 1). Every model a metric uses is loaded from a local folder or file; a missing one is a clear error
 naming what to place where (nothing is downloaded).
 
-  toy     the toy world's judge (``acdc_core.toy.judge``): physically valid, consistent with frame 1, matches the
+  toy     the toy world's judge (``acdc_core.toy.judge``, as ``toy.evaluate.ToyJudgeMetric``): physically valid, consistent with frame 1, matches the
           prompt, share of prompt attributes -- for items of the toy world
   clip    CLIP ViT (a local transformers folder): frame consistency with the previous frame (the paper's) and with
           frame 1, and CLIP-sim (text-image, on CLIPScore's scale: 100 x cosine, floored at 0)
@@ -17,9 +17,8 @@ from typing import Optional, Protocol, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError
-from .stats import bootstrap_difference
 
-__all__ = ["StoryMetric", "METRICS", "load_metric", "bootstrap_difference"]
+__all__ = ["StoryMetric", "METRICS", "load_metric"]
 
 METRICS = ("toy", "clip")
 
@@ -35,7 +34,7 @@ class StoryMetric(Protocol):
 def load_metric(name: str, *, clip: Optional[str] = None, device: str = "cpu") -> StoryMetric:
     """The metric called ``name`` (``METRICS``), its model loaded from where it was given."""
     if name == "toy":
-        from .toy import ToyJudgeMetric
+        from ..toy.evaluate import ToyJudgeMetric
 
         return ToyJudgeMetric()
     if name == "clip":

@@ -7,7 +7,8 @@ The variants (the toy analogue of the paper's Tables 1-2):
   ACDC              every frame corrected, the DM gets the memory's self-contained prompt
 Every variant runs each story with the same seed, so frame 1 of the ARM is the same in all of them.
 The judged frame is what the story shows: the corrected frame where a frame was corrected, else the
-ARM's frame.
+ARM's frame. ``ToyJudgeMetric`` is the judge as ``acdc bench``'s "toy" metric, ``toy_items`` the toy stories as its
+item set.
 """
 from __future__ import annotations
 
@@ -16,16 +17,39 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..bench.items import TOY_SPLITS, BenchItem
 from ..bench.variants import VARIANTS as ALL_VARIANTS
 from ..bench.variants import Variant, context_images, run_variant
+from ..errors import InvalidInputError
 from ..memory import MemorySettings
-from ..metrics.stats import bootstrap_difference  # noqa: F401  (the benchmarks import it from here)
 from ..state import StorySettings, StoryState
-from ..metrics.toy import ToyJudgeMetric
-from .judge import judge_story
-from .world import Story
+from ..stats import bootstrap_difference  # noqa: F401  (the benchmarks import it from here)
+from .judge import ATTRIBUTES, judge_story
+from .world import Story, split_stories
 
-# The toy judge's 0/1 columns, and the graded companion of matches_prompt (``metrics.toy``).
+
+class ToyJudgeMetric:
+    """The toy world's judge as a benchmark metric (``acdc_core.metrics``): it reads each frame from its pixels alone
+    and checks it against the scenes the item's story was rendered from."""
+
+    name = "toy"
+    columns = ("physical_valid", "consistent", "matches_prompt", "prompt_attributes")
+
+    def score(self, frames: Sequence[np.ndarray], item) -> dict[str, list[float]]:
+        return self.score_story(frames, toy_story(item))
+
+    def score_story(self, frames: Sequence, story) -> dict[str, list[float]]:
+        """The columns of the frames of the toy world's ``story`` (a ``world.Story``); frames [H, W, 3] uint8 or
+        [3, H, W] in [0, 1]. prompt_attributes: the share of the prompt's attributes (species, colour, place, time,
+        position, pose) read as prompted -- matches_prompt needs all six at once, which few 32 px frames manage; the
+        share shows the drift underneath."""
+        verdicts = judge_story(list(frames), story)
+        out = {c: [float(v[c]) for v in verdicts] for c in self.columns[:3]}
+        out["prompt_attributes"] = [1.0 - len(v["mismatched"]) / len(ATTRIBUTES) for v in verdicts]
+        return out
+
+
+# The toy judge's 0/1 columns, and the graded companion of matches_prompt.
 METRICS, GRADED = ToyJudgeMetric.columns[:3], ToyJudgeMetric.columns[3]
 
 
@@ -78,3 +102,28 @@ def per_frame_table(results: dict) -> list[dict]:
             row.update({f"f{i + 1}": float(values[:, i].mean()) for i in range(values.shape[1])})
             rows.append(row)
     return rows
+
+
+def toy_items(split: str = "heldout", count: int = 100, start: int = 0, seed_offset: int = 0) -> list[BenchItem]:
+    """Stories ``start .. start + count - 1`` of the toy world's ``split``; story k runs with seed
+    ``1000 + seed_offset + k`` (``benchmarks/bench_toy_acdc.py``'s seeds)."""
+    if split not in TOY_SPLITS:
+        raise InvalidInputError(f"the toy split is heldout or test, got {split!r}.")
+    if count < 1 or start < 0 or seed_offset < 0:
+        raise InvalidInputError("the toy item set needs count >= 1, start >= 0 and seed offset >= 0.")
+    stories = split_stories(split, start + count)[start:]
+    return [BenchItem(f"{split}-{start + k:04d}", tuple(s.prompts), 1000 + seed_offset + start + k,
+                      (split, start + k)) for k, s in enumerate(stories)]
+
+
+def toy_story(item) -> Story:
+    """The toy world's Story an item was made from (its scenes: what the judge checks frames against)."""
+    if item.toy is None:
+        raise InvalidInputError(f"item {item.id} is not a toy-world story (no 'toy' field): the toy judge cannot "
+                                "score it.")
+    split, index = item.toy
+    story = split_stories(split, index + 1)[index]
+    if tuple(story.prompts) != item.prompts:
+        raise InvalidInputError(f"item {item.id} says it is toy story {index} of {split}, but its prompts differ "
+                                "from that story's.")
+    return story
