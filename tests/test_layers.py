@@ -16,13 +16,14 @@ COMFY = {"comfy", "comfy_api", "comfy_execution", "comfy_extras", "folder_paths"
 
 # The layers, lowest first: a module may import its own layer or lower ones, never a higher one.
 ENGINE_LAYERS = [
-    {"errors", "progress", "weights"},
+    {"errors", "progress", "weights", "cost", "stats"},
     {"images", "devices"},
     {"arm", "correct", "memory"},
     {"state"},
     {"story", "report", "video"},
-    {"tiny", "toy", "convert"},
-    {"cli", "cli_common", "cli_video"},
+    {"bench"},
+    {"tiny", "toy", "convert", "metrics"},
+    {"cli", "cli_common", "cli_video", "cli_bench"},
 ]
 NODE_HELPERS = {"wires", "widgets", "frames", "graph", "masks", "comfy_corrector"}
 

@@ -11,6 +11,8 @@ from acdc_core.metrics import load_metric
 from acdc_core.metrics.clip import ClipMetric
 from acdc_core.toy.evaluate import ToyJudgeMetric
 
+pytestmark = pytest.mark.floors
+
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):

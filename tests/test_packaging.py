@@ -28,3 +28,16 @@ def test_the_floors_ci_installs_are_the_declared_lower_bounds():
                          check=True).stdout.split()
     assert "transformers==5.24" in out and not any(p.startswith("torch==") for p in out)
     assert all("==" in p for p in out) and "pytest==8" in out
+
+
+def test_every_data_file_of_the_engine_is_in_the_package_data():
+    """An installed (non-editable) pack has only the data files package-data names: a file the engine reads that
+    no pattern covers works from a checkout and fails after `pip install`."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["acdc_core"]
+    package = ROOT / "acdc_core"
+    data = [p for p in package.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+            and "__pycache__" not in p.parts]
+    assert data
+    missing = [p.relative_to(package).as_posix() for p in data
+               if not any(p in set(package.glob(pattern)) for pattern in patterns)]
+    assert not missing, f"package-data misses {missing[:5]}"
