@@ -11,7 +11,7 @@ QUICK = {"arm": "--vq-steps 2 --lm-steps 2 --stories 8 --hidden 32 --layers 1 --
          "dm": "--steps 2 --stories 8 --eval-frames 0",
          "memory": "--steps 2 --stories 20 --hidden 32 --eval-stories 0",
          "video_arm": "--vq-steps 2 --lm-steps 2 --clips 4 --hidden 32 --layers 1 --eval-clips 0",
-         "video_dm": "--steps 2 --clips 8 --batch-size 1 --eval-clips 0"}
+         "video_dm": "--image-steps 2 --steps 2 --clips 8 --batch-size 1 --eval-clips 0"}
 
 
 def _args(names):
