@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0, help="first story (index in the split)")
     parser.add_argument("--seed-offset", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes, one shard and one thread each")
+    parser.add_argument("--variants", nargs="+", help="a subset of acdc bench's variants (default all)")
     parser.add_argument("--keep", type=Path, help="the bench folder (default: a temporary one, removed)")
     parser.add_argument("--name", default="toy_acdc", help="results/<name>*.md")
     args = parser.parse_args()
@@ -49,7 +50,7 @@ def main() -> None:
     out = args.keep or Path(tempfile.mkdtemp(prefix="toy_acdc_"))
     run = [sys.executable, "-m", "acdc_core.cli", "bench", "run", "--out", str(out), "--toy", args.split,
            "--count", str(args.stories), "--start", str(args.start), "--seed-offset", str(args.seed_offset),
-           "--threads", "1", "--no-merge"]
+           "--threads", "1", "--no-merge"] + (["--variants", *args.variants] if args.variants else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     before, started = load_average(), time.perf_counter()
     workers = [subprocess.Popen(run + ["--shard", f"{i}/{args.workers}"], cwd=ROOT, env=env)
