@@ -322,3 +322,22 @@ def test_shipped_toy_arm_draws_valid_first_frames():
         tokens = arm.sample_chunk(ARMContext(), s.prompts[0], settings=arm.default_sampling, generator=gen(k))
         valid.append(judge_frame(arm.decode(tokens)[0], s.scenes[0])["physical_valid"])
     assert np.mean(valid) >= 0.5
+
+
+def test_a_defect_with_a_random_onset_starts_at_some_frame_and_stays():
+    from acdc_core.toy import train_arm, world
+
+    stories = world.split_stories("train", 200)
+    carried = train_arm.carry_defects(stories, 0.3, seed=0, onset="random")
+    changed = [(a, b) for a, b in zip(stories, carried) if a != b]
+    onsets = set()
+    for before, after in changed:
+        broken = [(s.n_ears, s.n_legs) != (2, 4) for s in after.scenes]
+        start = broken.index(True)
+        assert all(broken[start:]) and not any(broken[:start])          # from its onset to the last frame
+        assert after.scenes[:start] == before.scenes[:start]
+        assert len({(s.n_ears, s.n_legs) for s in after.scenes[start:]}) == 1
+        onsets.add(start)
+    assert len(onsets) >= 4                                            # onsets spread over the story
+    with pytest.raises(ValueError, match="onset"):
+        train_arm.carry_defects(stories, 0.3, seed=0, onset="middle")

@@ -328,13 +328,20 @@ class _SceneCodes:
 CARRIED_DEFECTS = 0.25
 
 
-def carry_defects(stories: Sequence[Story], fraction: float, seed: int) -> list[Story]:
+ONSETS = ("first", "random")
+
+
+def carry_defects(stories: Sequence[Story], fraction: float, seed: int, onset: str = "first") -> list[Story]:
     """``stories`` with, in a seeded ``fraction`` of them, the character drawn with one defect (1 or 3 ears, 3 or 5
-    legs) in every frame: its appearance is carried over from frame to frame, right or wrong. An ARM trained on
-    them learns to copy the character's body from its context, so a defect it draws is copied on: errors
-    propagate through the context, as in the paper's ARMs."""
+    legs) from an onset frame to the last: its appearance is carried over from frame to frame, right or wrong. An
+    ARM trained on them learns to copy the character's body from its context, so a defect it draws is copied on:
+    errors propagate through the context, as in the paper's ARMs. ``onset``: "first" (the defect is there from
+    frame 1: the shipped ARM's) or "random" (it appears at a random frame and stays, so the share of broken frames
+    grows with the frame index, as a per-frame error rate that persists makes it)."""
     if not 0.0 <= float(fraction) <= 1.0:
         raise ValueError(f"the fraction of stories with a carried defect must be in [0, 1]; got {fraction!r}.")
+    if onset not in ONSETS:
+        raise ValueError(f"the defect onset is one of {ONSETS}; got {onset!r}.")
     rng = np.random.default_rng(seed + 3)
     out = []
     for story in stories:
@@ -343,14 +350,16 @@ def carry_defects(stories: Sequence[Story], fraction: float, seed: int) -> list[
                 body = {"n_ears": int(rng.choice([1, 3]))}
             else:
                 body = {"n_legs": int(rng.choice([3, 5]))}
-            story = Story(tuple(replace(s, **body) for s in story.scenes), story.prompts)
+            start = 0 if onset == "first" else int(rng.integers(0, len(story.scenes)))
+            story = Story(tuple(replace(s, **body) if k >= start else s for k, s in enumerate(story.scenes)),
+                          story.prompts)
         out.append(story)
     return out
 
 
 def train(out: Path, *, seed: int = 0, vq_steps: int = 2000, lm_steps: int = 6000, n_stories: int = 6000,
           hidden: int = 128, layers: int = 4, heads: int = 4, lm_batch_size: int = 4, lm_lr: float = 3e-3,
-          vq_eval_frames: int = 300, carried: float = 0.0, log_every: int = 100) -> dict:
+          vq_eval_frames: int = 300, carried: float = 0.0, onset: str = "first", log_every: int = 100) -> dict:
     """Train the VQ and the LM and write the unified ARM folder ``out``; returns a summary. ``carried``: the
     fraction of training stories whose character carries one defect through every frame (``carry_defects``)."""
     from transformers import GenerationConfig, LlamaForCausalLM
@@ -360,7 +369,7 @@ def train(out: Path, *, seed: int = 0, vq_steps: int = 2000, lm_steps: int = 600
     from ..tiny.unified import lm_config
 
     start, cpu = time.perf_counter(), time.process_time()
-    stories = carry_defects(split_stories("train", n_stories), carried, seed)
+    stories = carry_defects(split_stories("train", n_stories), carried, seed, onset)
     vq, summary = train_vq(stories, seed=seed, steps=vq_steps, log_every=log_every)
     summary.update(vq_quality(vq, seed=seed, n=vq_eval_frames))
     _log(f"VQ round trip, judged: attributes {summary['vq_roundtrip_attributes']:.1%}, valid frames judged valid "
@@ -392,7 +401,7 @@ def train(out: Path, *, seed: int = 0, vq_steps: int = 2000, lm_steps: int = 600
                             log_every=log_every))
     lm.generation_config = GenerationConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"])
 
-    summary.update(seed=seed, train_stories=len(stories), carried_defects=carried, hidden=hidden, layers=layers, heads=heads,
+    summary.update(seed=seed, train_stories=len(stories), carried_defects=carried, defect_onset=onset, hidden=hidden, layers=layers, heads=heads,
                    text_vocab=offset, codebook_size=K, distinct_train_frames=len(codes.memo),
                    train_seconds=round(time.perf_counter() - start, 1),
                    train_cpu_seconds=round(time.process_time() - cpu, 1))
@@ -542,12 +551,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--carried-defects", type=float, default=CARRIED_DEFECTS,
                         help="fraction of training stories whose character carries one defect (ears or legs) "
                              "through every frame, so the ARM learns to copy its body from the context")
+    parser.add_argument("--defect-onset", choices=ONSETS, default="first",
+                        help="where a carried defect starts: frame 1 (the shipped ARM's) or a random frame, kept to the end")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     summary = train(args.out, seed=args.seed, vq_steps=args.vq_steps, lm_steps=args.lm_steps, n_stories=args.stories,
-                    hidden=args.hidden, layers=args.layers, vq_eval_frames=args.vq_eval_frames, carried=args.carried_defects,
+                    hidden=args.hidden, layers=args.layers, vq_eval_frames=args.vq_eval_frames, carried=args.carried_defects, onset=args.defect_onset,
                     log_every=max(1, min(100, args.lm_steps // 10)))
     given = list(sys.argv[1:] if argv is None else argv)
     command = " ".join(["python -m acdc_core.toy.train_arm"] + [shlex.quote(str(a)) for a in given])
