@@ -116,13 +116,25 @@ def toy_items(split: str = "heldout", count: int = 100, start: int = 0, seed_off
                       (split, start + k)) for k, s in enumerate(stories)]
 
 
+_SPLITS: dict[str, list] = {}
+
+
+def _story_at(split: str, index: int) -> Story:
+    """Story ``index`` of ``split``, the split's stories sampled once per process (``split_stories`` is a prefix
+    of itself: its first k stories do not depend on how many are asked for)."""
+    stories = _SPLITS.get(split, [])
+    if index >= len(stories):
+        stories = _SPLITS[split] = split_stories(split, max(index + 1, 2 * len(stories)))
+    return stories[index]
+
+
 def toy_story(item) -> Story:
     """The toy world's Story an item was made from (its scenes: what the judge checks frames against)."""
     if item.toy is None:
         raise InvalidInputError(f"item {item.id} is not a toy-world story (no 'toy' field): the toy judge cannot "
                                 "score it.")
     split, index = item.toy
-    story = split_stories(split, index + 1)[index]
+    story = _story_at(split, index)
     if tuple(story.prompts) != item.prompts:
         raise InvalidInputError(f"item {item.id} says it is toy story {index} of {split}, but its prompts differ "
                                 "from that story's.")
