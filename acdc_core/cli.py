@@ -450,7 +450,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"acdc: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("acdc: interrupted; the frames finished so far are in --out (continue with --resume).", file=sys.stderr)
+        again = ("run the same command again to continue" if args.command == "bench" else "continue with --resume")
+        print(f"acdc: interrupted; what was finished so far is in --out ({again}).", file=sys.stderr)
         return 130
     return 0
 

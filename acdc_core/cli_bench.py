@@ -112,7 +112,10 @@ def _models(args):
         corrector = load_corrector(args.dm, device=args.device, config_dir=args.dm_config)
         arm = load_arm(args.arm, device=args.device, trust_remote_code=args.trust_remote_code)
         settings = StorySettings()
+        from .memory import scrub_url
+
         models = {"arm": str(args.arm), "dm": str(args.dm), "llm": args.llm, "memory": args.memory,
+                  "endpoint": scrub_url(args.endpoint) if args.endpoint else None,   # never a key in the URL
                   "llm_model": args.llm_model if args.endpoint else None}
     changes = {field: getattr(args, flag) for flag, field in SETTING_FLAGS.items() if getattr(args, flag) is not None}
     settings = replace(settings, **changes).validate()

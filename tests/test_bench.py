@@ -304,3 +304,15 @@ def test_the_story_set_continues_where_it_stopped_and_gives_up_clearly(tmp_path)
         generate_stories(rest, out, 4, seed=0, log=lambda line: None)
     with pytest.raises(InvalidInputError, match="not six-line stories often enough"):
         generate_stories(ScriptedLLM(["no"]), tmp_path / "x.jsonl", 2, max_requests=5, log=lambda line: None)
+
+
+def test_ctrl_c_in_a_benchmark_says_how_to_continue(monkeypatch, capsys, tmp_path):
+    import acdc_core.cli_bench as cli_bench
+    from acdc_core import cli
+
+    def stop(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_bench, "run_bench_command", stop)
+    assert cli.main(["bench", "merge", "--out", str(tmp_path)]) == 130
+    assert "run the same command again to continue" in capsys.readouterr().err
