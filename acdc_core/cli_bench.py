@@ -4,6 +4,8 @@
   acdc bench run --out OUT --items stories.jsonl --arm ARM --dm SD15 --endpoint URL
   torchrun --nproc-per-node 2 -m acdc_core.cli bench run --out OUT ...   # or: --shard i/N, one job per host
   acdc bench merge --out OUT [--metrics toy clip --clip CLIP_FOLDER]
+  acdc bench reference --out OUT [--sdxl SDXL --lightning-unet UNET_FILE]   # FID's reference frames
+  acdc bench merge --out OUT --fid clip --fid-model CLIP_FOLDER              # ... and the FID tables
   acdc bench stories --out stories.jsonl --count 1000 --endpoint URL     # the paper's story set (App. C)
 
 ``run`` writes one folder per variant and item under OUT/runs (``acdc_core.bench.store``) and skips every item that
@@ -73,7 +75,21 @@ def add_bench_parser(sub, add_memory_options) -> argparse.ArgumentParser:
     merge.add_argument("--out", required=True, help="the benchmark's folder")
     merge.add_argument("--metrics", nargs="+", default=None, help="toy, clip (default: toy for toy items, else clip)")
     merge.add_argument("--clip", help="CLIP model folder (transformers format) for the clip metric")
+    merge.add_argument("--fid", choices=("clip", "dino"), help="add FID tables (the Frechet distance to OUT/reference) "
+                       "in this backbone's features: clip (FD_CLIP) or dino (FD_DINOv2 / DINO ViT)")
+    merge.add_argument("--fid-model", help="the FID backbone's transformers folder (CLIP, or DINOv2 / DINO ViT)")
+    merge.add_argument("--fid-resamples", type=int, default=100, help="bootstrap resamples of FID's interval")
     merge.add_argument("--device", default="cpu")
+    ref = steps.add_parser("reference", help="the frames FID is measured against: toy truth or SDXL-Lightning's "
+                           "pseudo ground truth, sharded and resumable", allow_abbrev=False)
+    ref.add_argument("--out", required=True, help="the benchmark's folder (its items.jsonl names the prompts)")
+    ref.add_argument("--sdxl", help="SDXL base: a diffusers folder or a single-file checkpoint (none: toy truth)")
+    ref.add_argument("--lightning-unet", help="SDXL-Lightning's UNet, e.g. sdxl_lightning_8step_unet.safetensors")
+    ref.add_argument("--steps", type=int, default=6, help="sampling steps (default 6, the paper's)")
+    ref.add_argument("--size", type=int, default=1024, help="image side in pixels (default 1024)")
+    ref.add_argument("--shard", help="this process's share i/N (default: RANK / WORLD_SIZE, else all)")
+    ref.add_argument("--device", default="cpu")
+    ref.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     return p
 
 
@@ -137,6 +153,9 @@ def run_bench_command(args) -> None:
     if args.bench_step == "stories":
         _stories(args)
         return
+    if args.bench_step == "reference":
+        _reference(args)
+        return
     import torch
 
     if args.threads < 1:
@@ -180,9 +199,33 @@ def _merge(args) -> None:
     _, items, _ = collect(args.out, verify=False)    # the item set only: merge() checks every folder once
     names = args.metrics or (["toy"] if all(i.toy for i in items) else ["clip"])
     metrics = [load_metric(n, clip=args.clip, device=getattr(args, "device", "cpu")) for n in names]
-    done = merge(args.out, metrics)
+    fid = None
+    if getattr(args, "fid", None):
+        from .metrics.features import load_backbone
+
+        if not args.fid_model:
+            raise InvalidInputError(f"--fid {args.fid} needs --fid-model FOLDER (a transformers "
+                                    f"{'CLIP' if args.fid == 'clip' else 'DINOv2 or DINO ViT'} folder).")
+        fid = load_backbone(args.fid, args.fid_model, device=getattr(args, "device", "cpu"))
+    done = merge(args.out, metrics, fid=fid, fid_resamples=getattr(args, "fid_resamples", 100))
     print(f"acdc bench: merged {len(items)} items into {done['target']}", file=sys.stderr)
     print((done["target"] / "per_frame_shown.md").read_text(encoding="utf-8"))
+
+
+def _reference(args) -> None:
+    import torch
+
+    from .bench import shard_from_env
+    from .bench.merge import collect
+    from .bench.reference import reference_maker, write_reference
+
+    _, items, _ = collect(args.out, verify=False)
+    make, identity = reference_maker(items, args.sdxl, args.lightning_unet, steps=args.steps, size=args.size,
+                                     device=_device(args.device), dtype=getattr(torch, args.dtype))
+    shard = shard_from_env(args.shard)
+    counts = write_reference(args.out, items, make, identity, shard=shard)
+    print(f"acdc bench reference: shard {shard}: made {counts['made']}, already complete {counts['skipped']}",
+          file=sys.stderr)
 
 
 def _stories(args) -> None:

@@ -224,6 +224,83 @@ def test_another_benchmark_in_the_same_folder_is_refused(one_process, tmp_path):
     assert done.returncode == 2 and "holds another benchmark (different variants)" in done.stderr
 
 
+@needs_toy
+def test_fid_against_the_toy_truth_is_merged_and_its_reference_resumes(one_process, tiny_clip, tmp_path):
+    from acdc_core.bench.reference import reference_dir
+    from acdc_core.bench.store import read_frames
+    from acdc_core.toy.evaluate import toy_story
+    from acdc_core.toy.world import render_story
+
+    out = tmp_path / "fid"
+    shutil.copytree(one_process, out)
+    made = _acdc(["bench", "reference", "--out", str(out), "--shard", "1/2"])
+    assert made.returncode == 0 and "made 1, already complete 0" in made.stderr, made.stderr
+    merged = _acdc(["bench", "merge", "--out", str(out), "--fid", "clip", "--fid-model", str(tiny_clip)])
+    assert merged.returncode == 2 and "1 of 2 items have no complete reference frames (heldout-0000" in merged.stderr
+    made = _acdc(["bench", "reference", "--out", str(out)])
+    assert made.returncode == 0 and "made 1, already complete 1" in made.stderr, made.stderr
+    for item in read_items(out / "items.jsonl"):
+        assert np.array_equal(np.stack(read_frames(reference_dir(out, item.id))), render_story(toy_story(item)))
+    merged = _acdc(["bench", "merge", "--out", str(out), "--fid", "clip", "--fid-model", str(tiny_clip),
+                    "--fid-resamples", "10"])
+    assert merged.returncode == 0, merged.stderr
+    tables = json.loads((out / "merged" / "merged.json").read_text())["tables"]
+    rows = {r["variant"]: r for r in tables["fid_shown"]}
+    assert set(rows) == {"ARM only", "ACDC #2"} and all(r["features"] == "clip" and r["items"] == 2 for r in rows.values())
+    assert all(r["all frames"] > 0 and r["f1"] is not None for r in rows.values())
+    # what ARM only shows is what went back into its context: the same distance
+    assert {r["variant"]: r["all frames"] for r in tables["fid_context"]}["ARM only"] == rows["ARM only"]["all frames"]
+    assert "FD_clip, not Inception FID" in (out / "merged" / "fid_shown.md").read_text()
+    assert _tables(out) == _tables(one_process)          # the other tables are unchanged by FID
+    missing = _acdc(["bench", "merge", "--out", str(out), "--fid", "dino"])
+    assert missing.returncode == 2 and "--fid-model" in missing.stderr
+
+
+def test_sdxl_lightning_pseudo_ground_truth(tmp_path):
+    """SDXL base + a Lightning UNet file: the file's weights are the ones sampled with, 6 Euler steps (trailing), no
+    guidance, seeded per frame; a file of another shape or a pickle is refused."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    from acdc_core.bench.reference import SdxlLightning
+    from acdc_core.tiny.sd import build_tiny_sdxl
+
+    base = build_tiny_sdxl(tmp_path / "sdxl", seed=0)
+    other = build_tiny_sdxl(tmp_path / "other", seed=1)
+    unet_file = tmp_path / "lightning_unet.safetensors"
+    save_file(UNet2DConditionModel.from_pretrained(other / "unet").state_dict(), str(unet_file))
+    model = SdxlLightning.load(base, unet_file, steps=6, size=64)
+    assert type(model.pipe.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert model.pipe.scheduler.config.timestep_spacing == "trailing"
+    lightning_weights = UNet2DConditionModel.from_pretrained(other / "unet").state_dict()
+    assert all(torch.equal(v, lightning_weights[k]) for k, v in model.pipe.unet.state_dict().items())
+    calls = []
+    model.pipe.unet.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    item = read_items_from([{"id": "a", "prompts": ["a red cat", "it jumps"], "seed": 5}], tmp_path)[0]
+    frames = model(item)
+    assert len(frames) == 2 and frames[0].shape == (3, 64, 64) and 0 <= float(frames[0].min()) <= float(frames[0].max()) <= 1
+    assert calls == [1] * 12                             # 6 steps per frame, one batch of 1: no guidance pass
+    again = model(item)
+    assert all(torch.equal(a, b) for a, b in zip(frames, again))
+    assert not torch.equal(frames[0], frames[1])
+    assert model.identity() == {"source": "sdxl-lightning", "steps": 6, "size": 64, "guidance": 0.0,
+                                "scheduler": "euler, trailing"}
+    save_file({"lora_unet_down.weight": torch.zeros(2, 2)}, str(tmp_path / "lora.safetensors"))
+    with pytest.raises(InvalidInputError, match="not a UNet of this SDXL"):
+        SdxlLightning.load(base, tmp_path / "lora.safetensors", size=64)
+    torch.save({"a": torch.zeros(1)}, tmp_path / "unet.pth")
+    with pytest.raises(InvalidInputError, match="pickle"):
+        SdxlLightning.load(base, tmp_path / "unet.pth", size=64)
+    with pytest.raises(InvalidInputError, match="no SDXL-Lightning UNet"):
+        SdxlLightning.load(base, tmp_path / "absent.safetensors", size=64)
+
+
+def read_items_from(records, folder):
+    path = folder / "items.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return read_items(path)
+
+
 def test_bad_bench_input_is_refused_before_models_load(tmp_path):
     (tmp_path / "items.jsonl").write_text('{"id": "a b", "prompts": ["x"], "seed": 0}\n')
     done = _acdc(["bench", "run", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "items.jsonl")])

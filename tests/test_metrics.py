@@ -14,28 +14,6 @@ from acdc_core.toy.evaluate import ToyJudgeMetric
 pytestmark = pytest.mark.floors
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    from acdc_core.tiny.sd import write_tiny_clip_tokenizer
-
-    folder = tmp_path_factory.mktemp("clip")
-    torch.manual_seed(0)
-    tokenizer = CLIPTokenizer.from_pretrained(write_tiny_clip_tokenizer(folder / "tok", model_max_length=16))
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=16, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    CLIPModel(config).save_pretrained(folder)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
-
-
 def _frames(n, seed=0):
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(n)]
@@ -103,3 +81,100 @@ def test_the_toy_metric_reads_true_renders_as_valid_and_prompted():
     assert ToyJudgeMetric().score(broken, item)["prompt_attributes"] != [1.0] * 6
     with pytest.raises(InvalidInputError, match="not a toy-world story"):
         ToyJudgeMetric().score(frames, BenchItem("x", item.prompts, 0))
+
+
+# -- FID: the Frechet distance, its feature backbones, the reference frames ---------------------------------------
+
+from acdc_core.metrics.features import ClipImageFeatures, ClsFeatures, load_backbone  # noqa: E402
+from acdc_core.metrics.fid import fid_table, frechet_distance  # noqa: E402
+
+
+def test_frechet_distance_is_torchmetrics_fid_on_the_same_features():
+    """torchmetrics' FrechetInceptionDistance with a custom feature module gives our number on its features."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    class Flat(torch.nn.Module):
+        num_features = 12
+
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(3 * 8 * 8, 12)
+
+        def forward(self, x):                    # uint8 [N, 3, 8, 8]
+            return self.proj(x.float().flatten(1) / 255)
+
+    torch.manual_seed(0)
+    extractor = Flat()
+    real = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    fake = (real.float() * 0.7 + 30).to(torch.uint8)[:30]
+    metric = FrechetInceptionDistance(feature=extractor)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    with torch.no_grad():
+        ours = frechet_distance(extractor(fake).double().numpy(), extractor(real).double().numpy())
+    assert ours == pytest.approx(float(metric.compute()), rel=1e-4)
+    assert ours > 0.01
+
+
+def test_frechet_distance_analytic_cases():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 6))
+    assert frechet_distance(a, a.copy()) == pytest.approx(0.0, abs=1e-6)
+    shift = np.array([1.0, -2.0, 0.5, 0, 0, 3])
+    assert frechet_distance(a + shift, a) == pytest.approx(float((shift ** 2).sum()), rel=1e-6)  # same covariance
+    # scaled copy: covariances S and s^2 S commute, so d^2 = |mu|^2 (1 - s)^2 + tr(S) (1 - s)^2
+    s = 3.0
+    centred = a - a.mean(0)
+    expected = (1 - s) ** 2 * (np.cov(centred.T).trace())
+    assert frechet_distance(s * centred, centred) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(InvalidInputError, match="one width"):
+        frechet_distance(a, a[:, :3])
+    with pytest.raises(InvalidInputError, match="at least 2"):
+        frechet_distance(a[:1], a)
+
+
+def test_fid_table_is_zero_for_the_reference_itself_and_orders_variants():
+    rng = np.random.default_rng(1)
+    reference = [rng.normal(size=(3, 5)) for _ in range(20)]
+    near = [r + 0.1 for r in reference]
+    far = [r + 1.0 for r in reference]
+    rows = {r["variant"]: r for r in fid_table({"same": reference, "near": near, "far": far}, reference,
+                                               resamples=20, backbone="test")}
+    assert rows["same"]["all frames"] == pytest.approx(0.0, abs=1e-6)
+    assert rows["same"]["f2"] == pytest.approx(0.0, abs=1e-6)
+    assert rows["near"]["all frames"] == pytest.approx(5 * 0.1 ** 2, rel=1e-3)
+    assert rows["far"]["all frames"] == pytest.approx(5.0, rel=1e-3)
+    low, high = rows["far"]["ci95_low"], rows["far"]["ci95_high"]
+    assert low <= 5.0 + 1e-6 and high >= 5.0 - 1e-6 and set(rows["far"]) >= {"f1", "f2", "f3"}
+    with pytest.raises(InvalidInputError, match="19 items' features but 20"):
+        fid_table({"short": reference[:19]}, reference, resamples=0)
+
+
+def test_backbones_give_the_models_own_features_and_follow_the_frames(tiny_clip, tiny_vit):
+    from transformers import CLIPModel, CLIPProcessor, ViTModel
+
+    frames = _frames(5, seed=3)
+    dino = load_backbone("dino", tiny_vit)
+    assert isinstance(dino, ClsFeatures)
+    got = dino.features(frames)
+    assert got.shape == (5, 32) and got.dtype == np.float64
+    order = [4, 2, 0, 1, 3]
+    assert np.allclose(dino.features([frames[i] for i in order]), got[order], atol=1e-6)
+    assert np.allclose(dino.features([frames[0], frames[0]])[1], got[0], atol=1e-6)
+    model = ViTModel.from_pretrained(tiny_vit).eval()
+    pixels = dino.processor(images=frames, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        assert np.allclose(got, model(pixel_values=pixels).last_hidden_state[:, 0].double().numpy(), atol=1e-5)
+
+    clip = load_backbone("clip", tiny_clip)
+    assert isinstance(clip, ClipImageFeatures)
+    reference = CLIPModel.from_pretrained(tiny_clip).eval()
+    with torch.no_grad():
+        expected = reference(**CLIPProcessor.from_pretrained(tiny_clip)(text=["x"] * 5, images=frames,
+                                                                          return_tensors="pt")).image_embeds
+    ours = clip.features(frames)             # unnormalised; the model's forward gives it unit length
+    assert np.allclose(ours / np.linalg.norm(ours, axis=1, keepdims=True), expected.double().numpy(), atol=1e-5)
+    with pytest.raises(InvalidInputError, match="DINO folder .* lacks config.json"):
+        load_backbone("dino", tiny_vit.parent / "nothing")
+    with pytest.raises(InvalidInputError, match="unknown feature backbone"):
+        load_backbone("inception", tiny_vit)

@@ -19,11 +19,13 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..stats import bootstrap_difference
+from ..metrics.fid import fid_table
 from .items import read_items
+from .reference import read_reference
 from .store import BENCH_FILE, ITEMS_FILE, RUN_FILE, check_item, item_dir, read_frames
 from .variants import slug
 
-__all__ = ["collect", "score", "merge", "COMPARISONS"]
+__all__ = ["collect", "score", "merge", "fid_tables", "COMPARISONS"]
 
 # (a, b): a - b, where both variants ran
 COMPARISONS = (("ACDC", "ARM only"), ("ACDC", "ACDC w/o memory"), ("ACDC #2", "ARM only"),
@@ -167,8 +169,26 @@ def _markdown(rows: list[dict], title: str, notes: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge(out, metrics: Sequence, *, target: Optional[Path] = None) -> dict:
-    """Score ``out`` and write ``merged/`` (Markdown tables and ``merged.json``); returns what was written."""
+def fid_tables(out, backbone, *, resamples: int = 100) -> tuple[dict, dict]:
+    """(reference source, {"fid_shown": rows, "fid_context": rows}): the Frechet distance of every variant's frames
+    to the reference frames (``reference.py``) in ``backbone``'s features (``metrics.features``)."""
+    _, items, variants = collect(out, verify=False)
+    source, reference = read_reference(out, items)
+    ref = [backbone.features(frames) for frames in reference]
+    tables = {}
+    for kind in KINDS:
+        features = {}
+        for v in variants:
+            rows = [read_frames(item_dir(out, slug(v), item.id), kind) for item in items]
+            if all(rows):
+                features[v] = [backbone.features(frames) for frames in rows]
+        tables[f"fid_{kind}"] = fid_table(features, ref, resamples=resamples, backbone=backbone.name)
+    return source, tables
+
+
+def merge(out, metrics: Sequence, *, target: Optional[Path] = None, fid=None, fid_resamples: int = 100) -> dict:
+    """Score ``out`` and write ``merged/`` (Markdown tables and ``merged.json``); returns what was written. ``fid``:
+    a feature backbone (``metrics.features``) to add the FID tables with, against ``OUT/reference``."""
     out = Path(out)
     result = score(out, metrics)
     frames, n = result["frames"], len(result["items"])
@@ -178,6 +198,10 @@ def merge(out, metrics: Sequence, *, target: Optional[Path] = None) -> dict:
         tables[f"per_frame_{kind}"] = _per_frame_rows(scores, frames)
         tables[f"differences_{kind}"] = _differences(scores, frames)
     tables["cost"] = _cost_rows(result["runs"])
+    source = None
+    if fid is not None:
+        source, fids = fid_tables(out, fid, resamples=fid_resamples)
+        tables.update(fids)
     target = Path(target) if target else out / "merged"
     target.mkdir(parents=True, exist_ok=True)
     what = {"shown": "the frames the story shows (the DM's output where corrected)",
@@ -190,6 +214,12 @@ def merge(out, metrics: Sequence, *, target: Optional[Path] = None) -> dict:
         (target / f"differences_{kind}.md").write_text(_markdown(
             tables[f"differences_{kind}"], f"Paired differences: {what[kind]}",
             f"{n} items; paired bootstrap over items (2000 resamples), 95% percentile interval."), encoding="utf-8")
+    for kind in KINDS if fid is not None else ():
+        (target / f"fid_{kind}.md").write_text(_markdown(
+            tables[f"fid_{kind}"], f"Frechet distance to the reference frames: {what[kind]}",
+            f"{n} items; reference: {source}; features: {fid.name} ({type(fid.model).__name__}), so FD_{fid.name}, "
+            f"not Inception FID; ci95: bootstrap over items ({fid_resamples} resamples, each item with its "
+            "reference frames); fN: at frame index N alone."), encoding="utf-8")
     (target / "cost.md").write_text(_markdown(
         tables["cost"], "Cost per frame and stage",
         f"Seconds per frame (all items of the variant), peak memory: {memory_kind}. 'total (wall)' includes what "

@@ -11,13 +11,13 @@ is torchmetrics' default), loaded from safetensors only, offline.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from .features import check_folder
 
 __all__ = ["ClipMetric"]
 
@@ -41,16 +41,7 @@ class ClipMetric:
     def from_folder(cls, folder, device: str = "cpu") -> "ClipMetric":
         from transformers import CLIPModel, CLIPProcessor
 
-        path = Path(folder).expanduser()
-        needed = ("config.json", "model.safetensors")
-        missing = [n for n in needed if not (path / n).is_file()]
-        if not any((path / n).is_file() for n in ("preprocessor_config.json", "processor_config.json")):
-            missing.append("preprocessor_config.json")   # as published; transformers 5 saves processor_config.json
-        if missing:
-            raise InvalidInputError(
-                f"the CLIP folder {path} lacks {', '.join(missing)}: place a transformers CLIP model there (e.g. "
-                "openai/clip-vit-large-patch14 from the Hugging Face hub, downloaded once by you: config.json, "
-                "model.safetensors, preprocessor_config.json and the tokenizer files). Nothing is downloaded here.")
+        path = check_folder(folder, "CLIP", "openai/clip-vit-large-patch14 (with its tokenizer files)")
         model = CLIPModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
         return cls(model, CLIPProcessor.from_pretrained(path, local_files_only=True), device)
 
