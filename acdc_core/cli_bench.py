@@ -73,8 +73,14 @@ def add_bench_parser(sub, add_memory_options) -> argparse.ArgumentParser:
     stories.add_argument("--trust-remote-code", action="store_true")
     merge = steps.add_parser("merge", help="score the finished items and write the tables", allow_abbrev=False)
     merge.add_argument("--out", required=True, help="the benchmark's folder")
-    merge.add_argument("--metrics", nargs="+", default=None, help="toy, clip (default: toy for toy items, else clip)")
+    merge.add_argument("--metrics", nargs="+", default=None, help="toy, clip, vbench-style (default: toy for toy items, else clip)")
     merge.add_argument("--clip", help="CLIP model folder (transformers format) for the clip metric")
+    for flag, what in (("--dino", "DINO ViT-B/16 folder: vbench-style subject consistency"),
+                       ("--clip-b32", "CLIP ViT-B/32 folder: vbench-style background consistency"),
+                       ("--clip-l14", "CLIP ViT-L/14 folder: vbench-style aesthetic (with --aesthetic-head)"),
+                       ("--aesthetic-head", "LAION's aesthetic linear head (safetensors)"),
+                       ("--raft", "torchvision RAFT-large weights (safetensors): vbench-style dynamic degree")):
+        merge.add_argument(flag, help=what)
     merge.add_argument("--fid", choices=("clip", "dino"), help="add FID tables (the Frechet distance to OUT/reference) "
                        "in this backbone's features: clip (FD_CLIP) or dino (FD_DINOv2 / DINO ViT)")
     merge.add_argument("--fid-model", help="the FID backbone's transformers folder (CLIP, or DINOv2 / DINO ViT)")
@@ -198,7 +204,8 @@ def _merge(args) -> None:
 
     _, items, _ = collect(args.out, verify=False)    # the item set only: merge() checks every folder once
     names = args.metrics or (["toy"] if all(i.toy for i in items) else ["clip"])
-    metrics = [load_metric(n, clip=args.clip, device=getattr(args, "device", "cpu")) for n in names]
+    models = {k: getattr(args, k, None) for k in ("dino", "clip_b32", "clip_l14", "aesthetic_head", "raft")}
+    metrics = [load_metric(n, clip=args.clip, device=getattr(args, "device", "cpu"), **models) for n in names]
     fid = None
     if getattr(args, "fid", None):
         from .metrics.features import load_backbone

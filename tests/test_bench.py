@@ -256,6 +256,21 @@ def test_fid_against_the_toy_truth_is_merged_and_its_reference_resumes(one_proce
     assert missing.returncode == 2 and "--fid-model" in missing.stderr
 
 
+@needs_toy
+def test_vbench_style_columns_merge_beside_the_judge(one_process, tiny_vit, tmp_path):
+    out = tmp_path / "vbench"
+    shutil.copytree(one_process, out)
+    merged = _acdc(["bench", "merge", "--out", str(out), "--metrics", "toy", "vbench-style", "--dino", str(tiny_vit)])
+    assert merged.returncode == 0, merged.stderr
+    rows = {(r["variant"], r["metric"]): r for r in
+            json.loads((out / "merged" / "merged.json").read_text())["tables"]["per_frame_shown"]}
+    assert rows[("ARM only", "subject_consistency")]["f1"] is None          # no frame before frame 1
+    assert 0 <= rows[("ACDC #2", "subject_consistency")]["f2"][0] <= 1
+    judge_only = {(r["variant"], r["metric"]): r for r in
+                  json.loads((one_process / "merged" / "merged.json").read_text())["tables"]["per_frame_shown"]}
+    assert all(rows[key] == row for key, row in judge_only.items())        # the judge's columns are unchanged
+
+
 def test_sdxl_lightning_pseudo_ground_truth(tmp_path):
     """SDXL base + a Lightning UNet file: the file's weights are the ones sampled with, 6 Euler steps (trailing), no
     guidance, seeded per frame; a file of another shape or a pickle is refused."""

@@ -178,3 +178,126 @@ def test_backbones_give_the_models_own_features_and_follow_the_frames(tiny_clip,
         load_backbone("dino", tiny_vit.parent / "nothing")
     with pytest.raises(InvalidInputError, match="unknown feature backbone"):
         load_backbone("inception", tiny_vit)
+
+
+# -- VBench-style video metrics -------------------------------------------------------------------------------------
+
+from acdc_core.metrics.video import Aesthetic, RaftFlow, consistency, dynamic_degree, moving_steps  # noqa: E402
+
+
+def test_consistency_is_vbench_formula():
+    f = np.eye(4)[[0, 0, 0]]                                 # identical frames
+    per_frame, video = consistency(f * 3.0)
+    assert np.isnan(per_frame[0]) and per_frame[1:] == pytest.approx([1.0, 1.0]) and video == pytest.approx(1.0)
+    # frame 2 orthogonal to frame 1, frame 3 back to frame 1: (0 + 0) / 2, then (0 + 1) / 2
+    per_frame, video = consistency(np.eye(4)[[0, 1, 0]])
+    assert per_frame[1:] == pytest.approx([0.0, 0.5]) and video == pytest.approx(0.25)
+    # negative cosines count as 0, not below
+    per_frame, _ = consistency(np.array([[1.0, 0.0], [-1.0, 0.0]]))
+    assert per_frame[1] == 0.0
+    # order matters
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(5, 8))
+    assert consistency(g)[1] != pytest.approx(consistency(g[[0, 3, 1, 4, 2]])[1])
+    with pytest.raises(InvalidInputError, match="2 or more frames"):
+        consistency(g[:1])
+
+
+def test_subject_consistency_of_a_still_video_is_one(tiny_vit):
+    frames = _frames(1, seed=4) * 4
+    features = ClsFeatures.from_folder(tiny_vit).features(frames)
+    assert consistency(features)[1] == pytest.approx(1.0, abs=1e-6)
+    assert consistency(ClsFeatures.from_folder(tiny_vit).features(_frames(4, seed=5)))[1] < 0.9999
+
+
+def test_aesthetic_is_the_linear_head_on_unit_clip_embeddings(tiny_clip, tmp_path):
+    from safetensors.torch import save_file
+    from transformers import CLIPModel, CLIPProcessor
+
+    torch.manual_seed(1)
+    head = {"weight": torch.randn(1, 16), "bias": torch.randn(1)}
+    save_file(head, str(tmp_path / "head.safetensors"))
+    metric = Aesthetic.load(tiny_clip, tmp_path / "head.safetensors")
+    frames = _frames(3, seed=6)
+    per_frame, video = metric.score(frames)
+    model = CLIPModel.from_pretrained(tiny_clip).eval()
+    with torch.no_grad():
+        embeds = model(**CLIPProcessor.from_pretrained(tiny_clip)(text=["x"] * 3, images=frames,
+                                                                   return_tensors="pt")).image_embeds
+    expected = ((embeds @ head["weight"].T).squeeze(-1) + head["bias"]) / 10
+    assert per_frame == pytest.approx(expected.tolist(), abs=1e-5) and video == pytest.approx(float(expected.mean()), abs=1e-5)
+    save_file({"weight": torch.randn(1, 768), "bias": torch.randn(1)}, str(tmp_path / "wide.safetensors"))
+    with pytest.raises(InvalidInputError, match="768-wide embeddings but the CLIP"):
+        Aesthetic.load(tiny_clip, tmp_path / "wide.safetensors")
+    torch.save(head, tmp_path / "head.pth")
+    with pytest.raises(InvalidInputError, match="pickle"):
+        Aesthetic.load(tiny_clip, tmp_path / "head.pth")
+    with pytest.raises(InvalidInputError, match="no aesthetic head"):
+        Aesthetic.load(tiny_clip, tmp_path / "none.safetensors")
+
+
+def _phase_correlation_flow(a, b):
+    """A rigid-shift flow estimator (phase correlation): the one shift that maps a onto b, everywhere."""
+    fa, fb = np.fft.fft2(a.mean(-1)), np.fft.fft2(b.mean(-1))
+    r = np.fft.ifft2(fb * np.conj(fa) / np.maximum(np.abs(fb * np.conj(fa)), 1e-9)).real
+    dy, dx = np.unravel_index(np.argmax(r), r.shape)
+    h, w = r.shape
+    dy, dx = (dy - h if dy > h // 2 else dy), (dx - w if dx > w // 2 else dx)
+    return np.stack([np.full((h, w), float(dx)), np.full((h, w), float(dy))])
+
+
+def test_dynamic_degree_counts_moving_steps_against_vbench_threshold():
+    base = _frames(1, seed=7)[0].repeat(2, 0).repeat(2, 1)    # 64 px: the threshold is 6 x 64 / 256 = 1.5 px
+    moving = [np.roll(base, 3 * t, axis=1) for t in range(16)]
+    per_frame, video = dynamic_degree(moving, _phase_correlation_flow)
+    assert np.isnan(per_frame[0]) and per_frame[1:] == [1.0] * 15 and video == 1.0
+    still = [base.copy() for _ in range(16)]
+    assert dynamic_degree(still, _phase_correlation_flow)[1] == 0.0
+    slow = [np.roll(base, t, axis=1) for t in range(16)]        # 1 px per step: under the threshold
+    assert moving_steps(slow, _phase_correlation_flow) == [False] * 15
+    # 16 frames need round(4 x 16 / 16) = 4 moving steps: 3 are not enough, 4 are
+    three = still[:13] + [np.roll(base, 3 * t, axis=1) for t in range(1, 4)]
+    four = still[:12] + [np.roll(base, 3 * t, axis=1) for t in range(1, 5)]
+    assert dynamic_degree(three, _phase_correlation_flow)[1] == 0.0
+    assert dynamic_degree(four, _phase_correlation_flow)[1] == 1.0
+    with pytest.raises(InvalidInputError, match=r"expected \[2, 64, 64\]"):
+        moving_steps(still[:2], lambda a, b: np.zeros((2, 8, 8)))
+
+
+def _torchvision_imports() -> bool:
+    try:
+        import torchvision.models.optical_flow  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_torchvision_imports(), reason="torchvision imports here")
+def test_raft_without_torchvision_is_a_clear_error(tmp_path):
+    with pytest.raises(InvalidInputError, match="torchvision's RAFT"):
+        RaftFlow.load(tmp_path / "raft.safetensors")
+
+
+@pytest.mark.skipif(not _torchvision_imports(), reason="torchvision does not import beside this torch")
+def test_raft_flow_gives_a_field_per_pixel(tmp_path):
+    from safetensors.torch import save_file
+    from torchvision.models.optical_flow import raft_large
+
+    torch.manual_seed(0)
+    save_file(raft_large(weights=None).state_dict(), str(tmp_path / "raft.safetensors"))
+    flow = RaftFlow.load(tmp_path / "raft.safetensors")
+    frames = _frames(2, seed=8)
+    assert flow(frames[0], frames[1]).shape == (2, 32, 32)
+
+
+def test_vbench_style_metric_scores_the_dimensions_it_has_models_for(tiny_clip, tiny_vit):
+    metric = load_metric("vbench-style", dino=str(tiny_vit), clip_b32=str(tiny_clip))
+    assert metric.columns == ("subject_consistency", "background_consistency")
+    still = _frames(1, seed=9) * 3
+    scores = metric.score(still, BenchItem("v", ("x",) * 3, 0))
+    for column in metric.columns:
+        assert np.isnan(scores[column][0]) and scores[column][1:] == pytest.approx([1.0, 1.0], abs=1e-6)
+    with pytest.raises(InvalidInputError, match="needs at least one model"):
+        load_metric("vbench-style")
+    with pytest.raises(InvalidInputError, match="needs both --clip-l14"):
+        load_metric("vbench-style", clip_l14=str(tiny_clip))

@@ -9,6 +9,11 @@ naming what to place where (nothing is downloaded).
           prompt, share of prompt attributes -- for items of the toy world
   clip    CLIP ViT (a local transformers folder): frame consistency with the previous frame (the paper's) and with
           frame 1, and CLIP-sim (text-image, on CLIPScore's scale: 100 x cosine, floored at 0)
+  vbench-style  VBench's dimensions by its formulas on models you placed (``video.py``): subject consistency (DINO
+          ViT-B/16), background consistency (CLIP ViT-B/32), aesthetic (LAION head on CLIP ViT-L/14), dynamic
+          (RAFT flow; torchvision) -- each column only where its model was given
+
+Set metrics: FID against reference frames (``fid.py``, ``acdc bench merge --fid``), in CLIP or DINO features.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from ..errors import InvalidInputError
 
 __all__ = ["StoryMetric", "METRICS", "load_metric"]
 
-METRICS = ("toy", "clip")
+METRICS = ("toy", "clip", "vbench-style")
 
 
 class StoryMetric(Protocol):
@@ -31,8 +36,10 @@ class StoryMetric(Protocol):
         ...
 
 
-def load_metric(name: str, *, clip: Optional[str] = None, device: str = "cpu") -> StoryMetric:
-    """The metric called ``name`` (``METRICS``), its model loaded from where it was given."""
+def load_metric(name: str, *, clip: Optional[str] = None, device: str = "cpu", dino: Optional[str] = None,
+                clip_b32: Optional[str] = None, clip_l14: Optional[str] = None, aesthetic_head: Optional[str] = None,
+                raft: Optional[str] = None) -> StoryMetric:
+    """The metric called ``name`` (``METRICS``), its models loaded from where they were given."""
     if name == "toy":
         from ..toy.evaluate import ToyJudgeMetric
 
@@ -45,4 +52,16 @@ def load_metric(name: str, *, clip: Optional[str] = None, device: str = "cpu") -
                                     "CLIP (e.g. openai/clip-vit-large-patch14, downloaded once by you: config.json, "
                                     "model.safetensors, the tokenizer and preprocessor_config.json).")
         return ClipMetric.from_folder(clip, device=device)
+    if name == "vbench-style":
+        from .features import ClipImageFeatures, ClsFeatures
+        from .video import Aesthetic, RaftFlow, VBenchStyleMetric
+
+        if bool(clip_l14) != bool(aesthetic_head):
+            raise InvalidInputError("the aesthetic dimension needs both --clip-l14 (CLIP ViT-L/14) and "
+                                    "--aesthetic-head (LAION's linear head, safetensors).")
+        return VBenchStyleMetric(
+            dino=ClsFeatures.from_folder(dino, device) if dino else None,
+            clip_b32=ClipImageFeatures.from_folder(clip_b32, device) if clip_b32 else None,
+            aesthetic=Aesthetic.load(clip_l14, aesthetic_head, device) if clip_l14 else None,
+            flow=RaftFlow.load(raft, device) if raft else None)
     raise InvalidInputError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}.")
