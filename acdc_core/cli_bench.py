@@ -37,11 +37,14 @@ def add_bench_parser(sub, add_memory_options) -> argparse.ArgumentParser:
     what = run.add_mutually_exclusive_group(required=True)
     what.add_argument("--items", help="item set: JSONL, one story per line (id, prompts, seed)")
     what.add_argument("--toy", choices=("heldout", "test"), help="the toy world's held-out (development) or test stories")
+    what.add_argument("--toy-video", choices=("heldout",), help="the toy video world's held-out clips (video variants)")
     run.add_argument("--count", type=int, default=100, help="with --toy: how many stories (default 100)")
     run.add_argument("--start", type=int, default=0, help="with --toy: the first story's index in the split")
     run.add_argument("--seed-offset", type=int, default=0, help="with --toy: story k runs with seed 1000 + offset + k")
     run.add_argument("--variants", nargs="+", default=None,
-                     help="which variants (default all: 'ARM only', 'DM alone', 'ACDC #2', 'ACDC w/o memory', 'ACDC')")
+                     help="which variants (default all: 'ARM only', 'DM alone', 'ACDC #2', 'ACDC w/o memory', 'ACDC'; "
+                          "videos: 'ARM only', 'ACDC (first window)', 'ACDC (every window)', and \"ACDC (first "
+                          "window) t'=0.4\" etc.)")
     run.add_argument("--shard", help="i/N: run shard i of N (default: RANK/WORLD_SIZE from the launcher, else all)")
     run.add_argument("--no-merge", action="store_true", help="do not merge at the end (under torchrun: when every rank is done)")
     run.add_argument("--threads", type=int, default=1, help="CPU threads per process (default 1: results then do not "
@@ -49,6 +52,8 @@ def add_bench_parser(sub, add_memory_options) -> argparse.ArgumentParser:
     run.add_argument("--arm", help="ARM folder (default: the built-in toy ARM)")
     run.add_argument("--dm", help="DM: a diffusers folder or single-file checkpoint (default: the built-in toy DM)")
     run.add_argument("--dm-config", help="config folder for a single-file checkpoint")
+    run.add_argument("--motion-adapter", help="videos: AnimateDiff's motion adapter (with --dm SD1.5 and --arm LWM)")
+    run.add_argument("--window", type=int, help="videos: the window L (default: 8 toy, 16 otherwise)")
     add_memory_options(run)
     run.add_argument("--trust-remote-code", action="store_true", help="allow a model folder's own code to run")
     run.add_argument("--strength", type=float, help="SDEdit t' (default 0.5)")
@@ -144,6 +149,58 @@ def _models(args):
     return arm, corrector, backend, settings, mem, models
 
 
+def _video_models(args, items):
+    """(arm, video corrector, memory backend, video settings, memory settings, identity of the models)."""
+    from .memory import MemorySettings
+    from .video import VideoSettings
+
+    builtin = not args.arm and not args.dm and not args.motion_adapter
+    if builtin:
+        from .toy import defaults
+
+        if not defaults.video_available():
+            raise InvalidInputError("the built-in toy video models are missing from this install; give --arm, --dm "
+                                    "and --motion-adapter.")
+        if args.llm or args.endpoint:
+            raise InvalidInputError("the toy video clips' prompts are self-contained: the built-in video models run "
+                                    "without memory; give --arm, --dm and --motion-adapter to choose one.")
+        arm, corrector = defaults.load_toy_video_models(args.device)
+        settings, backend, mem = defaults.TOY_VIDEO_SETTINGS, None, MemorySettings(mode="off")
+        models = {"builtin": "toy video world (acdc_core/toy/models)"}
+    else:
+        if not (args.arm and args.dm and args.motion_adapter):
+            raise InvalidInputError("a video benchmark needs --arm (e.g. LWM), --dm (SD1.5) and --motion-adapter "
+                                    "(AnimateDiff), or none of them for the built-in toy video models.")
+        from .arm import load_arm
+        from .cli_common import check_local_memory, endpoint_backend, memory_settings
+        from .correct.video import check_animatediff, load_animatediff
+        from .memory import load_local_llm, scrub_url
+
+        args.seed, args.system_prompt = 0, getattr(args, "system_prompt", None)
+        mem = memory_settings(args)
+        check_local_memory(args)
+        check_animatediff(args.dm, args.motion_adapter)
+        backend = endpoint_backend(args)
+        if backend is not None:
+            backend.check()
+        elif args.memory != "off":
+            backend = load_local_llm(args.llm, device="cpu", trust_remote_code=args.trust_remote_code)
+        corrector = load_animatediff(args.dm, args.motion_adapter, device=args.device)
+        arm = load_arm(args.arm, device=args.device, trust_remote_code=args.trust_remote_code)
+        settings = VideoSettings(frames=max(i.frames for i in items), window=16)
+        models = {"arm": str(args.arm), "dm": str(args.dm), "motion_adapter": str(args.motion_adapter),
+                  "llm": args.llm, "memory": args.memory,
+                  "endpoint": scrub_url(args.endpoint) if args.endpoint else None,
+                  "llm_model": args.llm_model if args.endpoint else None}
+    changes = {field: getattr(args, flag) for flag, field in SETTING_FLAGS.items() if getattr(args, flag) is not None}
+    if args.window is not None:
+        changes["window"] = args.window
+    settings = replace(settings, **changes)
+    for item in items:
+        replace(settings, frames=item.frames).validate()      # each item's length against the window, up front
+    return arm, corrector, backend, settings, mem, models
+
+
 def _device(requested: str) -> str:
     local = os.environ.get("LOCAL_RANK")
     return f"cuda:{local}" if requested == "cuda" and local is not None else requested
@@ -151,6 +208,7 @@ def _device(requested: str) -> str:
 
 def run_bench_command(args) -> None:
     from .bench import VARIANTS, read_items, run_bench, shard_from_env, variant_named
+    from .bench.variants import VIDEO_VARIANTS, video_variant_named
     from .toy.evaluate import toy_items
 
     if args.bench_step == "merge":
@@ -168,12 +226,26 @@ def run_bench_command(args) -> None:
         raise InvalidInputError(f"--threads must be >= 1, got {args.threads}.")
     torch.set_num_threads(args.threads)
     shard = shard_from_env(args.shard)
-    items = (toy_items(args.toy, args.count, args.start, args.seed_offset) if args.toy else read_items(args.items))
-    variants = [variant_named(v) for v in args.variants] if args.variants else list(VARIANTS)
+    if args.toy_video:
+        from .toy.evaluate_video import toy_video_items
+
+        items = toy_video_items(args.toy_video, args.count, args.start, args.seed_offset)
+    else:
+        items = toy_items(args.toy, args.count, args.start, args.seed_offset) if args.toy else read_items(args.items)
+    video = all(item.video for item in items)
+    if not video and any(item.video for item in items):
+        raise InvalidInputError("the item set mixes videos (items with frames) and stories; run them as two "
+                                "benchmarks.")
+    if video:
+        variants = ([video_variant_named(v) for v in args.variants] if args.variants else list(VIDEO_VARIANTS))
+    else:
+        variants = [variant_named(v) for v in args.variants] if args.variants else list(VARIANTS)
+        if args.motion_adapter or args.window is not None:
+            raise InvalidInputError("--motion-adapter and --window are for video items (items with frames).")
     if len({v.name for v in variants}) != len(variants):
         raise InvalidInputError("--variants names a variant twice.")
     args.device = _device(args.device)
-    arm, corrector, backend, settings, mem, models = _models(args)
+    arm, corrector, backend, settings, mem, models = (_video_models(args, items) if video else _models(args))
     print(f"acdc bench: shard {shard}: {len(shard.take(items))} of {len(items)} items x {len(variants)} variants "
           f"into {args.out}", file=sys.stderr)
     counts = run_bench(args.out, items, variants, arm, corrector, backend, settings, mem, models=models, shard=shard)
@@ -203,7 +275,8 @@ def _merge(args) -> None:
     from .metrics import load_metric
 
     _, items, _ = collect(args.out, verify=False)    # the item set only: merge() checks every folder once
-    names = args.metrics or (["toy"] if all(i.toy for i in items) else ["clip"])
+    toy = "toy-video" if all(i.world == "video" for i in items) else "toy"
+    names = args.metrics or ([toy] if all(i.toy for i in items) else ["clip"])
     models = {k: getattr(args, k, None) for k in ("dino", "clip_b32", "clip_l14", "aesthetic_head", "raft")}
     metrics = [load_metric(n, clip=args.clip, device=getattr(args, "device", "cpu"), **models) for n in names]
     fid = None

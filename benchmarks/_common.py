@@ -10,7 +10,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -106,3 +106,43 @@ def write_results(name: str, rows: list[dict], notes: str = "") -> Path:
     path = RESULTS / f"{name}.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+COPIES = {"per_frame_shown.md": "", "per_frame_context.md": "_context", "differences_shown.md": "_differences",
+          "differences_context.md": "_context_differences", "cost.md": "_cost"}
+
+
+def run_acdc_bench(run: list[str], *, workers: int, name: str, keep: Optional[Path], note: str) -> None:
+    """``acdc bench run`` (arguments ``run`` after ``--out``) as ``workers`` shards of one thread each, then
+    ``acdc bench merge``; the merged tables are copied to results/<name>*.md (``COPIES``, each with ``note`` and the
+    wall time) and results/<name>.json. ``keep``: the bench folder (re-running with it continues a run), else a
+    temporary one, removed at the end."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(__file__).resolve().parent.parent
+    out = keep or Path(tempfile.mkdtemp(prefix=f"{name}_"))
+    command = [sys.executable, "-m", "acdc_core.cli", "bench", "run", "--out", str(out), *run, "--threads", "1",
+               "--no-merge"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    before, started = load_average(), time.perf_counter()
+    shards = [subprocess.Popen(command + ["--shard", f"{i}/{workers}"], cwd=root, env=env) for i in range(workers)]
+    if any(s.wait() for s in shards):
+        raise SystemExit(f"a worker failed; the finished items are in {out} (re-run with --keep {out}).")
+    wall = time.perf_counter() - started
+    merged = subprocess.run([sys.executable, "-m", "acdc_core.cli", "bench", "merge", "--out", str(out)], cwd=root,
+                            env=env)
+    if merged.returncode:
+        raise SystemExit(merged.returncode)
+    note = (f"\n{note}; {workers} workers x 1 thread, {wall:.0f} s wall; load average before {before}, after "
+            f"{load_average()}.\n")
+    for source, suffix in COPIES.items():
+        text = (out / "merged" / source).read_text(encoding="utf-8")
+        (RESULTS / f"{name}{suffix}.md").write_text(text + note, encoding="utf-8")
+    shutil.copy(out / "merged" / "merged.json", RESULTS / f"{name}.json")
+    print((RESULTS / f"{name}.md").read_text(encoding="utf-8"))
+    print((RESULTS / f"{name}_differences.md").read_text(encoding="utf-8"))
+    if keep is None:
+        shutil.rmtree(out, ignore_errors=True)

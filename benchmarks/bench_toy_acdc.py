@@ -18,21 +18,13 @@ temporary folder): re-running with the same ``--keep`` continues an interrupted 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import RESULTS, load_average  # noqa: E402
-
-COPIES = {"per_frame_shown.md": "", "per_frame_context.md": "_context", "differences_shown.md": "_differences",
-          "differences_context.md": "_context_differences", "cost.md": "_cost"}
+from benchmarks._common import run_acdc_bench  # noqa: E402
 
 
 def main() -> None:
@@ -47,32 +39,11 @@ def main() -> None:
     parser.add_argument("--name", default="toy_acdc", help="results/<name>*.md")
     args = parser.parse_args()
 
-    out = args.keep or Path(tempfile.mkdtemp(prefix="toy_acdc_"))
-    run = [sys.executable, "-m", "acdc_core.cli", "bench", "run", "--out", str(out), "--toy", args.split,
-           "--count", str(args.stories), "--start", str(args.start), "--seed-offset", str(args.seed_offset),
-           "--threads", "1", "--no-merge"] + (["--variants", *args.variants] if args.variants else [])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    before, started = load_average(), time.perf_counter()
-    workers = [subprocess.Popen(run + ["--shard", f"{i}/{args.workers}"], cwd=ROOT, env=env)
-               for i in range(args.workers)]
-    if any(w.wait() for w in workers):
-        raise SystemExit(f"a worker failed; the finished items are in {out} (re-run with --keep {out}).")
-    wall = time.perf_counter() - started
-    merged = subprocess.run([sys.executable, "-m", "acdc_core.cli", "bench", "merge", "--out", str(out)], cwd=ROOT,
-                            env=env)
-    if merged.returncode:
-        raise SystemExit(merged.returncode)
-    note = (f"\n{args.stories} {args.split} stories (split indices {args.start}..{args.start + args.stories - 1}), "
-            f"seeds {1000 + args.seed_offset + args.start}+k, the toy built-ins at the toy settings; {args.workers} "
-            f"workers x 1 thread, {wall:.0f} s wall; load average before {before}, after {load_average()}.\n")
-    for source, suffix in COPIES.items():
-        text = (out / "merged" / source).read_text(encoding="utf-8")
-        (RESULTS / f"{args.name}{suffix}.md").write_text(text + note, encoding="utf-8")
-    shutil.copy(out / "merged" / "merged.json", RESULTS / f"{args.name}.json")
-    print((RESULTS / f"{args.name}.md").read_text(encoding="utf-8"))
-    print((RESULTS / f"{args.name}_differences.md").read_text(encoding="utf-8"))
-    if args.keep is None:
-        shutil.rmtree(out, ignore_errors=True)
+    run = ["--toy", args.split, "--count", str(args.stories), "--start", str(args.start), "--seed-offset",
+           str(args.seed_offset)] + (["--variants", *args.variants] if args.variants else [])
+    run_acdc_bench(run, workers=args.workers, name=args.name, keep=args.keep, note=(
+        f"{args.stories} {args.split} stories (split indices {args.start}..{args.start + args.stories - 1}), seeds "
+        f"{1000 + args.seed_offset + args.start}+k, the toy built-ins at the toy settings"))
 
 
 if __name__ == "__main__":

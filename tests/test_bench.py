@@ -316,6 +316,61 @@ def read_items_from(records, folder):
     return read_items(path)
 
 
+VIDEO_RUN = ["bench", "run", "--toy-video", "heldout", "--count", "2", "--variants", "ARM only", "ACDC (first window)",
+             "--threads", "1"]
+
+
+@pytest.mark.skipif(not defaults.video_available(), reason="the trained toy video models are not shipped here")
+def test_toy_video_clips_run_and_merge_through_acdc_bench(tmp_path):
+    from dataclasses import replace
+
+    from acdc_core.bench.store import read_frames
+    from acdc_core.bench.variants import VIDEO_VARIANTS
+    from acdc_core.toy import video_judge
+    from acdc_core.toy.evaluate_video import CHECKS, context_frames, run_clip, toy_clip
+
+    out = tmp_path / "video"
+    done = _acdc(VIDEO_RUN + ["--out", str(out)])
+    assert done.returncode == 0, done.stderr
+    items = read_items(out / "items.jsonl")
+    assert [(i.id, i.frames, i.world, i.seed) for i in items] == [("clip-heldout-0000", 24, "video", 1000),
+                                                                   ("clip-heldout-0001", 24, "video", 1001)]
+    run = json.loads((item_dir(out, "acdc-first-window", items[0].id) / "run.json").read_text())
+    assert [w["corrected"] for w in run["windows"]] == [True, False, False] and "tokens_before" not in run["windows"][0]
+    assert len(run["frames"]) == 24 and "correct" in run["cost"] and "arm" in run["cost"]
+    # the bench's frames are the engine's video loop's at the item's seed (as PNG: within 1/255)
+    arm, corrector = defaults.load_toy_video_models()
+    clip = toy_clip(items[0])
+    states = run_clip(clip, arm, corrector, replace(defaults.TOY_VIDEO_SETTINGS, frames=24), VIDEO_VARIANTS[:2],
+                      seed=items[0].seed)
+    for variant, folder in (("ARM only", "arm-only"), ("ACDC (first window)", "acdc-first-window")):
+        shown = np.stack(read_frames(item_dir(out, folder, items[0].id))).astype(float) / 255
+        engine = torch.stack(states[variant].output_frames()).permute(0, 2, 3, 1).numpy()
+        assert np.abs(shown - engine).max() <= 0.5 / 255 + 1e-6
+        context = np.stack(read_frames(item_dir(out, folder, items[0].id), "context")).astype(float) / 255
+        back = torch.stack(context_frames(states[variant], arm)).permute(0, 2, 3, 1).numpy()
+        assert np.abs(context - back).max() <= 0.5 / 255 + 1e-6
+    # the merged scores are the toy video judge's on those frames
+    merged = json.loads((out / "merged" / "merged.json").read_text())
+    verdict = video_judge.judge_clip(read_frames(item_dir(out, "acdc-first-window", items[0].id)), clip)["frames"]
+    for check in CHECKS:
+        expected = [np.nan if f.get(check) is None else float(f[check]) for f in verdict]
+        assert np.array_equal(merged["scores"]["shown"]["ACDC (first window)"][check][0], expected, equal_nan=True)
+    differences = {(r["difference"], r["metric"], r["frames"]) for r in merged["tables"]["differences_shown"]}
+    assert ("ACDC (first window) - ARM only", "ok", "9-24") in differences          # the paper's frames L+1..N
+    assert ("ARM only: later - earlier frames", "subject_ok", "9-24 vs 2-8") in differences
+    assert ("ARM only: later - earlier frames", "subject_ok", "17-24 vs 2-8") in differences
+    assert json.loads((out / "bench.json").read_text())["kind"] == "video"
+    # a story variant for video items, or a mixed item set, is refused before any model loads
+    wrong = _acdc(["bench", "run", "--out", str(tmp_path / "w"), "--toy-video", "heldout", "--count", "1",
+                   "--variants", "ACDC #2"])
+    assert wrong.returncode == 2 and "unknown video variant 'ACDC #2'" in wrong.stderr
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"id": "a", "prompts": ["x"], "seed": 0, "frames": 24}\n{"id": "b", "prompts": ["y"], "seed": 0}\n')
+    wrong = _acdc(["bench", "run", "--out", str(tmp_path / "w"), "--items", str(mixed)])
+    assert wrong.returncode == 2 and "mixes videos" in wrong.stderr
+
+
 def test_bad_bench_input_is_refused_before_models_load(tmp_path):
     (tmp_path / "items.jsonl").write_text('{"id": "a b", "prompts": ["x"], "seed": 0}\n')
     done = _acdc(["bench", "run", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "items.jsonl")])

@@ -4,8 +4,10 @@ JSONL, one item per line::
     {"id": "heldout-0000", "prompts": ["Tom, a red cat, ...", "He jumps.", ...], "seed": 1000}
 
 An item may carry ``"toy": {"split": "heldout", "index": 0}``: it is story ``index`` of the toy world's split, and
-the toy judge can read its frames against the scenes it was rendered from. An item set is untrusted input: every
-field is checked before anything runs.
+the toy judge can read its frames against the scenes it was rendered from. A video item says how many frames it has
+(``"frames": 24``; its prompts: the video's prompt, or one per window); a toy video clip is
+``"toy": {"split": "heldout", "index": k, "world": "video"}``. An item set is untrusted input: every field is checked
+before anything runs.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ __all__ = ["BenchItem", "read_items", "write_items", "items_digest", "TOY_SPLITS
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 TOY_SPLITS = ("heldout", "test")
+TOY_WORLDS = ("story", "video")
 
 
 @dataclass(frozen=True)
@@ -29,22 +32,30 @@ class BenchItem:
     id: str
     prompts: tuple[str, ...]
     seed: int
-    toy: Optional[tuple[str, int]] = None     # (split, index) of a toy-world story
+    toy: Optional[tuple[str, int]] = None     # (split, index) of a toy-world story (or clip: world "video")
+    frames: Optional[int] = None              # a video item: its number of frames (None: a story)
+    world: str = "story"                      # the toy world a toy item is from
+
+    @property
+    def video(self) -> bool:
+        return self.frames is not None
 
     def to_json(self) -> dict:
         out = {"id": self.id, "prompts": list(self.prompts), "seed": self.seed}
+        if self.frames is not None:
+            out["frames"] = self.frames
         if self.toy is not None:
-            out["toy"] = {"split": self.toy[0], "index": self.toy[1]}
+            out["toy"] = {"split": self.toy[0], "index": self.toy[1], **({"world": "video"} if self.video else {})}
         return out
 
 
 def _item(record, where: str) -> BenchItem:
     if not isinstance(record, dict):
         raise InvalidInputError(f"{where}: an item is a JSON object with id, prompts and seed; got {type(record).__name__}.")
-    unknown = sorted(set(record) - {"id", "prompts", "seed", "toy"})
+    unknown = sorted(set(record) - {"id", "prompts", "seed", "toy", "frames"})
     if unknown:
         raise InvalidInputError(f"{where}: unknown field(s) {', '.join(unknown)}; an item has id, prompts, seed "
-                                "(and toy).")
+                                "(and toy, frames).")
     item_id = record.get("id")
     if not isinstance(item_id, str) or not _ID.fullmatch(item_id) or item_id in (".", ".."):
         raise InvalidInputError(f"{where}: id {item_id!r} must be 1-100 letters, digits, '.', '_' or '-', starting "
@@ -52,16 +63,24 @@ def _item(record, where: str) -> BenchItem:
     prompts = record.get("prompts")
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
         raise InvalidInputError(f"{where}: prompts must be a non-empty list of non-empty strings (one per frame).")
+    frames = record.get("frames")
+    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or not 2 <= frames <= 4096):
+        raise InvalidInputError(f"{where}: frames (a video item's length) must be a whole number from 2 to 4096; got "
+                                f"{frames!r}.")
     seed = record.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - len(prompts):
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - (frames or len(prompts)):
         raise InvalidInputError(f"{where}: seed must be a whole number from 0 to 2^64 - 1 - frames; got {seed!r}.")
-    toy = record.get("toy")
+    toy, world = record.get("toy"), "story"
     if toy is not None:
-        if (not isinstance(toy, dict) or set(toy) != {"split", "index"} or toy["split"] not in TOY_SPLITS
+        if (not isinstance(toy, dict) or not {"split", "index"} <= set(toy) <= {"split", "index", "world"}
+                or toy["split"] not in TOY_SPLITS or toy.get("world", "story") not in TOY_WORLDS
                 or isinstance(toy["index"], bool) or not isinstance(toy["index"], int) or toy["index"] < 0):
-            raise InvalidInputError(f"{where}: toy must be {{\"split\": \"heldout\" or \"test\", \"index\": k >= 0}}.")
-        toy = (toy["split"], toy["index"])
-    return BenchItem(item_id, tuple(p.strip() for p in prompts), seed, toy)
+            raise InvalidInputError(f"{where}: toy must be {{\"split\": \"heldout\" or \"test\", \"index\": k >= 0}} "
+                                    "(and \"world\": \"video\" for a toy video clip).")
+        toy, world = (toy["split"], toy["index"]), toy.get("world", "story")
+        if (world == "video") != (frames is not None):
+            raise InvalidInputError(f"{where}: a toy video clip (world \"video\") has frames, a toy story has none.")
+    return BenchItem(item_id, tuple(p.strip() for p in prompts), seed, toy, frames, world)
 
 
 def read_items(path) -> list[BenchItem]:

@@ -29,7 +29,10 @@ __all__ = ["collect", "score", "merge", "fid_tables", "COMPARISONS"]
 
 # (a, b): a - b, where both variants ran
 COMPARISONS = (("ACDC", "ARM only"), ("ACDC", "ACDC w/o memory"), ("ACDC #2", "ARM only"),
-               ("ACDC w/o memory", "ARM only"), ("ACDC", "DM alone"))
+               ("ACDC w/o memory", "ARM only"), ("ACDC", "DM alone"),
+               ("ACDC (first window)", "ARM only"), ("ACDC (every window)", "ARM only"),
+               ("ACDC (every window)", "ACDC (first window)"),
+               ("ACDC (first window) t'=0.4", "ACDC (first window)"), ("ACDC (first window) t'=0.6", "ACDC (first window)"))
 KINDS = ("shown", "context")
 # Columns that are 1 at frame 1 by definition (consistency with frame 1): their earlier frames start at frame 2.
 ANCHORED = ("consistent", "consistency_first")
@@ -60,7 +63,7 @@ def score(out, metrics: Sequence) -> dict:
     """{kind: {variant: {column: array [items, frames]}}} for every metric's columns, and the runs' cost records."""
     out = Path(out)
     identity, items, variants = collect(out)
-    frames = max(len(item.prompts) for item in items)
+    frames = max(item.frames or len(item.prompts) for item in items)
     scores: dict = {kind: {v: {} for v in variants} for kind in KINDS}
     runs: dict = {v: [] for v in variants}
     for v in variants:
@@ -97,8 +100,14 @@ def _per_frame_rows(scores: dict, frames: int) -> list[dict]:
     return rows
 
 
-def _differences(scores: dict, frames: int) -> list[dict]:
-    later = slice(frames // 2, None)
+def _split(identity: dict, frames: int) -> int:
+    """Where a benchmark's later frames start (0-based): after the first window for videos (the paper's frames
+    L+1..N), else the later half."""
+    return int(identity["settings"]["window"]) if identity.get("kind") == "video" else frames // 2
+
+
+def _differences(scores: dict, frames: int, half: int, video: bool = False) -> list[dict]:
+    later = slice(half, None)
     rows = []
     for a, b in COMPARISONS:
         if a not in scores or b not in scores:
@@ -109,19 +118,30 @@ def _differences(scores: dict, frames: int) -> list[dict]:
             for span, name in ((later, f"{later.start + 1}-{frames}"), (slice(None), f"1-{frames}")):
                 mean, low, high = bootstrap_difference(scores[a][column], scores[b][column], frames=span)
                 rows.append(_row(f"{a} - {b}", column, name, mean, low, high))
-    # error accumulation (the paper's claim): each variant's later frames against its earlier ones, per item
-    half = frames // 2
+    # error accumulation (the paper's claim): each variant's later frames against its earlier ones, per item. In a
+    # video the judge reads every frame against frame 1 (and motion from frame 2), so the earlier frames are 2..L,
+    # and the last window is compared too.
+    spans = [(slice(half, None), f"{half + 1}-{frames}")]
+    if video:
+        spans.append((slice(frames - half, None), f"{frames - half + 1}-{frames}"))
     for v, columns in scores.items():
         for column, values in columns.items():
-            first = 1 if column in ANCHORED else 0
+            first = 1 if video or column in ANCHORED else 0
             if half - first < 1:
                 continue
-            late = np.nanmean(values[:, half:], axis=1, keepdims=True)
-            early = np.nanmean(values[:, first:half], axis=1, keepdims=True)
-            mean, low, high = bootstrap_difference(late, early, frames=slice(None))
-            rows.append(_row(f"{v}: later - earlier frames", column, f"{half + 1}-{frames} vs {first + 1}-{half}",
-                             mean, low, high))
+            early = _item_mean(values[:, first:half])
+            for span, name in spans:
+                mean, low, high = bootstrap_difference(_item_mean(values[:, span]), early, frames=slice(None))
+                rows.append(_row(f"{v}: later - earlier frames", column, f"{name} vs {first + 1}-{half}", mean, low,
+                                 high))
     return rows
+
+
+def _item_mean(values: np.ndarray) -> np.ndarray:
+    """[items, 1]: each item's mean over the frames where the score applies (NaN where it applies to none)."""
+    counts = np.isfinite(values).sum(axis=1, keepdims=True)
+    sums = np.where(np.isfinite(values), values, 0.0).sum(axis=1, keepdims=True)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def _row(difference: str, metric: str, frames: str, mean: float, low: float, high: float) -> dict:
@@ -196,7 +216,8 @@ def merge(out, metrics: Sequence, *, target: Optional[Path] = None, fid=None, fi
     for kind in KINDS:
         scores = result["scores"][kind]
         tables[f"per_frame_{kind}"] = _per_frame_rows(scores, frames)
-        tables[f"differences_{kind}"] = _differences(scores, frames)
+        tables[f"differences_{kind}"] = _differences(scores, frames, _split(result["identity"], frames),
+                                                     result["identity"].get("kind") == "video")
     tables["cost"] = _cost_rows(result["runs"])
     source = None
     if fid is not None:
@@ -204,7 +225,7 @@ def merge(out, metrics: Sequence, *, target: Optional[Path] = None, fid=None, fi
         tables.update(fids)
     target = Path(target) if target else out / "merged"
     target.mkdir(parents=True, exist_ok=True)
-    what = {"shown": "the frames the story shows (the DM's output where corrected)",
+    what = {"shown": "the frames shown (the DM's output where corrected)",
             "context": "the frames as they went back into the ARM's context (re-encoded with its tokenizer, decoded)"}
     memory_kind = next((r["memory_kind"] for rs in result["runs"].values() for r in rs), "")
     for kind in KINDS:

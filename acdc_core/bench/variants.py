@@ -8,6 +8,15 @@
   ACDC              every frame corrected, the DM gets the memory's self-contained prompt
 
 Every variant runs a story with the story's own seed, so frame 1 of the ARM is the same in all that use it.
+
+The video variants (Table 3 and its t' study), over the engine's video loop:
+  ARM only                   the ARM's N frames, nothing corrected (``correct="none"``)
+  ACDC (first window)        the first window of L frames corrected, generation continues from it (the paper)
+  ACDC (every window)        every window corrected as it closes
+  ACDC (first window) t'=x   the paper's setting at another t' (the sweep)
+Every video variant runs an item with the same seeds and the same first window: the ARM writes frames 1..L once,
+and each variant goes on from that state (``run_video_variants``), so frames 1..L of the ARM are identical in all of
+them and every difference after them is the correction's.
 """
 from __future__ import annotations
 
@@ -23,8 +32,10 @@ from ..memory import MemoryModule, MemorySettings
 from ..progress import ProgressFn, no_progress
 from ..state import FrameRecord, StorySettings, StoryState, new_story
 from ..story import run_story
+from ..video import VideoSettings, VideoState, generate_frame, new_video, run_video
 
-__all__ = ["Variant", "VARIANTS", "variant_named", "slug", "run_variant", "run_dm_alone", "context_images"]
+__all__ = ["Variant", "VARIANTS", "variant_named", "slug", "run_variant", "run_dm_alone", "context_images",
+           "VideoVariant", "VIDEO_VARIANTS", "SWEEP", "video_variant_named", "run_video_variants", "context_frames"]
 
 
 @dataclass(frozen=True)
@@ -114,3 +125,69 @@ def run_dm_alone(prompts: Sequence[str], corrector, memory: MemoryModule, settin
         state = replace(state, records=state.records + (record,))
     progress("frame", len(state.prompts), len(state.prompts))
     return state
+
+
+# -- video ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VideoVariant:
+    name: str
+    correct: str                       # "none", "first" or "all" (VideoSettings.correct)
+    strength: Optional[float] = None   # t'; None: the settings' own
+
+
+VIDEO_VARIANTS: tuple[VideoVariant, ...] = (
+    VideoVariant("ARM only", "none"),
+    VideoVariant("ACDC (first window)", "first"),
+    VideoVariant("ACDC (every window)", "all"),
+)
+SWEEP: tuple[VideoVariant, ...] = (
+    VideoVariant("ACDC (first window) t'=0.4", "first", 0.4),
+    VideoVariant("ACDC (first window) t'=0.6", "first", 0.6),
+)
+
+
+def video_variant_named(name: str) -> VideoVariant:
+    """The video variant called ``name`` (its name or folder name; "ACDC (first window) t'=x" for any t' in (0, 1])."""
+    for v in VIDEO_VARIANTS + SWEEP:
+        if name in (v.name, slug(v.name)):
+            return v
+    m = re.fullmatch(r"ACDC \((first|every) window\) t'=([0-9.]+)", name.strip())
+    if m:
+        strength = float(m.group(2))
+        if 0 < strength <= 1:
+            return VideoVariant(f"ACDC ({m.group(1)} window) t'={strength:g}",
+                                "first" if m.group(1) == "first" else "all", strength)
+    raise InvalidInputError(f"unknown video variant {name!r}; choose from "
+                            f"{', '.join(v.name for v in VIDEO_VARIANTS + SWEEP)} (or any t' in (0, 1]).")
+
+
+def _no_memory() -> MemoryModule:
+    return MemoryModule(None, MemorySettings(mode="off"))
+
+
+def run_video_variants(prompts, arm, corrector, settings: VideoSettings, variants: Sequence[VideoVariant] = VIDEO_VARIANTS,
+                       *, seed: int = 0, memory=None, progress: ProgressFn = no_progress) -> dict[str, VideoState]:
+    """Every variant on one video with ``seed``: the first window's frames are written once and shared. ``memory``:
+    the memory that rewrites each window's prompt (None: the prompt as given, e.g. a toy clip's, which is
+    self-contained)."""
+    base = replace(settings, seed=seed, dm_seed=None, correct="none")
+    state = new_video(prompts, base)
+    for i in range(base.window):
+        progress("frame", i, base.frames)
+        state = generate_frame(state, arm, progress=progress)
+    out = {}
+    for v in variants:
+        s = replace(base, correct=v.correct, strength=v.strength if v.strength is not None else base.strength)
+        out[v.name] = run_video(prompts, arm, corrector if v.correct != "none" else None,
+                                memory if memory is not None else _no_memory(), s,
+                                start=replace(state, settings=s), progress=progress)
+    return out
+
+
+def context_frames(state: VideoState, arm) -> list[torch.Tensor]:
+    """The frames that went back into the ARM's context: corrected windows re-encoded and decoded."""
+    frames: list[torch.Tensor] = []
+    for r in state.windows:
+        frames += list(arm.decode(r.tokens_after)) if r.corrected else list(r.arm_frames)
+    return frames

@@ -7,6 +7,8 @@ naming what to place where (nothing is downloaded).
 
   toy     the toy world's judge (``acdc_core.toy.judge``, as ``toy.evaluate.ToyJudgeMetric``): physically valid, consistent with frame 1, matches the
           prompt, share of prompt attributes -- for items of the toy world
+  toy-video  the toy video world's judge (``acdc_core.toy.video_judge``, as ``toy.evaluate_video.ToyVideoJudgeMetric``):
+          ok, subject, background, motion, imaging, moved -- for toy video clips
   clip    CLIP ViT (a local transformers folder): frame consistency with the previous frame (the paper's) and with
           frame 1, and CLIP-sim (text-image, on CLIPScore's scale: 100 x cosine, floored at 0)
   vbench-style  VBench's dimensions by its formulas on models you placed (``video.py``): subject consistency (DINO
@@ -25,7 +27,7 @@ from ..errors import InvalidInputError
 
 __all__ = ["StoryMetric", "METRICS", "load_metric"]
 
-METRICS = ("toy", "clip", "vbench-style")
+METRICS = ("toy", "toy-video", "clip", "vbench-style")
 
 
 class StoryMetric(Protocol):
@@ -44,6 +46,10 @@ def load_metric(name: str, *, clip: Optional[str] = None, device: str = "cpu", d
         from ..toy.evaluate import ToyJudgeMetric
 
         return ToyJudgeMetric()
+    if name == "toy-video":
+        from ..toy.evaluate_video import ToyVideoJudgeMetric
+
+        return ToyVideoJudgeMetric()
     if name == "clip":
         from .clip import ClipMetric
 

@@ -1,4 +1,6 @@
-"""Measure video ACDC in the toy video world: the paper's variants on held-out clips, every frame judged.
+"""Measure video ACDC in the toy video world: the paper's variants on held-out clips, every frame judged -- as
+``acdc bench`` items (``toy_video_items``) scored by the ``toy-video`` metric (``ToyVideoJudgeMetric``);
+``benchmarks/bench_toy_video.py`` runs it at scale.
 
 The variants (the toy analogue of the paper's Table 3 and its t' study):
   ARM only                   the ARM's N frames, nothing corrected (``correct="none"``)
@@ -15,69 +17,74 @@ window re-encoded with the ARM's tokenizer, decoded; the ARM's own frames elsewh
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..memory import MemoryModule, MemorySettings
+from ..bench.items import BenchItem
+from ..bench.variants import SWEEP, VIDEO_VARIANTS, VideoVariant, context_frames, run_video_variants
 from ..progress import ProgressFn, no_progress
-from ..video import VideoSettings, VideoState, generate_frame, new_video, run_video
+from ..video import VideoSettings, VideoState
 from . import video_judge
-from .video_world import Clip
+from ..errors import InvalidInputError
+from .video_world import Clip, split_clips
 
-__all__ = ["VideoVariant", "VIDEO_VARIANTS", "SWEEP", "CHECKS", "run_clip", "judge_state", "evaluate_clips",
-           "per_frame_rows"]
+__all__ = ["VideoVariant", "VIDEO_VARIANTS", "SWEEP", "CHECKS", "run_clip", "judge_state", "toy_video_items",
+           "toy_clip", "ToyVideoJudgeMetric"]
 
 CHECKS = ("ok", "subject_ok", "background_ok", "motion_ok", "imaging_ok", "moved")
 
 
-@dataclass(frozen=True)
-class VideoVariant:
-    name: str
-    correct: str                 # "none", "first" or "all" (VideoSettings.correct)
-    strength: Optional[float] = None   # t'; None: the settings' own
-
-
-VIDEO_VARIANTS: tuple[VideoVariant, ...] = (
-    VideoVariant("ARM only", "none"),
-    VideoVariant("ACDC (first window)", "first"),
-    VideoVariant("ACDC (every window)", "all"),
-)
-SWEEP: tuple[VideoVariant, ...] = (
-    VideoVariant("ACDC (first window) t'=0.4", "first", 0.4),
-    VideoVariant("ACDC (first window) t'=0.6", "first", 0.6),
-)
-
-
-def _no_memory() -> MemoryModule:
-    # A toy clip's prompt is self-contained already (name, species, colour, place, time, motion): the DM gets it.
-    return MemoryModule(None, MemorySettings(mode="off"))
-
-
 def run_clip(clip: Clip, arm, corrector, settings: VideoSettings, variants: Sequence[VideoVariant] = VIDEO_VARIANTS,
              *, seed: int = 0, progress: ProgressFn = no_progress) -> dict[str, VideoState]:
-    """Every variant on one clip with ``seed``: the first window's frames are written once and shared."""
-    base = replace(settings, seed=seed, dm_seed=None, correct="none")
-    state = new_video(clip.prompt, base)
-    for i in range(base.window):
-        progress("frame", i, base.frames)
-        state = generate_frame(state, arm, progress=progress)
-    out = {}
-    for v in variants:
-        s = replace(base, correct=v.correct, strength=v.strength if v.strength is not None else base.strength)
-        out[v.name] = run_video(clip.prompt, arm, corrector if v.correct != "none" else None, _no_memory(), s,
-                                start=replace(state, settings=s), progress=progress)
-    return out
+    """Every variant on one clip with ``seed`` (``bench.variants.run_video_variants`` on its prompt)."""
+    return run_video_variants(clip.prompt, arm, corrector, settings, variants, seed=seed, progress=progress)
 
 
-def context_frames(state: VideoState, arm) -> list[torch.Tensor]:
-    """The frames that went back into the ARM's context: corrected windows re-encoded and decoded."""
-    frames: list[torch.Tensor] = []
-    for r in state.windows:
-        frames += list(arm.decode(r.tokens_after)) if r.corrected else list(r.arm_frames)
-    return frames
+def toy_video_items(split: str = "heldout", count: int = 100, start: int = 0, seed_offset: int = 0) -> list[BenchItem]:
+    """Clips ``start .. start + count - 1`` of the toy video world's ``split`` as video items; clip k runs with seed
+    ``1000 + seed_offset + k`` (``benchmarks/bench_toy_video.py``'s seeds)."""
+    if split != "heldout":
+        raise InvalidInputError(f"the toy video world has one held-out split, 'heldout'; got {split!r}.")
+    if count < 1 or start < 0 or seed_offset < 0:
+        raise InvalidInputError("the toy video item set needs count >= 1, start >= 0 and seed offset >= 0.")
+    clips = split_clips(split, start + count)[start:]
+    return [BenchItem(f"clip-{split}-{start + k:04d}", (c.prompt,), 1000 + seed_offset + start + k,
+                      (split, start + k), frames=c.frames, world="video") for k, c in enumerate(clips)]
+
+
+_CLIPS: list[Clip] = []
+
+
+def toy_clip(item) -> Clip:
+    """The toy video world's Clip an item was made from."""
+    global _CLIPS
+    if item.toy is None or item.world != "video":
+        raise InvalidInputError(f"item {item.id} is not a toy video clip (no toy field with world \"video\"): the toy "
+                                "video judge cannot score it.")
+    split, index = item.toy
+    if split != "heldout":
+        raise InvalidInputError(f"item {item.id}: the toy video world's clips are in 'heldout', not {split!r}.")
+    if index >= len(_CLIPS):
+        _CLIPS = split_clips(split, max(index + 1, 2 * len(_CLIPS)))
+    clip = _CLIPS[index]
+    if (clip.prompt,) != item.prompts or clip.frames != item.frames:
+        raise InvalidInputError(f"item {item.id} says it is toy clip {index}, but its prompt or length differ from that "
+                                "clip's.")
+    return clip
+
+
+class ToyVideoJudgeMetric:
+    """The toy video judge as a benchmark metric (``acdc_core.metrics``): every frame read from its pixels alone and
+    checked against the clip's prompt-level facts; ``moved`` NaN where it does not apply."""
+
+    name = "toy-video"
+    columns = CHECKS
+
+    def score(self, frames: Sequence[np.ndarray], item) -> dict[str, list[float]]:
+        table = _scores(video_judge.judge_clip(list(frames), toy_clip(item)))
+        return {c: table[:, k].tolist() for k, c in enumerate(CHECKS)}
 
 
 def judge_state(state: VideoState, clip: Clip, arm=None) -> dict[str, dict]:
@@ -93,42 +100,3 @@ def _scores(verdict: dict) -> np.ndarray:
     return np.array([[np.nan if f.get(c) is None else float(f[c]) for c in CHECKS] for f in verdict["frames"]])
 
 
-def evaluate_clips(clips: Sequence[Clip], arm, corrector, settings: VideoSettings, *,
-                   variants: Sequence[VideoVariant] = VIDEO_VARIANTS, seed_of: Callable[[int], int] = lambda k: 1000 + k,
-                   on_clip: Callable[[int, dict], None] = lambda k, states: None) -> dict:
-    """Run and judge every variant on every clip. Returns {variant: {"shown": [clips, frames, CHECKS],
-    "context": [clips, frames, CHECKS], "seconds": {stage: total}, "frames": clips * frames}}."""
-    out = {v.name: {"shown": [], "context": [], "seconds": {}, "frames": 0} for v in variants}
-    for k, clip in enumerate(clips):
-        states = run_clip(clip, arm, corrector, settings, variants, seed=seed_of(k))
-        on_clip(k, states)
-        for name, state in states.items():
-            judged = judge_state(state, clip, arm)
-            result = out[name]
-            result["shown"].append(_scores(judged["shown"]))
-            result["context"].append(_scores(judged["context"]))
-            result["frames"] += len(state.frames)
-            seconds = result["seconds"]
-            for f in state.frames:
-                seconds["arm"] = seconds.get("arm", 0.0) + f.seconds
-            for r in state.windows:
-                for stage, s in r.seconds.items():
-                    seconds[stage] = seconds.get(stage, 0.0) + s
-    for result in out.values():
-        result["shown"], result["context"] = np.array(result["shown"]), np.array(result["context"])
-    return out
-
-
-def per_frame_rows(results: dict, which: str = "shown") -> list[dict]:
-    """Rows: variant x check, columns f1..fN: the mean over clips (NaN-aware)."""
-    rows = []
-    for name, result in results.items():
-        scores = result[which]
-        for c, check in enumerate(CHECKS):
-            row = {"variant": name, "check": check}
-            with np.errstate(all="ignore"):
-                means = np.nanmean(scores[:, :, c], axis=0) if np.isfinite(scores[:, :, c]).any() else \
-                    np.full(scores.shape[1], np.nan)
-            row.update({f"f{i + 1}": (None if np.isnan(m) else round(float(m), 3)) for i, m in enumerate(means)})
-            rows.append(row)
-    return rows
