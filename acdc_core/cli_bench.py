@@ -5,6 +5,8 @@
   torchrun --nproc-per-node 2 -m acdc_core.cli bench run --out OUT ...   # or: --shard i/N, one job per host
   acdc bench merge --out OUT [--metrics toy clip --clip CLIP_FOLDER]
   acdc bench reference --out OUT [--sdxl SDXL --lightning-unet UNET_FILE]   # FID's reference frames
+  acdc bench external-setup --evaluator imagereward --env ENV                # an evaluator's own environment
+  acdc bench external --out OUT --evaluator imagereward --python ENV/bin/python --weights W --med-config C --tokenizer T
   acdc bench merge --out OUT --fid clip --fid-model CLIP_FOLDER              # ... and the FID tables
   acdc bench stories --out stories.jsonl --count 1000 --endpoint URL     # the paper's story set (App. C)
 
@@ -78,7 +80,8 @@ def add_bench_parser(sub, add_memory_options) -> argparse.ArgumentParser:
     stories.add_argument("--trust-remote-code", action="store_true")
     merge = steps.add_parser("merge", help="score the finished items and write the tables", allow_abbrev=False)
     merge.add_argument("--out", required=True, help="the benchmark's folder")
-    merge.add_argument("--metrics", nargs="+", default=None, help="toy, clip, vbench-style (default: toy for toy items, else clip)")
+    merge.add_argument("--metrics", nargs="+", default=None, help="toy, toy-video, clip, vbench-style, imagereward (default: the toy judge for toy items, "
+                            "else clip)")
     merge.add_argument("--clip", help="CLIP model folder (transformers format) for the clip metric")
     for flag, what in (("--dino", "DINO ViT-B/16 folder: vbench-style subject consistency"),
                        ("--clip-b32", "CLIP ViT-B/32 folder: vbench-style background consistency"),
@@ -91,6 +94,21 @@ def add_bench_parser(sub, add_memory_options) -> argparse.ArgumentParser:
     merge.add_argument("--fid-model", help="the FID backbone's transformers folder (CLIP, or DINOv2 / DINO ViT)")
     merge.add_argument("--fid-resamples", type=int, default=100, help="bootstrap resamples of FID's interval")
     merge.add_argument("--device", default="cpu")
+    setup = steps.add_parser("external-setup", help="make an external evaluator's own environment (installs its "
+                             "pinned packages there, nowhere else)", allow_abbrev=False)
+    setup.add_argument("--evaluator", required=True, choices=("imagereward",))
+    setup.add_argument("--env", required=True, help="a new folder for the virtual environment")
+    setup.add_argument("--torch", nargs="+", default=None, help="the torch and torchvision requirements (default: "
+                       "torch==2.14.1 torchvision==0.29.1, a matching pair; on a GPU host, your CUDA build's)")
+    ext = steps.add_parser("external", help="score a benchmark's frames with an external evaluator in its own "
+                           "environment", allow_abbrev=False)
+    ext.add_argument("--out", required=True, help="the benchmark's folder")
+    ext.add_argument("--evaluator", required=True, choices=("imagereward",))
+    ext.add_argument("--python", required=True, help="the evaluator environment's Python (ENV/bin/python)")
+    ext.add_argument("--weights", help="imagereward: ImageReward-v1.0's weights as safetensors")
+    ext.add_argument("--med-config", help="imagereward: its med_config.json")
+    ext.add_argument("--tokenizer", help="imagereward: a bert-base-uncased tokenizer folder")
+    ext.add_argument("--device", default="cpu")
     ref = steps.add_parser("reference", help="the frames FID is measured against: toy truth or SDXL-Lightning's "
                            "pseudo ground truth, sharded and resumable", allow_abbrev=False)
     ref.add_argument("--out", required=True, help="the benchmark's folder (its items.jsonl names the prompts)")
@@ -220,6 +238,20 @@ def run_bench_command(args) -> None:
     if args.bench_step == "reference":
         _reference(args)
         return
+    if args.bench_step in ("external", "external-setup"):
+        from .bench import external
+
+        if args.bench_step == "external-setup":
+            evaluator = external.evaluator_named(args.evaluator)
+            python = external.setup_environment(evaluator, args.env, torch_spec=args.torch or external.DEFAULT_TORCH)
+            print(f"acdc bench external-setup: {evaluator.name} is ready; run it with --python {python}",
+                  file=sys.stderr)
+        else:
+            scores = external.run_external(args.out, args.evaluator, args.python,
+                                           {"weights": args.weights, "med_config": args.med_config,
+                                            "tokenizer": args.tokenizer}, device=args.device)
+            print(f"acdc bench external: wrote {scores}; merge with --metrics ... {args.evaluator}", file=sys.stderr)
+        return
     import torch
 
     if args.threads < 1:
@@ -278,7 +310,8 @@ def _merge(args) -> None:
     toy = "toy-video" if all(i.world == "video" for i in items) else "toy"
     names = args.metrics or ([toy] if all(i.toy for i in items) else ["clip"])
     models = {k: getattr(args, k, None) for k in ("dino", "clip_b32", "clip_l14", "aesthetic_head", "raft")}
-    metrics = [load_metric(n, clip=args.clip, device=getattr(args, "device", "cpu"), **models) for n in names]
+    metrics = [load_metric(n, clip=args.clip, device=getattr(args, "device", "cpu"), out=args.out, **models)
+               for n in names]
     fid = None
     if getattr(args, "fid", None):
         from .metrics.features import load_backbone

@@ -371,6 +371,102 @@ def test_toy_video_clips_run_and_merge_through_acdc_bench(tmp_path):
     assert wrong.returncode == 2 and "mixes videos" in wrong.stderr
 
 
+_FAKE_IMAGEREWARD = {
+    "ImageReward/__init__.py": "",
+    "ImageReward/models/__init__.py": "",
+    "ImageReward/models/BLIP/__init__.py": "",
+    "ImageReward/models/BLIP/blip_pretrain.py": "def init_tokenizer():\n    raise RuntimeError('the hub')\n",
+    "ImageReward/ImageReward.py": (
+        "import json, os\nimport numpy as np\n\n"
+        "class _Loaded:\n    missing_keys, unexpected_keys = [], []\n\n"
+        "class ImageReward:\n"
+        "    def __init__(self, med_config, device='cpu'):\n"
+        "        json.dump(sorted(os.environ), open(os.environ['HOME'] + '/seen_env.json', 'w'))\n"
+        "    def load_state_dict(self, state, strict=True):\n        self.w = float(state['w'])\n        return _Loaded()\n"
+        "    def to(self, device):\n        return self\n"
+        "    def eval(self):\n        return self\n"
+        "    def score(self, prompt, image):\n"
+        "        return self.w * float(np.asarray(image).mean()) / 255 + len(prompt) / 100\n"),
+    "image_reward-0.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: image-reward\nVersion: 0.0\n",
+}
+
+
+def _fake_imagereward_env(root: Path) -> Path:
+    """A stand-in for the ImageReward environment: a Python that sees a fake ImageReward package (the real one
+    cannot be installed beside this project, which is why it is external)."""
+    for name, text in _FAKE_IMAGEREWARD.items():
+        (root / "site" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "site" / name).write_text(text)
+    (root / "home").mkdir()
+    python = root / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text(f"#!/bin/sh\nHOME={root / 'home'} PYTHONPATH={root / 'site'} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    return python
+
+
+@needs_toy
+def test_an_external_evaluator_scores_every_frame_in_its_own_environment(one_process, tmp_path):
+    from safetensors.torch import save_file
+
+    from acdc_core.bench.store import read_frames
+
+    out = tmp_path / "ext"
+    shutil.copytree(one_process, out)
+    python = _fake_imagereward_env(tmp_path / "env")
+    save_file({"w": torch.tensor(2.0)}, str(tmp_path / "w.safetensors"))
+    (tmp_path / "med_config.json").write_text("{}")
+    (tmp_path / "tok").mkdir()
+    args = ["bench", "external", "--out", str(out), "--evaluator", "imagereward", "--python", str(python),
+            "--weights", str(tmp_path / "w.safetensors"), "--med-config", str(tmp_path / "med_config.json"),
+            "--tokenizer", str(tmp_path / "tok")]
+    done = _acdc(args, env={"ACDC_LLM_API_KEY": "sk-secret"})
+    assert done.returncode == 0, done.stderr
+    seen = json.loads((tmp_path / "env" / "home" / "seen_env.json").read_text())
+    assert "ACDC_LLM_API_KEY" not in seen and "HF_HUB_OFFLINE" in seen         # no secrets, the hub offline
+    merged = _acdc(["bench", "merge", "--out", str(out), "--metrics", "toy", "imagereward"])
+    assert merged.returncode == 0, merged.stderr
+    table = json.loads((out / "merged" / "merged.json").read_text())
+    items = read_items(out / "items.jsonl")
+    frames = read_frames(item_dir(out, "acdc-2", items[1].id))
+    expected = [2.0 * f.mean() / 255 + len(p) / 100 for f, p in zip(frames, items[1].prompts)]
+    assert table["scores"]["shown"]["ACDC #2"]["imagereward"][1] == pytest.approx(expected, abs=1e-9)
+    assert "imagereward" in table["scores"]["context"]["ARM only"]
+    # a frame without a score (changed, or made, after the scoring) is refused by the merge with what to do
+    scores_file = out / "external" / "imagereward" / "scores.json"
+    scores = json.loads(scores_file.read_text())
+    from acdc_core.bench.external import frame_key
+    del scores["scores"][frame_key(frames[3], items[1].prompts[3])]
+    scores_file.write_text(json.dumps(scores))
+    merged = _acdc(["bench", "merge", "--out", str(out), "--metrics", "imagereward"])
+    assert merged.returncode == 2 and "has no imagereward score" in merged.stderr and "external` again" in merged.stderr
+    # an evaluator that fails is reported, and nothing is kept
+    (tmp_path / "env" / "site" / "ImageReward" / "ImageReward.py").write_text("raise SystemExit(3)\n")
+    failed = _acdc(args)
+    assert failed.returncode == 2 and "failed (exit 3" in failed.stderr
+    absent = _acdc(args[:7] + [str(tmp_path / "nothing" / "python")] + args[8:])
+    assert absent.returncode == 2 and "external-setup --evaluator imagereward" in absent.stderr
+
+
+def test_external_setup_makes_a_new_environment_with_pinned_packages(tmp_path):
+    from acdc_core.bench.external import EVALUATORS, setup_environment
+
+    ran = []
+
+    class Done:
+        returncode = 0
+
+    python = setup_environment(EVALUATORS["imagereward"], tmp_path / "env", run=lambda c: ran.append(c) or Done())
+    assert python == tmp_path / "env" / "bin" / "python"
+    assert ran[0][1:] == ["-m", "venv", str(tmp_path / "env")]
+    assert ran[1][-2:] == ["torch==2.14.1", "torchvision==0.29.1"]     # a matching pair, never an unpinned torch
+    assert "image-reward==1.5" in ran[2] and all(("==" in p or "<" in p) for p in ran[2][4:])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("mine")
+    with pytest.raises(InvalidInputError, match="not a virtual environment"):
+        setup_environment(EVALUATORS["imagereward"], tmp_path / "full", run=lambda c: Done())
+
+
 def test_bad_bench_input_is_refused_before_models_load(tmp_path):
     (tmp_path / "items.jsonl").write_text('{"id": "a b", "prompts": ["x"], "seed": 0}\n')
     done = _acdc(["bench", "run", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "items.jsonl")])

@@ -15,6 +15,9 @@ naming what to place where (nothing is downloaded).
           ViT-B/16), background consistency (CLIP ViT-B/32), aesthetic (LAION head on CLIP ViT-L/14), dynamic
           (RAFT flow; torchvision) -- each column only where its model was given
 
+  imagereward  ImageReward, an external evaluator run in its own environment (``acdc_core.bench.external``: ``acdc
+          bench external`` scores the frames, the merge reads the scores back)
+
 Set metrics: FID against reference frames (``fid.py``, ``acdc bench merge --fid``), in CLIP or DINO features.
 """
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ..errors import InvalidInputError
 
 __all__ = ["StoryMetric", "METRICS", "load_metric"]
 
-METRICS = ("toy", "toy-video", "clip", "vbench-style")
+METRICS = ("toy", "toy-video", "clip", "vbench-style", "imagereward")
 
 
 class StoryMetric(Protocol):
@@ -40,7 +43,7 @@ class StoryMetric(Protocol):
 
 def load_metric(name: str, *, clip: Optional[str] = None, device: str = "cpu", dino: Optional[str] = None,
                 clip_b32: Optional[str] = None, clip_l14: Optional[str] = None, aesthetic_head: Optional[str] = None,
-                raft: Optional[str] = None) -> StoryMetric:
+                raft: Optional[str] = None, out=None) -> StoryMetric:
     """The metric called ``name`` (``METRICS``), its models loaded from where they were given."""
     if name == "toy":
         from ..toy.evaluate import ToyJudgeMetric
@@ -70,4 +73,10 @@ def load_metric(name: str, *, clip: Optional[str] = None, device: str = "cpu", d
             clip_b32=ClipImageFeatures.from_folder(clip_b32, device) if clip_b32 else None,
             aesthetic=Aesthetic.load(clip_l14, aesthetic_head, device) if clip_l14 else None,
             flow=RaftFlow.load(raft, device) if raft else None)
+    if name == "imagereward":
+        from ..bench.external import ExternalScores
+
+        if out is None:
+            raise InvalidInputError("the imagereward metric reads a benchmark's external scores: merge a benchmark.")
+        return ExternalScores.from_bench(out, name)
     raise InvalidInputError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}.")
