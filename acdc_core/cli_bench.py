@@ -89,23 +89,25 @@ def add_bench_parser(sub, add_memory_options) -> argparse.ArgumentParser:
                        ("--aesthetic-head", "LAION's aesthetic linear head (safetensors)"),
                        ("--raft", "torchvision RAFT-large weights (safetensors): vbench-style dynamic degree")):
         merge.add_argument(flag, help=what)
-    merge.add_argument("--fid", choices=("clip", "dino"), help="add FID tables (the Frechet distance to OUT/reference) "
-                       "in this backbone's features: clip (FD_CLIP) or dino (FD_DINOv2 / DINO ViT)")
+    merge.add_argument("--fid", choices=("clip", "dino", "inception"), help="add FID tables (the Frechet distance to "
+                       "OUT/reference) in these features: clip (FD_CLIP), dino (FD_DINOv2 / DINO ViT), or inception "
+                       "(FID's own, from `acdc bench external --evaluator inception`)")
     merge.add_argument("--fid-model", help="the FID backbone's transformers folder (CLIP, or DINOv2 / DINO ViT)")
     merge.add_argument("--fid-resamples", type=int, default=100, help="bootstrap resamples of FID's interval")
     merge.add_argument("--device", default="cpu")
     setup = steps.add_parser("external-setup", help="make an external evaluator's own environment (installs its "
                              "pinned packages there, nowhere else)", allow_abbrev=False)
-    setup.add_argument("--evaluator", required=True, choices=("imagereward",))
+    setup.add_argument("--evaluator", required=True, choices=("imagereward", "inception"))
     setup.add_argument("--env", required=True, help="a new folder for the virtual environment")
     setup.add_argument("--torch", nargs="+", default=None, help="the torch and torchvision requirements (default: "
                        "torch==2.14.1 torchvision==0.29.1, a matching pair; on a GPU host, your CUDA build's)")
     ext = steps.add_parser("external", help="score a benchmark's frames with an external evaluator in its own "
                            "environment", allow_abbrev=False)
     ext.add_argument("--out", required=True, help="the benchmark's folder")
-    ext.add_argument("--evaluator", required=True, choices=("imagereward",))
+    ext.add_argument("--evaluator", required=True, choices=("imagereward", "inception"))
     ext.add_argument("--python", required=True, help="the evaluator environment's Python (ENV/bin/python)")
-    ext.add_argument("--weights", help="imagereward: ImageReward-v1.0's weights as safetensors")
+    ext.add_argument("--weights", help="imagereward: ImageReward-v1.0's weights; inception: torch-fidelity's "
+                     "Inception-v3 weights (safetensors both)")
     ext.add_argument("--med-config", help="imagereward: its med_config.json")
     ext.add_argument("--tokenizer", help="imagereward: a bert-base-uncased tokenizer folder")
     ext.add_argument("--device", default="cpu")
@@ -313,7 +315,11 @@ def _merge(args) -> None:
     metrics = [load_metric(n, clip=args.clip, device=getattr(args, "device", "cpu"), out=args.out, **models)
                for n in names]
     fid = None
-    if getattr(args, "fid", None):
+    if getattr(args, "fid", None) == "inception":
+        from .bench.external import ExternalFeatures
+
+        fid = ExternalFeatures.from_bench(args.out, "inception")
+    elif getattr(args, "fid", None):
         from .metrics.features import load_backbone
 
         if not args.fid_model:

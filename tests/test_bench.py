@@ -391,10 +391,25 @@ _FAKE_IMAGEREWARD = {
 }
 
 
-def _fake_imagereward_env(root: Path) -> Path:
-    """A stand-in for the ImageReward environment: a Python that sees a fake ImageReward package (the real one
-    cannot be installed beside this project, which is why it is external)."""
-    for name, text in _FAKE_IMAGEREWARD.items():
+_FAKE_INCEPTION = {
+    "torchmetrics/__init__.py": "",
+    "torchmetrics/image/__init__.py": "",
+    "torchmetrics/image/fid.py": (
+        "import torch\n\n"
+        "class NoTrainInceptionV3(torch.nn.Module):\n"
+        "    def __init__(self, name, features_list, feature_extractor_weights_path):\n"
+        "        super().__init__()\n"
+        "        self.w = float(torch.load(feature_extractor_weights_path, weights_only=True)['w'])\n"
+        "    def forward(self, x):\n"
+        "        x = x.double() / 255\n"
+        "        return self.w * torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)\n"),
+}
+
+
+def _fake_env(root: Path, files: dict) -> Path:
+    """A stand-in for an evaluator's environment: a Python that sees a fake of its package (the real one cannot be
+    installed beside this project, which is why it is external)."""
+    for name, text in files.items():
         (root / "site" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "site" / name).write_text(text)
     (root / "home").mkdir()
@@ -413,7 +428,7 @@ def test_an_external_evaluator_scores_every_frame_in_its_own_environment(one_pro
 
     out = tmp_path / "ext"
     shutil.copytree(one_process, out)
-    python = _fake_imagereward_env(tmp_path / "env")
+    python = _fake_env(tmp_path / "env", _FAKE_IMAGEREWARD)
     save_file({"w": torch.tensor(2.0)}, str(tmp_path / "w.safetensors"))
     (tmp_path / "med_config.json").write_text("{}")
     (tmp_path / "tok").mkdir()
@@ -446,6 +461,42 @@ def test_an_external_evaluator_scores_every_frame_in_its_own_environment(one_pro
     assert failed.returncode == 2 and "failed (exit 3" in failed.stderr
     absent = _acdc(args[:7] + [str(tmp_path / "nothing" / "python")] + args[8:])
     assert absent.returncode == 2 and "external-setup --evaluator imagereward" in absent.stderr
+
+
+@needs_toy
+def test_inception_fid_from_an_external_environment(one_process, tmp_path):
+    """The inception evaluator's features (here a fake torchmetrics Inception: per-channel means and deviations)
+    come back keyed by frame, and the merge's FID is the Frechet distance of exactly those features."""
+    from safetensors.torch import save_file
+
+    from acdc_core.bench.reference import reference_dir
+    from acdc_core.bench.store import read_frames
+    from acdc_core.metrics.fid import frechet_distance
+
+    out = tmp_path / "inception"
+    shutil.copytree(one_process, out)
+    python = _fake_env(tmp_path / "env", _FAKE_INCEPTION)
+    save_file({"w": torch.tensor(3.0)}, str(tmp_path / "inception.safetensors"))
+    args = ["bench", "external", "--out", str(out), "--evaluator", "inception", "--python", str(python),
+            "--weights", str(tmp_path / "inception.safetensors")]
+    early = _acdc(args)
+    assert early.returncode == 2 and "no reference frames" in early.stderr           # FID needs them first
+    assert _acdc(["bench", "reference", "--out", str(out)]).returncode == 0
+    done = _acdc(args)
+    assert done.returncode == 0, done.stderr
+    merged = _acdc(["bench", "merge", "--out", str(out), "--fid", "inception", "--fid-resamples", "0"])
+    assert merged.returncode == 0, merged.stderr
+    items = read_items(out / "items.jsonl")
+
+    def features(folder):
+        x = np.stack(read_frames(folder)).astype(np.float64) / 255
+        return 3.0 * np.concatenate([x.mean((1, 2)), x.std((1, 2), ddof=1)], 1)
+
+    ours = frechet_distance(np.concatenate([features(item_dir(out, "acdc-2", i.id)) for i in items]),
+                            np.concatenate([features(reference_dir(out, i.id)) for i in items]))
+    rows = {r["variant"]: r for r in json.loads((out / "merged" / "merged.json").read_text())["tables"]["fid_shown"]}
+    assert rows["ACDC #2"]["all frames"] == pytest.approx(ours, abs=1e-4) and rows["ACDC #2"]["features"] == "inception"
+    assert "torch-fidelity" in (out / "merged" / "fid_shown.md").read_text()
 
 
 def test_external_setup_makes_a_new_environment_with_pinned_packages(tmp_path):

@@ -238,8 +238,7 @@ def merge(out, metrics: Sequence, *, target: Optional[Path] = None, fid=None, fi
     for kind in KINDS if fid is not None else ():
         (target / f"fid_{kind}.md").write_text(_markdown(
             tables[f"fid_{kind}"], f"Frechet distance to the reference frames: {what[kind]}",
-            f"{n} items; reference: {source}; features: {fid.name} ({type(fid.model).__name__}), so FD_{fid.name}, "
-            f"not Inception FID; ci95: bootstrap over items ({fid_resamples} resamples, each item with its "
+            f"{n} items; reference: {source}; {fid.description}; ci95: bootstrap over items ({fid_resamples} resamples, each item with its "
             "reference frames); fN: at frame index N alone."), encoding="utf-8")
     (target / "cost.md").write_text(_markdown(
         tables["cost"], "Cost per frame and stage",

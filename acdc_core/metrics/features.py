@@ -46,6 +46,10 @@ class _Backbone:
         self.processor = processor
         self.device = device
 
+    @property
+    def description(self) -> str:
+        return f"{self.name} ({type(self.model).__name__}) features: FD_{self.name}, not Inception FID"
+
     def _embed(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

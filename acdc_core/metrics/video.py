@@ -137,17 +137,27 @@ class RaftFlow:
 
     @torch.no_grad()
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Flow [2, H, W] in pixels of the frames given. RAFT's correlation pyramid needs sides of 128 px or more:
+        smaller frames are enlarged by a whole factor first (bilinear) and the flow brought back (divided by it)."""
         def tensor(x):
             t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float() / 127.5 - 1
             return t.to(self.device)
 
         h, w = a.shape[:2]
-        pad_h, pad_w = (-h) % 8, (-w) % 8           # RAFT wants sides divisible by 8
+        factor = max(1, -(-128 // min(h, w)))
         x, y = tensor(a), tensor(b)
+        if factor > 1:
+            x, y = (torch.nn.functional.interpolate(t, scale_factor=factor, mode="bilinear", align_corners=False)
+                    for t in (x, y))
+        big_h, big_w = x.shape[-2:]
+        pad_h, pad_w = (-big_h) % 8, (-big_w) % 8          # RAFT wants sides divisible by 8
         if pad_h or pad_w:
             x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
             y = torch.nn.functional.pad(y, (0, pad_w, 0, pad_h), mode="replicate")
-        return self.model(x, y)[-1][0, :, :h, :w].cpu().numpy()
+        field = self.model(x, y)[-1][:, :, :big_h, :big_w]
+        if factor > 1:
+            field = torch.nn.functional.avg_pool2d(field, factor) / factor
+        return field[0].cpu().numpy()
 
 
 class VBenchStyleMetric:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import numpy as np
 from ...errors import InvalidInputError
 
 __all__ = ["Evaluator", "EVALUATORS", "frame_key", "frame_prompt", "setup_commands", "setup_environment",
-           "write_manifest", "run_external", "ExternalScores"]
+           "write_manifest", "run_external", "ExternalScores", "ExternalFeatures"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,6 +41,11 @@ class Evaluator:
     packages: tuple[str, ...]           # pinned: what the environment installs beside torch
     files: tuple[tuple[str, str], ...]  # (manifest field, what to place there)
     column: str
+    kind: str = "scores"                # "scores": one number per frame and prompt; "features": a vector per frame
+
+    @property
+    def output(self) -> str:
+        return "scores.json" if self.kind == "scores" else "features.safetensors"
 
 
 EVALUATORS = {
@@ -58,6 +62,12 @@ EVALUATORS = {
          ("tokenizer", "a bert-base-uncased tokenizer folder (google-bert/bert-base-uncased: vocab.txt, "
                        "tokenizer_config.json)")),
         "imagereward"),
+    "inception": Evaluator(
+        "inception", "inception_eval.py", ("torchmetrics==1.9.0", "torch-fidelity==0.3.0"),
+        (("weights", "torch-fidelity's Inception-v3 weights as safetensors (its release "
+                     "weights-inception-2015-12-05-6726825d.pth, converted once by you: "
+                     "safetensors.torch.save_file(torch.load(PTH, weights_only=True), FILE))"),),
+        "inception", kind="features"),
 }
 # torch for the environment: torchvision (which ImageReward needs) must match it; these two are a matching pair.
 DEFAULT_TORCH = ("torch==2.14.1", "torchvision==0.29.1")
@@ -76,6 +86,10 @@ def frame_key(frame: np.ndarray, prompt: str) -> str:
     digest.update(a.tobytes())
     digest.update(prompt.encode("utf-8"))
     return digest.hexdigest()
+
+
+def _key(evaluator: Evaluator, frame: np.ndarray, prompt: str) -> str:
+    return frame_key(frame, prompt if evaluator.kind == "scores" else "")
 
 
 def frame_prompt(item, k: int) -> str:
@@ -114,9 +128,11 @@ def _clean_environment() -> dict:
 
 
 def write_manifest(out, evaluator: Evaluator, models: dict, *, device: str = "cpu") -> tuple[Path, int]:
-    """The manifest of every finished item's frames (shown and context, every variant), each distinct frame and
-    prompt once. Returns (its path, the number of frames)."""
+    """The manifest of every finished item's frames (shown and context, every variant; a features evaluator also
+    the reference frames, ``reference.py``), each distinct frame (and prompt) once. Returns (its path, the number of
+    frames)."""
     from ..merge import KINDS, collect
+    from ..reference import read_reference, reference_dir
     from ..store import item_dir, read_frames
     from ..variants import slug
 
@@ -128,17 +144,18 @@ def write_manifest(out, evaluator: Evaluator, models: dict, *, device: str = "cp
         if not Path(models[field]).expanduser().exists():
             raise InvalidInputError(f"{models[field]} does not exist: --{field.replace('_', '-')} is {what}.")
     frames, seen = [], set()
-    for v in variants:
-        for item in items:
-            folder = item_dir(out, slug(v), item.id)
-            for kind in KINDS:
-                for k, frame in enumerate(read_frames(folder, kind)):
-                    prompt = frame_prompt(item, k)
-                    key = frame_key(frame, prompt)
-                    if key not in seen:
-                        seen.add(key)
-                        frames.append({"key": key, "image": str(folder / "frames" / f"{kind}_{k + 1:02d}.png"),
-                                       "prompt": prompt})
+    folders = [(item_dir(out, slug(v), item.id), item, kind) for v in variants for item in items for kind in KINDS]
+    if evaluator.kind == "features":
+        read_reference(out, items)          # every item's reference frames, complete (else: what to run first)
+        folders += [(reference_dir(out, item.id), item, "shown") for item in items]
+    for folder, item, kind in folders:
+        for k, frame in enumerate(read_frames(folder, kind)):
+            prompt = frame_prompt(item, k)
+            key = _key(evaluator, frame, prompt)
+            if key not in seen:
+                seen.add(key)
+                frames.append({"key": key, "image": str(folder / "frames" / f"{kind}_{k + 1:02d}.png"),
+                               "prompt": prompt})
     target = Path(out) / "external" / evaluator.name
     target.mkdir(parents=True, exist_ok=True)
     manifest = {**{f: str(Path(models[f]).expanduser().resolve()) for f, _ in evaluator.files}, "device": device,
@@ -158,26 +175,75 @@ def run_external(out, evaluator_name: str, python, models: dict, *, device: str 
         raise InvalidInputError(f"no Python at {python}: make the evaluator's environment first (`acdc bench "
                                 f"external-setup --evaluator {evaluator.name} --env ENV`) and give ENV/bin/python.")
     manifest, n = write_manifest(out, evaluator, models, device=device)
-    raw = manifest.with_name("scores.partial.json")
+    raw = manifest.with_name("partial-" + evaluator.output)
     print(f"acdc bench external: {evaluator.name} on {n} frames with {python}", file=log, flush=True)
     done = subprocess.run([str(python), str(HERE / evaluator.script), str(manifest), str(raw)],
                           env=_clean_environment(), cwd=manifest.parent)
     if done.returncode:
         raise InvalidInputError(f"the {evaluator.name} evaluator failed (exit {done.returncode}; its message is "
                                 f"above); nothing was merged.")
-    try:
-        result = json.loads(raw.read_text(encoding="utf-8"))
-        scores = result["scores"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise InvalidInputError(f"the {evaluator.name} evaluator wrote no readable scores ({raw}).") from None
+    scores = _read_output(evaluator, raw)
     wanted = {f["key"] for f in json.loads(manifest.read_text(encoding="utf-8"))["frames"]}
-    bad = [k for k in wanted if not isinstance(scores.get(k), (int, float)) or not math.isfinite(scores[k])]
-    if bad or set(scores) != wanted:
-        raise InvalidInputError(f"the {evaluator.name} evaluator's scores do not cover the frames asked for "
-                                f"({len(bad)} missing or not finite, {len(set(scores) - wanted)} unknown).")
-    final = manifest.with_name("scores.json")
+    bad = [k for k in wanted if k not in scores or not np.all(np.isfinite(scores[k]))]
+    widths = {np.size(v) for v in scores.values()}
+    if bad or set(scores) != wanted or len(widths) > 1:
+        raise InvalidInputError(f"the {evaluator.name} evaluator's output does not cover the frames asked for "
+                                f"({len(bad)} missing or not finite, {len(set(scores) - wanted)} unknown, widths "
+                                f"{sorted(widths)}).")
+    final = manifest.with_name(evaluator.output)
     os.replace(raw, final)
     return final
+
+
+def _read_output(evaluator: Evaluator, path: Path) -> dict:
+    """{key: score (float) or feature vector (array)} of what the evaluator wrote, or a clear error."""
+    try:
+        if evaluator.kind == "scores":
+            scores = json.loads(path.read_text(encoding="utf-8"))["scores"]
+            if not all(isinstance(v, (int, float)) for v in scores.values()):
+                raise TypeError
+            return scores
+        from safetensors.numpy import load_file
+
+        return load_file(str(path))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise InvalidInputError(f"the {evaluator.name} evaluator wrote nothing readable ({path}).") from None
+
+
+def _output_of(out, name: str, kind: str) -> tuple[Evaluator, Path]:
+    evaluator = evaluator_named(name)
+    if evaluator.kind != kind:
+        raise InvalidInputError(f"{name} gives {evaluator.kind}, not {kind}.")
+    path = Path(out) / "external" / name / evaluator.output
+    if not path.is_file():
+        raise InvalidInputError(f"{out} has no {name} output: run `acdc bench external --out {out} --evaluator "
+                                f"{name} ...` first.")
+    return evaluator, path
+
+
+class ExternalFeatures:
+    """An external evaluator's features as a FID backbone (``metrics.features``): each frame's vector found by its
+    key (the merge's FID tables then use them)."""
+
+    description = "Inception-v3 pool features (torch-fidelity's port, as torchmetrics' FID), external"
+
+    def __init__(self, evaluator: Evaluator, features: dict, source: Path) -> None:
+        self.name, self.features_of, self.source = evaluator.name, features, source
+
+    @classmethod
+    def from_bench(cls, out, name: str) -> "ExternalFeatures":
+        evaluator, path = _output_of(out, name, "features")
+        return cls(evaluator, _read_output(evaluator, path), path)
+
+    def features(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        rows = []
+        for frame in frames:
+            vector = self.features_of.get(frame_key(frame, ""))
+            if vector is None:
+                raise InvalidInputError(f"a frame has no {self.name} features in {self.source} (it changed since, or "
+                                        "was made after): run `acdc bench external` again.")
+            rows.append(np.asarray(vector, dtype=np.float64).reshape(-1))
+        return np.stack(rows)
 
 
 class ExternalScores:
@@ -189,12 +255,8 @@ class ExternalScores:
 
     @classmethod
     def from_bench(cls, out, name: str) -> "ExternalScores":
-        evaluator = evaluator_named(name)
-        path = Path(out) / "external" / name / "scores.json"
-        if not path.is_file():
-            raise InvalidInputError(f"{out} has no {name} scores: run `acdc bench external --out {out} --evaluator "
-                                    f"{name} ...` first.")
-        return cls(evaluator, json.loads(path.read_text(encoding="utf-8"))["scores"], path)
+        evaluator, path = _output_of(out, name, "scores")
+        return cls(evaluator, _read_output(evaluator, path), path)
 
     def score(self, frames: Sequence[np.ndarray], item) -> dict[str, list[float]]:
         values: list[Optional[float]] = []
