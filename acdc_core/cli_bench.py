@@ -336,11 +336,22 @@ def _reference(args) -> None:
 
     from .bench import shard_from_env
     from .bench.merge import collect
-    from .bench.reference import reference_maker, write_reference
+    from .bench.reference import SdxlLightning, write_reference
 
     _, items, _ = collect(args.out, verify=False)
-    make, identity = reference_maker(items, args.sdxl, args.lightning_unet, steps=args.steps, size=args.size,
-                                     device=_device(args.device), dtype=getattr(torch, args.dtype))
+    if args.sdxl is None and args.lightning_unet is None:
+        if not all(item.toy and item.world == "story" for item in items):
+            raise InvalidInputError("these items are not toy-world stories: give --sdxl (SDXL base) and "
+                                    "--lightning-unet (SDXL-Lightning's UNet file) to make pseudo ground truth.")
+        from .toy.evaluate import toy_reference
+
+        make, identity = toy_reference, {"source": "toy renderer"}
+    elif not (args.sdxl and args.lightning_unet):
+        raise InvalidInputError("pseudo ground truth needs both --sdxl and --lightning-unet.")
+    else:
+        make = SdxlLightning.load(args.sdxl, args.lightning_unet, steps=args.steps, size=args.size,
+                                  device=_device(args.device), dtype=getattr(torch, args.dtype))
+        identity = make.identity()
     shard = shard_from_env(args.shard)
     counts = write_reference(args.out, items, make, identity, shard=shard)
     print(f"acdc bench reference: shard {shard}: made {counts['made']}, already complete {counts['skipped']}",

@@ -471,7 +471,7 @@ def test_inception_fid_from_an_external_environment(one_process, tmp_path):
 
     from acdc_core.bench.reference import reference_dir
     from acdc_core.bench.store import read_frames
-    from acdc_core.metrics.fid import frechet_distance
+    from acdc_core.stats import frechet_distance
 
     out = tmp_path / "inception"
     shutil.copytree(one_process, out)

@@ -86,7 +86,7 @@ def test_the_toy_metric_reads_true_renders_as_valid_and_prompted():
 # -- FID: the Frechet distance, its feature backbones, the reference frames ---------------------------------------
 
 from acdc_core.metrics.features import ClipImageFeatures, ClsFeatures, load_backbone  # noqa: E402
-from acdc_core.metrics.fid import fid_table, frechet_distance  # noqa: E402
+from acdc_core.stats import fid_table, frechet_distance  # noqa: E402
 
 
 def test_frechet_distance_is_torchmetrics_fid_on_the_same_features():

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..stats import bootstrap_difference
-from ..metrics.fid import fid_table
+from ..stats import fid_table
 from .items import read_items
 from .reference import read_reference
 from .store import BENCH_FILE, ITEMS_FILE, RUN_FILE, check_item, item_dir, read_frames

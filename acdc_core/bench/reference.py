@@ -5,7 +5,8 @@
 
 Two sources:
 
-- ``toy``: the toy world's renderer draws each item's true frames (its scenes): the ground truth the toy world has;
+- ``toy``: the toy world's renderer draws each item's true frames (its scenes; ``toy.evaluate.toy_reference``): the
+  ground truth the toy world has;
 - ``sdxl-lightning``: the paper's pseudo ground truth -- SDXL base with SDXL-Lightning's step-distilled UNet, Euler
   with trailing timesteps, no classifier-free guidance (guidance 0), ``steps`` steps (the paper: 6), frame k of an
   item from its prompt k with seed ``item.seed + k`` (``SdxlLightning``).
@@ -20,7 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from .items import BenchItem
 from .shard import Shard
 from .store import check_item, read_frames, write_item
 
-__all__ = ["REFERENCE", "reference_dir", "toy_reference", "SdxlLightning", "write_reference", "read_reference"]
+__all__ = ["REFERENCE", "reference_dir", "SdxlLightning", "write_reference", "read_reference"]
 
 REFERENCE = "reference"
 SOURCE_FILE = "reference.json"
@@ -38,15 +39,6 @@ SOURCE_FILE = "reference.json"
 
 def reference_dir(out, item_id: str) -> Path:
     return Path(out) / REFERENCE / item_id
-
-
-def toy_reference(item: BenchItem) -> list[torch.Tensor]:
-    """The toy world's true frames of ``item`` ([3, H, W] in [0, 1])."""
-    from ..toy.evaluate import toy_story
-    from ..toy.world import render_story
-
-    frames = render_story(toy_story(item))
-    return [torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in frames]
 
 
 class SdxlLightning:
@@ -156,16 +148,3 @@ def read_reference(out, items: Sequence[BenchItem]) -> tuple[dict, list[list[np.
         raise InvalidInputError(f"{len(bad)} of {len(items)} items have no complete reference frames ({shown}"
                                 f"{' ...' if len(bad) > 5 else ''}); run the same `acdc bench reference` again.")
     return source, [read_frames(reference_dir(out, item.id)) for item in items]
-
-
-def reference_maker(items: Sequence[BenchItem], sdxl: Optional[str], unet_file: Optional[str], **options):
-    """(make, identity) for the command line: the toy truth for toy items without a model, else SDXL-Lightning."""
-    if sdxl is None and unet_file is None:
-        if not all(item.toy for item in items):
-            raise InvalidInputError("these items are not toy-world stories: give --sdxl (SDXL base) and "
-                                    "--lightning-unet (SDXL-Lightning's UNet file) to make pseudo ground truth.")
-        return toy_reference, {"source": "toy renderer"}
-    if not (sdxl and unet_file):
-        raise InvalidInputError("pseudo ground truth needs both --sdxl and --lightning-unet.")
-    model = SdxlLightning.load(sdxl, unet_file, **options)
-    return model, model.identity()

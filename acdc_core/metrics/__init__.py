@@ -18,7 +18,8 @@ naming what to place where (nothing is downloaded).
   imagereward  ImageReward, an external evaluator run in its own environment (``acdc_core.bench.external``: ``acdc
           bench external`` scores the frames, the merge reads the scores back)
 
-Set metrics: FID against reference frames (``fid.py``, ``acdc bench merge --fid``), in CLIP or DINO features.
+Set metrics: FID against reference frames (``stats.frechet_distance``, ``acdc bench merge --fid``), in Inception,
+CLIP or DINO features (``features.py``).
 """
 from __future__ import annotations
 

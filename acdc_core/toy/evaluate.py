@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from ..bench.items import TOY_SPLITS, BenchItem
 from ..bench.variants import VARIANTS as ALL_VARIANTS
@@ -25,7 +26,7 @@ from ..memory import MemorySettings
 from ..state import StorySettings, StoryState
 from ..stats import bootstrap_difference  # noqa: F401  (the benchmarks import it from here)
 from .judge import ATTRIBUTES, judge_story
-from .world import Story, split_stories
+from .world import Story, render_story, split_stories
 
 
 class ToyJudgeMetric:
@@ -126,6 +127,11 @@ def _story_at(split: str, index: int) -> Story:
     if index >= len(stories):
         stories = _SPLITS[split] = split_stories(split, max(index + 1, 2 * len(stories)))
     return stories[index]
+
+
+def toy_reference(item) -> list[torch.Tensor]:
+    """The toy world's true frames of ``item`` ([3, H, W] in [0, 1]): FID's reference (``bench.reference``)."""
+    return [torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in render_story(toy_story(item))]
 
 
 def toy_story(item) -> Story:
