@@ -4,7 +4,7 @@ t' sweep 0.4 / 0.6, paired bootstrap 95% intervals of the differences the paper 
 and stage.
 
     .venv/bin/python benchmarks/bench_toy_video.py [--clips 100] [--start 0] [--seed-offset 0] [--workers 2]
-        [--no-sweep] [--keep DIR] [--name toy_video]
+        [--no-sweep | --variants V ...] [--keep DIR] [--name toy_video]
 
 Runs ``acdc bench run --toy-video heldout`` (one shard per worker, one thread each), then ``acdc bench merge`` with
 the toy video judge, and copies the merged tables to ``results/<name>.md`` (per frame index, the frames the video
@@ -35,11 +35,13 @@ def main() -> None:
     parser.add_argument("--seed-offset", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes, one shard and one thread each")
     parser.add_argument("--no-sweep", action="store_true", help="skip the t' = 0.4 / 0.6 variants")
+    parser.add_argument("--variants", nargs="+", help="these video variants instead (e.g. the sweep alone with "
+                        "\"ACDC (first window)\" to compare it with)")
     parser.add_argument("--keep", type=Path, help="the bench folder (default: a temporary one, removed)")
     parser.add_argument("--name", default="toy_video", help="results/<name>*.md")
     args = parser.parse_args()
 
-    variants = [v.name for v in VIDEO_VARIANTS + (() if args.no_sweep else SWEEP)]
+    variants = args.variants or [v.name for v in VIDEO_VARIANTS + (() if args.no_sweep else SWEEP)]
     s = defaults.TOY_VIDEO_SETTINGS
     run = ["--toy-video", "heldout", "--count", str(args.clips), "--start", str(args.start), "--seed-offset",
            str(args.seed_offset), "--variants", *variants]

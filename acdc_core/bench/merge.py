@@ -18,8 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..stats import bootstrap_difference
-from ..stats import fid_table
+from ..stats import bootstrap_difference, fid_table
 from .items import read_items
 from .reference import read_reference
 from .store import BENCH_FILE, ITEMS_FILE, RUN_FILE, check_item, item_dir, read_frames
@@ -238,7 +237,8 @@ def merge(out, metrics: Sequence, *, target: Optional[Path] = None, fid=None, fi
     for kind in KINDS if fid is not None else ():
         (target / f"fid_{kind}.md").write_text(_markdown(
             tables[f"fid_{kind}"], f"Frechet distance to the reference frames: {what[kind]}",
-            f"{n} items; reference: {source}; {fid.description}; ci95: bootstrap over items ({fid_resamples} resamples, each item with its "
+            f"{n} items; reference: {source}; {fid.description}; ci95: bootstrap over items ({fid_resamples} "
+            "resamples, each item with its "
             "reference frames); fN: at frame index N alone."), encoding="utf-8")
     (target / "cost.md").write_text(_markdown(
         tables["cost"], "Cost per frame and stage",

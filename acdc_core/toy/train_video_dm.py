@@ -583,9 +583,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="diffusers folder to write")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-steps", type=int, default=2000, help="stage 1: steps on single frames")
+    parser.add_argument("--image-steps", type=int, default=5000, help="stage 1: steps on single frames")
     parser.add_argument("--image-batch-size", type=int, default=16, help="frames per stage-1 step")
-    parser.add_argument("--steps", type=int, default=800, help="stage 2: steps on windows")
+    parser.add_argument("--steps", type=int, default=1200, help="stage 2: steps on windows")
     parser.add_argument("--batch-size", type=int, default=2, help="windows per stage-2 step")
     parser.add_argument("--train-spatial", action="store_true",
                         help="stage 2 trains the image model too (joint image-video steps), not the motion modules "
