@@ -39,12 +39,24 @@ def check_folder(folder, what: str, example: str) -> Path:
 
 
 class _Backbone:
-    name = ""
+    name, what, example = "", "", ""     # the backbone's name in tables; what to place, e.g. which hub model
 
     def __init__(self, model, processor, device: str = "cpu") -> None:
         self.model = model.eval().to(device)
         self.processor = processor
         self.device = device
+
+    @staticmethod
+    def _classes():
+        """(model class, image processor class) of transformers."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_folder(cls, folder, device: str = "cpu"):
+        path = check_folder(folder, cls.what, cls.example)
+        model_class, processor_class = cls._classes()
+        model = model_class.from_pretrained(path, local_files_only=True, use_safetensors=True)
+        return cls(model, processor_class.from_pretrained(path, local_files_only=True), device)
 
     @property
     def description(self) -> str:
@@ -64,15 +76,13 @@ class _Backbone:
 
 
 class ClipImageFeatures(_Backbone):
-    name = "clip"
+    name, what, example = "clip", "CLIP", "openai/clip-vit-large-patch14"
 
-    @classmethod
-    def from_folder(cls, folder, device: str = "cpu") -> "ClipImageFeatures":
+    @staticmethod
+    def _classes():
         from transformers import CLIPImageProcessor, CLIPModel
 
-        path = check_folder(folder, "CLIP", "openai/clip-vit-large-patch14")
-        model = CLIPModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
-        return cls(model, CLIPImageProcessor.from_pretrained(path, local_files_only=True), device)
+        return CLIPModel, CLIPImageProcessor
 
     def _embed(self, pixels):
         output = self.model.get_image_features(pixel_values=pixels)
@@ -80,15 +90,13 @@ class ClipImageFeatures(_Backbone):
 
 
 class ClsFeatures(_Backbone):
-    name = "dino"
+    name, what, example = "dino", "DINO", "facebook/dino-vitb16 or facebook/dinov2-base"
 
-    @classmethod
-    def from_folder(cls, folder, device: str = "cpu") -> "ClsFeatures":
+    @staticmethod
+    def _classes():
         from transformers import AutoImageProcessor, AutoModel
 
-        path = check_folder(folder, "DINO", "facebook/dino-vitb16 or facebook/dinov2-base")
-        model = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
-        return cls(model, AutoImageProcessor.from_pretrained(path, local_files_only=True), device)
+        return AutoModel, AutoImageProcessor
 
     def _embed(self, pixels):
         return self.model(pixel_values=pixels).last_hidden_state[:, 0]
