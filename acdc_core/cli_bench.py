@@ -169,6 +169,23 @@ def _models(args):
     return arm, corrector, backend, settings, mem, models
 
 
+def _video_settings(args, items, base):
+    """The video settings (``base`` with the command's changes), each item's length and prompts checked against
+    them before any model loads."""
+    from .video import check_prompts
+
+    changes = {field: getattr(args, flag) for flag, field in SETTING_FLAGS.items() if getattr(args, flag) is not None}
+    if args.window is not None:
+        changes["window"] = args.window
+    settings = replace(base, **changes)
+    for item in items:
+        try:
+            check_prompts(item.prompts, replace(settings, frames=item.frames))
+        except InvalidInputError as error:
+            raise InvalidInputError(f"item {item.id}: {error}") from None
+    return settings
+
+
 def _video_models(args, items):
     """(arm, video corrector, memory backend, video settings, memory settings, identity of the models)."""
     from .memory import MemorySettings
@@ -184,40 +201,33 @@ def _video_models(args, items):
         if args.llm or args.endpoint:
             raise InvalidInputError("the toy video clips' prompts are self-contained: the built-in video models run "
                                     "without memory; give --arm, --dm and --motion-adapter to choose one.")
+        settings = _video_settings(args, items, defaults.TOY_VIDEO_SETTINGS)
         arm, corrector = defaults.load_toy_video_models(args.device)
-        settings, backend, mem = defaults.TOY_VIDEO_SETTINGS, None, MemorySettings(mode="off")
-        models = {"builtin": "toy video world (acdc_core/toy/models)"}
-    else:
-        if not (args.arm and args.dm and args.motion_adapter):
-            raise InvalidInputError("a video benchmark needs --arm (e.g. LWM), --dm (SD1.5) and --motion-adapter "
-                                    "(AnimateDiff), or none of them for the built-in toy video models.")
-        from .arm import load_arm
-        from .cli_common import check_local_memory, endpoint_backend, memory_settings
-        from .correct.video import check_animatediff, load_animatediff
-        from .memory import load_local_llm, scrub_url
+        return arm, corrector, None, settings, MemorySettings(mode="off"), {
+            "builtin": "toy video world (acdc_core/toy/models)"}
+    if not (args.arm and args.dm and args.motion_adapter):
+        raise InvalidInputError("a video benchmark needs --arm (e.g. LWM), --dm (SD1.5) and --motion-adapter "
+                                "(AnimateDiff), or none of them for the built-in toy video models.")
+    from .arm import load_arm
+    from .cli_common import check_local_memory, endpoint_backend, memory_settings
+    from .correct.video import check_animatediff, load_animatediff
+    from .memory import load_local_llm, scrub_url
 
-        args.seed, args.system_prompt = 0, getattr(args, "system_prompt", None)
-        mem = memory_settings(args)
-        check_local_memory(args)
-        check_animatediff(args.dm, args.motion_adapter)
-        backend = endpoint_backend(args)
-        if backend is not None:
-            backend.check()
-        elif args.memory != "off":
-            backend = load_local_llm(args.llm, device="cpu", trust_remote_code=args.trust_remote_code)
-        corrector = load_animatediff(args.dm, args.motion_adapter, device=args.device)
-        arm = load_arm(args.arm, device=args.device, trust_remote_code=args.trust_remote_code)
-        settings = VideoSettings(frames=max(i.frames for i in items), window=16)
-        models = {"arm": str(args.arm), "dm": str(args.dm), "motion_adapter": str(args.motion_adapter),
-                  "llm": args.llm, "memory": args.memory,
-                  "endpoint": scrub_url(args.endpoint) if args.endpoint else None,
-                  "llm_model": args.llm_model if args.endpoint else None}
-    changes = {field: getattr(args, flag) for flag, field in SETTING_FLAGS.items() if getattr(args, flag) is not None}
-    if args.window is not None:
-        changes["window"] = args.window
-    settings = replace(settings, **changes)
-    for item in items:
-        replace(settings, frames=item.frames).validate()      # each item's length against the window, up front
+    settings = _video_settings(args, items, VideoSettings(frames=max(i.frames for i in items), window=16))
+    args.seed, args.system_prompt = 0, getattr(args, "system_prompt", None)
+    mem = memory_settings(args)
+    check_local_memory(args)
+    check_animatediff(args.dm, args.motion_adapter)
+    backend = endpoint_backend(args)
+    if backend is not None:
+        backend.check()
+    elif args.memory != "off":
+        backend = load_local_llm(args.llm, device="cpu", trust_remote_code=args.trust_remote_code)
+    corrector = load_animatediff(args.dm, args.motion_adapter, device=args.device)
+    arm = load_arm(args.arm, device=args.device, trust_remote_code=args.trust_remote_code)
+    models = {"arm": str(args.arm), "dm": str(args.dm), "motion_adapter": str(args.motion_adapter),
+              "llm": args.llm, "memory": args.memory, "endpoint": scrub_url(args.endpoint) if args.endpoint else None,
+              "llm_model": args.llm_model if args.endpoint else None}
     return arm, corrector, backend, settings, mem, models
 
 

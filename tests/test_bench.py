@@ -526,6 +526,9 @@ def test_bad_bench_input_is_refused_before_models_load(tmp_path):
     assert done.returncode == 2 and "--shard" in done.stderr
     done = _acdc(["bench", "merge", "--out", str(tmp_path / "nothing")])
     assert done.returncode == 2 and "holds no benchmark" in done.stderr
+    (tmp_path / "videos.jsonl").write_text('{"id": "v1", "prompts": ["a", "b"], "seed": 0, "frames": 24}\n')
+    done = _acdc(["bench", "run", "--out", str(tmp_path / "o"), "--items", str(tmp_path / "videos.jsonl")])
+    assert done.returncode == 2 and "item v1: give one prompt for the video or one per window" in done.stderr
     assert not (tmp_path / "o").exists()
 
 
