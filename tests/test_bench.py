@@ -499,6 +499,19 @@ def test_inception_fid_from_an_external_environment(one_process, tmp_path):
     assert "torch-fidelity" in (out / "merged" / "fid_shown.md").read_text()
 
 
+def test_each_frame_is_scored_against_its_own_prompt():
+    from acdc_core.bench.external import frame_prompt
+    from acdc_core.bench.items import BenchItem
+
+    story = BenchItem("s", ("a", "b", "c"), 0)
+    assert [frame_prompt(story, k) for k in range(3)] == ["a", "b", "c"]
+    one = BenchItem("v", ("x",), 0, frames=32)
+    assert {frame_prompt(one, k, 12) for k in range(32)} == {"x"}
+    # 32 frames in windows of 12: windows 1-12, 13-24, 25-32, one prompt each
+    per_window = BenchItem("w", ("p", "q", "r"), 0, frames=32)
+    assert [frame_prompt(per_window, k, 12) for k in (0, 11, 12, 23, 24, 31)] == ["p", "p", "q", "q", "r", "r"]
+
+
 def test_external_setup_makes_a_new_environment_with_pinned_packages(tmp_path):
     from acdc_core.bench.external import EVALUATORS, setup_environment
 

@@ -92,12 +92,16 @@ def _key(evaluator: Evaluator, frame: np.ndarray, prompt: str) -> str:
     return frame_key(frame, prompt if evaluator.kind == "scores" else "")
 
 
-def frame_prompt(item, k: int) -> str:
-    """The prompt frame k is scored against: the story's sentence k (a video's prompt, or its window's)."""
-    if item.video:
-        return item.prompts[0] if len(item.prompts) == 1 else item.prompts[min(k * len(item.prompts) // item.frames,
-                                                                               len(item.prompts) - 1)]
-    return item.prompts[k]
+def frame_prompt(item, k: int, window: Optional[int] = None) -> str:
+    """The prompt frame k is scored against: the story's sentence k; a video's prompt, or (one prompt per window)
+    its window's, ``window`` being the benchmark's L."""
+    if not item.video:
+        return item.prompts[k]
+    return item.prompts[0] if len(item.prompts) == 1 else item.prompts[k // window]
+
+
+def _window(identity: dict) -> Optional[int]:
+    return int(identity["settings"]["window"]) if identity.get("kind") == "video" else None
 
 
 def setup_commands(evaluator: Evaluator, env: Path, torch_spec: Sequence[str] = DEFAULT_TORCH,
@@ -136,7 +140,8 @@ def write_manifest(out, evaluator: Evaluator, models: dict, *, device: str = "cp
     from ..store import item_dir, read_frames
     from ..variants import slug
 
-    _, items, variants = collect(out)
+    identity, items, variants = collect(out)
+    window = _window(identity)
     missing = [f"--{field.replace('_', '-')} ({what})" for field, what in evaluator.files if not models.get(field)]
     if missing:
         raise InvalidInputError(f"the {evaluator.name} evaluator needs {'; '.join(missing)}.")
@@ -150,7 +155,7 @@ def write_manifest(out, evaluator: Evaluator, models: dict, *, device: str = "cp
         folders += [(reference_dir(out, item.id), item, "shown") for item in items]
     for folder, item, kind in folders:
         for k, frame in enumerate(read_frames(folder, kind)):
-            prompt = frame_prompt(item, k)
+            prompt = frame_prompt(item, k, window)
             key = _key(evaluator, frame, prompt)
             if key not in seen:
                 seen.add(key)
@@ -249,19 +254,22 @@ class ExternalFeatures:
 class ExternalScores:
     """An external evaluator's scores as a benchmark metric: each frame's score found by its key."""
 
-    def __init__(self, evaluator: Evaluator, scores: dict, source: Path) -> None:
+    def __init__(self, evaluator: Evaluator, scores: dict, source: Path, window: Optional[int] = None) -> None:
         self.name, self.columns = evaluator.name, (evaluator.column,)
-        self.scores, self.source = scores, source
+        self.scores, self.source, self.window = scores, source, window
 
     @classmethod
     def from_bench(cls, out, name: str) -> "ExternalScores":
+        from ..merge import collect
+
         evaluator, path = _output_of(out, name, "scores")
-        return cls(evaluator, _read_output(evaluator, path), path)
+        identity, _, _ = collect(out, verify=False)
+        return cls(evaluator, _read_output(evaluator, path), path, _window(identity))
 
     def score(self, frames: Sequence[np.ndarray], item) -> dict[str, list[float]]:
         values: list[Optional[float]] = []
         for k, frame in enumerate(frames):
-            value = self.scores.get(frame_key(frame, frame_prompt(item, k)))
+            value = self.scores.get(frame_key(frame, frame_prompt(item, k, self.window)))
             if value is None:
                 raise InvalidInputError(f"frame {k + 1} of {item.id} has no {self.name} score in {self.source} (it "
                                         "changed since, or was made after): run `acdc bench external` again.")
