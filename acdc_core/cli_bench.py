@@ -8,6 +8,8 @@
   acdc bench external-setup --evaluator imagereward --env ENV                # an evaluator's own environment
   acdc bench external --out OUT --evaluator imagereward --python ENV/bin/python --weights W --med-config C --tokenizer T
   acdc bench merge --out OUT --fid clip --fid-model CLIP_FOLDER              # ... and the FID tables
+  acdc bench external --out OUT --evaluator vbench --python ENV/bin/python --dino-weights W --dino-repo DINO ...
+  acdc bench merge --out OUT --vbench                                         # ... and the official VBench's
   acdc bench stories --out stories.jsonl --count 1000 --endpoint URL     # the paper's story set (App. C)
 
 ``run`` writes one folder per variant and item under OUT/runs (``acdc_core.bench.store``) and skips every item that
@@ -31,6 +33,8 @@ SETTING_FLAGS = {"strength": "strength", "steps": "steps", "cfg": "guidance_scal
 
 
 def add_bench_parser(sub, add_memory_options) -> argparse.ArgumentParser:
+    from .bench.external import EVALUATORS, external_files
+
     p = sub.add_parser("bench", help="the paper's variants over a story set: sharded, resumable, merged into tables",
                        allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     steps = p.add_subparsers(dest="bench_step", required=True)
@@ -94,22 +98,22 @@ def add_bench_parser(sub, add_memory_options) -> argparse.ArgumentParser:
                        "(FID's own, from `acdc bench external --evaluator inception`)")
     merge.add_argument("--fid-model", help="the FID backbone's transformers folder (CLIP, or DINOv2 / DINO ViT)")
     merge.add_argument("--fid-resamples", type=int, default=100, help="bootstrap resamples of FID's interval")
+    merge.add_argument("--vbench", action="store_true", help="add the official VBench's tables (per video, from "
+                       "`acdc bench external --evaluator vbench`)")
     merge.add_argument("--device", default="cpu")
     setup = steps.add_parser("external-setup", help="make an external evaluator's own environment (installs its "
                              "pinned packages there, nowhere else)", allow_abbrev=False)
-    setup.add_argument("--evaluator", required=True, choices=("imagereward", "inception"))
+    setup.add_argument("--evaluator", required=True, choices=tuple(EVALUATORS))
     setup.add_argument("--env", required=True, help="a new folder for the virtual environment")
     setup.add_argument("--torch", nargs="+", default=None, help="the torch and torchvision requirements (default: "
                        "torch==2.14.1 torchvision==0.29.1, a matching pair; on a GPU host, your CUDA build's)")
     ext = steps.add_parser("external", help="score a benchmark's frames with an external evaluator in its own "
                            "environment", allow_abbrev=False)
     ext.add_argument("--out", required=True, help="the benchmark's folder")
-    ext.add_argument("--evaluator", required=True, choices=("imagereward", "inception"))
+    ext.add_argument("--evaluator", required=True, choices=tuple(EVALUATORS))
     ext.add_argument("--python", required=True, help="the evaluator environment's Python (ENV/bin/python)")
-    ext.add_argument("--weights", help="imagereward: ImageReward-v1.0's weights; inception: torch-fidelity's "
-                     "Inception-v3 weights (safetensors both)")
-    ext.add_argument("--med-config", help="imagereward: its med_config.json")
-    ext.add_argument("--tokenizer", help="imagereward: a bert-base-uncased tokenizer folder")
+    for field, what in external_files():
+        ext.add_argument("--" + field.replace("_", "-"), dest=field, help=what)
     ext.add_argument("--device", default="cpu")
     ref = steps.add_parser("reference", help="the frames FID is measured against: toy truth or SDXL-Lightning's "
                            "pseudo ground truth, sharded and resumable", allow_abbrev=False)
@@ -252,6 +256,7 @@ def run_bench_command(args) -> None:
         return
     if args.bench_step in ("external", "external-setup"):
         from .bench import external
+        from .bench.external import external_files
 
         if args.bench_step == "external-setup":
             evaluator = external.evaluator_named(args.evaluator)
@@ -260,8 +265,7 @@ def run_bench_command(args) -> None:
                   file=sys.stderr)
         else:
             scores = external.run_external(args.out, args.evaluator, args.python,
-                                           {"weights": args.weights, "med_config": args.med_config,
-                                            "tokenizer": args.tokenizer}, device=args.device)
+                                           {f: getattr(args, f) for f, _ in external_files()}, device=args.device)
             print(f"acdc bench external: wrote {scores}; merge with --metrics ... {args.evaluator}", file=sys.stderr)
         return
     import torch
@@ -336,7 +340,12 @@ def _merge(args) -> None:
             raise InvalidInputError(f"--fid {args.fid} needs --fid-model FOLDER (a transformers "
                                     f"{'CLIP' if args.fid == 'clip' else 'DINOv2 or DINO ViT'} folder).")
         fid = load_backbone(args.fid, args.fid_model, device=getattr(args, "device", "cpu"))
-    done = merge(args.out, metrics, fid=fid, fid_resamples=getattr(args, "fid_resamples", 100))
+    videos = None
+    if getattr(args, "vbench", False):
+        from .bench.external import ExternalVideoScores
+
+        videos = ExternalVideoScores.from_bench(args.out, "vbench")
+    done = merge(args.out, metrics, fid=fid, fid_resamples=getattr(args, "fid_resamples", 100), videos=videos)
     print(f"acdc bench: merged {len(items)} items into {done['target']}", file=sys.stderr)
     print((done["target"] / "per_frame_shown.md").read_text(encoding="utf-8"))
 

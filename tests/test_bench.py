@@ -320,8 +320,20 @@ VIDEO_RUN = ["bench", "run", "--toy-video", "heldout", "--count", "2", "--varian
              "--threads", "1"]
 
 
-@pytest.mark.skipif(not defaults.video_available(), reason="the trained toy video models are not shipped here")
-def test_toy_video_clips_run_and_merge_through_acdc_bench(tmp_path):
+needs_toy_video = pytest.mark.skipif(not defaults.video_available(),
+                                     reason="the trained toy video models are not shipped here")
+
+
+@pytest.fixture(scope="module")
+def video_bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "video"
+    done = _acdc(VIDEO_RUN + ["--out", str(out)])
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@needs_toy_video
+def test_toy_video_clips_run_and_merge_through_acdc_bench(video_bench, tmp_path):
     from dataclasses import replace
 
     from acdc_core.bench.store import read_frames
@@ -329,9 +341,7 @@ def test_toy_video_clips_run_and_merge_through_acdc_bench(tmp_path):
     from acdc_core.toy import video_judge
     from acdc_core.toy.evaluate_video import CHECKS, context_frames, run_clip, toy_clip
 
-    out = tmp_path / "video"
-    done = _acdc(VIDEO_RUN + ["--out", str(out)])
-    assert done.returncode == 0, done.stderr
+    out = video_bench
     items = read_items(out / "items.jsonl")
     assert [(i.id, i.frames, i.world, i.seed) for i in items] == [("clip-heldout-0000", 24, "video", 1000),
                                                                    ("clip-heldout-0001", 24, "video", 1001)]
@@ -463,6 +473,98 @@ def test_an_external_evaluator_scores_every_frame_in_its_own_environment(one_pro
     assert absent.returncode == 2 and "external-setup --evaluator imagereward" in absent.stderr
 
 
+_FAKE_VBENCH = {
+    # vbench's functions as acdc's script calls them; each score is a weight from its file times the frames' mean
+    # pixel, and every image size seen is recorded (the enlargement)
+    "vbench/__init__.py": "",
+    "vbench/subject_consistency.py": (
+        "import json, os\nimport numpy as np\nfrom PIL import Image\n\n"
+        "def subject_consistency(model, video_list, device, read_frame):\n"
+        "    assert read_frame\n"
+        "    out, sizes = [], []\n"
+        "    for path in video_list:\n"
+        "        folder = path[:-4].replace('videos', 'frames').replace(' ', '_')\n"
+        "        frames = [np.asarray(Image.open(os.path.join(folder, f))) for f in sorted(os.listdir(folder))]\n"
+        "        sizes += [f.shape[:2] for f in frames]\n"
+        "        out.append({'video_path': folder, 'video_results': float(model.w) * float(np.mean(frames)) / 255})\n"
+        "    json.dump(sorted(set(sizes)), open(os.path.join(os.environ['HOME'], 'sizes.json'), 'w'))\n"
+        "    return 0.0, out\n"),
+    "vbench/imaging_quality.py": (
+        "import numpy as np\nfrom PIL import Image\n\n"
+        "def technical_quality(model, video_list, device, **kw):\n"
+        "    return 0.0, [{'video_path': p, 'video_results': 100 * model.w * float(np.asarray(Image.open(p)).std())}\n"
+        "                 for p in video_list]\n"),
+    "pyiqa/__init__.py": "", "pyiqa/archs/__init__.py": "",
+    "pyiqa/archs/musiq_arch.py": (
+        "import torch\n\nclass MUSIQ(torch.nn.Module):\n"
+        "    def __init__(self, pretrained_model_path):\n"
+        "        super().__init__()\n"
+        "        self.w = float(torch.load(pretrained_model_path, weights_only=True)['w'])\n"),
+}
+
+
+@needs_toy_video
+def test_the_official_vbench_scores_each_video_and_its_later_frames(video_bench, one_process, tmp_path):
+    """The vbench evaluator (here a fake vbench: a weight times the frames' mean pixel, or a frame's deviation)
+    scores every video and its frames L+1..N as videos of their own, enlarged to 128 px; the merge's tables are
+    those scores per item."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from acdc_core.bench.store import read_frames
+
+    out = tmp_path / "vbench"
+    shutil.copytree(video_bench, out)
+    python = _fake_env(tmp_path / "env", _FAKE_VBENCH)
+    (tmp_path / "dino").mkdir()
+    (tmp_path / "dino" / "hubconf.py").write_text(
+        "import torch\n\ndef dino_vitb16(pretrained=True, **kw):\n    assert not pretrained\n"
+        "    m = torch.nn.Module()\n    m.w = torch.nn.Parameter(torch.zeros(()))\n    return m\n")
+    save_file({"w": torch.tensor(2.0)}, str(tmp_path / "dino.safetensors"))
+    save_file({"w": torch.tensor(0.5)}, str(tmp_path / "musiq.safetensors"))
+    base = ["bench", "external", "--out", str(out), "--evaluator", "vbench", "--python", str(python)]
+    part = _acdc(base + ["--dino-weights", str(tmp_path / "dino.safetensors")])
+    assert part.returncode == 2 and "subject_consistency also needs --dino-repo" in part.stderr
+    none = _acdc(base)
+    assert none.returncode == 2 and "at least one dimension" in none.stderr and "--amt-weights" in none.stderr
+    story = _acdc(["bench", "external", "--out", str(one_process), "--evaluator", "vbench", "--python", str(python),
+                   "--musiq-weights", str(tmp_path / "musiq.safetensors")])
+    assert story.returncode == 2 and "scores videos" in story.stderr
+    done = _acdc(base + ["--dino-weights", str(tmp_path / "dino.safetensors"), "--dino-repo", str(tmp_path / "dino"),
+                         "--musiq-weights", str(tmp_path / "musiq.safetensors")])
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "env" / "home" / "sizes.json").read_text()) == [[128, 128]]   # 32 px x 4
+    merged = _acdc(["bench", "merge", "--out", str(out), "--metrics", "toy-video", "--vbench"])
+    assert merged.returncode == 0, merged.stderr
+    tables = json.loads((out / "merged" / "merged.json").read_text())["tables"]
+
+    def enlarged(frames):
+        return [np.asarray(Image.fromarray(f).resize((128, 128), Image.BICUBIC)).astype(np.float64) for f in frames]
+
+    items = read_items(out / "items.jsonl")
+    for kind in ("shown", "context"):
+        for variant, folder in (("ARM only", "arm-only"), ("ACDC (first window)", "acdc-first-window")):
+            frames = [enlarged(read_frames(item_dir(out, folder, i.id), kind)) for i in items]
+            subject = [[2.0 * np.mean(f[start:]) / 255 for f in frames] for start in (0, 8)]
+            imaging = [[np.mean([0.5 * x.std() for x in f[start:]]) for f in frames] for start in (0, 8)]
+            rows = {r["dimension"]: r for r in tables[f"vbench_{kind}"] if r["variant"] == variant}
+            for dimension, values in (("subject_consistency", subject), ("imaging_quality", imaging)):
+                assert rows[dimension]["all frames"][0] == pytest.approx(np.mean(values[0]), abs=1e-4)
+                assert rows[dimension]["frames 9-N"][0] == pytest.approx(np.mean(values[1]), abs=1e-4)
+    assert {(r["difference"], r["metric"], r["frames"]) for r in tables["vbench_differences_shown"]} >= {
+        ("ACDC (first window) - ARM only", "subject_consistency", "frames 9-N")}
+    assert "Official VBench" in (out / "merged" / "vbench_shown.md").read_text()
+    # a video without a score (changed, or made, after the scoring) is refused by the merge with what to do
+    from acdc_core.bench.external import video_key
+
+    scores_file = out / "external" / "vbench" / "scores.json"
+    scores = json.loads(scores_file.read_text())
+    del scores["scores"][video_key(read_frames(item_dir(out, "arm-only", items[1].id))[8:])]
+    scores_file.write_text(json.dumps(scores))
+    stale = _acdc(["bench", "merge", "--out", str(out), "--metrics", "toy-video", "--vbench"])
+    assert stale.returncode == 2 and "frames 9-24) has no vbench score" in stale.stderr and "again" in stale.stderr
+
+
 @needs_toy
 def test_inception_fid_from_an_external_environment(one_process, tmp_path):
     """The inception evaluator's features (here a fake torchmetrics Inception: per-channel means and deviations)
@@ -525,6 +627,12 @@ def test_external_setup_makes_a_new_environment_with_pinned_packages(tmp_path):
     assert ran[0][1:] == ["-m", "venv", str(tmp_path / "env")]
     assert ran[1][-2:] == ["torch==2.14.1", "torchvision==0.29.1"]     # a matching pair, never an unpinned torch
     assert "image-reward==1.5" in ran[2] and all(("==" in p or "<" in p) for p in ran[2][4:])
+    for evaluator in EVALUATORS.values():                                # every evaluator's packages pinned
+        assert all("==" in package for package in evaluator.packages), evaluator.name
+    # the vbench script reads every dimension and file the driver can give it, by the same names
+    script = (Path(__file__).resolve().parents[1] / "acdc_core" / "bench" / "external" / "vbench_eval.py").read_text()
+    for dimension, fields in EVALUATORS["vbench"].dimensions:
+        assert f'"{dimension}" in dims' in script and all(f'["{field}"]' in script for field in fields)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("mine")
     with pytest.raises(InvalidInputError, match="not a virtual environment"):

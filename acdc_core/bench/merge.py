@@ -24,7 +24,7 @@ from .reference import read_reference
 from .store import BENCH_FILE, ITEMS_FILE, RUN_FILE, check_item, item_dir, read_frames
 from .variants import slug
 
-__all__ = ["collect", "score", "merge", "fid_tables", "COMPARISONS"]
+__all__ = ["collect", "score", "merge", "fid_tables", "video_score_tables", "COMPARISONS"]
 
 # (a, b): a - b, where both variants ran
 COMPARISONS = (("ACDC", "ARM only"), ("ACDC", "ACDC w/o memory"), ("ACDC #2", "ARM only"),
@@ -205,9 +205,48 @@ def fid_tables(out, backbone, *, resamples: int = 100) -> tuple[dict, dict]:
     return source, tables
 
 
-def merge(out, metrics: Sequence, *, target: Optional[Path] = None, fid=None, fid_resamples: int = 100) -> dict:
+def video_score_tables(out, videos) -> dict:
+    """{"vbench_<kind>": rows, "vbench_differences_<kind>": rows}: per variant and dimension, the mean per-video score
+    (``videos``: ``external.ExternalVideoScores``) over all frames and over frames L+1..N scored as a video of their
+    own, with a bootstrap interval over items; and the paired differences of ``COMPARISONS``."""
+    from .external import segment_label, video_segments
+
+    identity, items, variants = collect(out, verify=False)
+    window = int(identity["settings"]["window"])
+    spans = ("all frames", f"frames {window + 1}-N")
+    tables = {}
+    for kind in KINDS:
+        values: dict = {}       # variant -> dimension -> [items, spans]
+        for v in variants:
+            for i, item in enumerate(items):
+                frames = read_frames(item_dir(out, slug(v), item.id), kind)
+                for s, segment in enumerate(video_segments(len(frames), window) if frames else ()):
+                    what = f"{v} / {item.id} ({kind}, frames {segment_label(segment)})"
+                    for dimension, x in videos.score(frames[segment[0]:segment[1]], what).items():
+                        values.setdefault(v, {}).setdefault(dimension, np.full((len(items), 2), np.nan))[i, s] = x
+        rows, differences = [], []
+        for v, dimensions in values.items():
+            for dimension, a in dimensions.items():
+                row = {"variant": v, "dimension": dimension}
+                for s, span in enumerate(spans):
+                    mean, low, high = _cell(a[:, s])
+                    row[span] = None if np.isnan(mean) else [round(mean, 4), round(low, 4), round(high, 4)]
+                rows.append(row)
+        for a, b in COMPARISONS:
+            for dimension in values.get(a, {}) if b in values else ():
+                for s, span in enumerate(spans):
+                    mean, low, high = bootstrap_difference(values[a][dimension][:, s:s + 1],
+                                                           values[b][dimension][:, s:s + 1], frames=slice(None))
+                    differences.append(_row(f"{a} - {b}", dimension, span, mean, low, high))
+        tables[f"vbench_{kind}"], tables[f"vbench_differences_{kind}"] = rows, differences
+    return tables
+
+
+def merge(out, metrics: Sequence, *, target: Optional[Path] = None, fid=None, fid_resamples: int = 100,
+          videos=None) -> dict:
     """Score ``out`` and write ``merged/`` (Markdown tables and ``merged.json``); returns what was written. ``fid``:
-    a feature backbone (``metrics.features``) to add the FID tables with, against ``OUT/reference``."""
+    a feature backbone (``metrics.features``) to add the FID tables with, against ``OUT/reference``; ``videos``: an
+    external evaluator's per-video scores (``external.ExternalVideoScores``, the official VBench) to add its tables."""
     out = Path(out)
     result = score(out, metrics)
     frames, n = result["frames"], len(result["items"])
@@ -222,6 +261,8 @@ def merge(out, metrics: Sequence, *, target: Optional[Path] = None, fid=None, fi
     if fid is not None:
         source, fids = fid_tables(out, fid, resamples=fid_resamples)
         tables.update(fids)
+    if videos is not None:
+        tables.update(video_score_tables(out, videos))
     target = Path(target) if target else out / "merged"
     target.mkdir(parents=True, exist_ok=True)
     what = {"shown": "the frames shown (the DM's output where corrected)",
@@ -240,6 +281,14 @@ def merge(out, metrics: Sequence, *, target: Optional[Path] = None, fid=None, fi
             f"{n} items; reference: {source}; {fid.description}; ci95: bootstrap over items ({fid_resamples} "
             "resamples, each item with its "
             "reference frames); fN: at frame index N alone."), encoding="utf-8")
+    for kind in KINDS if videos is not None else ():
+        (target / f"vbench_{kind}.md").write_text(_markdown(
+            tables[f"vbench_{kind}"], f"Official VBench 0.1.5 (per video): {what[kind]}",
+            f"{n} items; VBench 0.1.5's own dimension functions on its own models (`acdc bench external --evaluator "
+            "vbench`); 'frames L+1-N': those frames scored as a video of their own; mean [95% bootstrap interval over "
+            "items].") + "\n" + _markdown(
+            tables[f"vbench_differences_{kind}"], "Paired differences", "Paired bootstrap over items (2000 "
+            "resamples), 95% percentile interval."), encoding="utf-8")
     (target / "cost.md").write_text(_markdown(
         tables["cost"], "Cost per frame and stage",
         f"Seconds per frame (all items of the variant), peak memory: {memory_kind}. 'total (wall)' includes what "

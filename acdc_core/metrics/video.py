@@ -28,7 +28,7 @@ import torch
 
 from ..errors import InvalidInputError
 
-__all__ = ["consistency", "Aesthetic", "dynamic_degree", "moving_steps", "RaftFlow", "VBenchStyleMetric"]
+__all__ = ["consistency", "Aesthetic", "dynamic_degree", "moving_steps", "enlarge_factor", "RaftFlow", "VBenchStyleMetric"]
 
 
 def consistency(features: np.ndarray) -> tuple[list[float], float]:
@@ -108,6 +108,12 @@ def dynamic_degree(frames: Sequence[np.ndarray], flow) -> tuple[list[float], flo
     return [float("nan")] + [float(s) for s in steps], float(sum(steps) >= needed)
 
 
+def enlarge_factor(h: int, w: int, min_side: int = 128) -> int:
+    """The whole factor that brings a frame's shorter side to ``min_side`` or more (1 for frames that big): what a
+    flow model made for larger frames (RAFT's correlation pyramid) is given toy frames enlarged by."""
+    return max(1, -(-min_side // min(h, w)))
+
+
 class RaftFlow:
     """torchvision's RAFT (``raft_large``), weights from a local safetensors file of its state dict."""
 
@@ -143,8 +149,7 @@ class RaftFlow:
             t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float() / 127.5 - 1
             return t.to(self.device)
 
-        h, w = a.shape[:2]
-        factor = max(1, -(-128 // min(h, w)))
+        factor = enlarge_factor(*a.shape[:2])
         x, y = tensor(a), tensor(b)
         if factor > 1:
             x, y = (torch.nn.functional.interpolate(t, scale_factor=factor, mode="bilinear", align_corners=False)

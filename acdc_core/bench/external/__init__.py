@@ -6,8 +6,12 @@ tables.
     acdc bench external --out OUT --evaluator imagereward --python ENV/bin/python --weights ... (its files)
     acdc bench merge --out OUT --metrics toy imagereward              # the scores beside the other metrics
 
+Evaluators: ``imagereward`` (a score per frame and prompt), ``inception`` (FID's features per frame, ``--fid
+inception``) and ``vbench``, the official VBench 0.1.5 (its dimensions per video and per frames L+1..N as a video of
+their own, ``acdc bench merge --vbench``).
+
 ``external`` writes ``OUT/external/<evaluator>/manifest.json`` (every frame of every finished item, once per
-distinct frame and prompt), runs the evaluator's script (the ``*_eval.py`` files beside this one, never imported
+distinct frame and prompt; for ``vbench`` every video and segment once), runs the evaluator's script (the ``*_eval.py`` files beside this one, never imported
 here) with the environment's Python, without network or secrets (a clean environment: no API keys, the hub
 offline), checks what it wrote and keeps ``scores.json``. A frame's key is the sha256 of its pixels and prompt
 (``frame_key``), so the merge finds each frame's score from the frame itself, and a frame that changed since (an
@@ -28,8 +32,8 @@ import numpy as np
 
 from ...errors import InvalidInputError
 
-__all__ = ["Evaluator", "EVALUATORS", "frame_key", "frame_prompt", "setup_commands", "setup_environment",
-           "write_manifest", "run_external", "ExternalScores", "ExternalFeatures"]
+__all__ = ["Evaluator", "EVALUATORS", "external_files", "video_segments", "video_key", "frame_key", "frame_prompt", "setup_commands", "setup_environment",
+           "write_manifest", "run_external", "ExternalScores", "ExternalFeatures", "ExternalVideoScores"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,11 +45,29 @@ class Evaluator:
     packages: tuple[str, ...]           # pinned: what the environment installs beside torch
     files: tuple[tuple[str, str], ...]  # (manifest field, what to place there)
     column: str
-    kind: str = "scores"                # "scores": one number per frame and prompt; "features": a vector per frame
+    kind: str = "scores"                # "scores": one number per frame and prompt; "features": a vector per frame;
+    #                                     "videos": {dimension: number} per video (and segment, ``video_segments``)
+    dimensions: tuple[tuple[str, tuple[str, ...]], ...] = ()   # "videos": (dimension, the files it needs)
 
     @property
     def output(self) -> str:
-        return "scores.json" if self.kind == "scores" else "features.safetensors"
+        return "features.safetensors" if self.kind == "features" else "scores.json"
+
+    def chosen_dimensions(self, models: dict) -> dict[str, dict[str, str]]:
+        """{dimension: {field: path}} for every dimension whose files were all given (a clear error for one given in
+        part, or none)."""
+        chosen, what = {}, dict(self.files)
+        for dimension, fields in self.dimensions:
+            given = [f for f in fields if models.get(f)]
+            if given and len(given) < len(fields):
+                missing = [f"--{f.replace('_', '-')} ({what[f]})" for f in fields if f not in given]
+                raise InvalidInputError(f"{self.name}'s {dimension} also needs {'; '.join(missing)}.")
+            if given:
+                chosen[dimension] = {f: str(Path(models[f]).expanduser().resolve()) for f in fields}
+        if not chosen:
+            raise InvalidInputError(f"give the {self.name} evaluator the files of at least one dimension: " + "; ".join(
+                f"{d}: " + ", ".join(f"--{f.replace('_', '-')}" for f in fields) for d, fields in self.dimensions))
+        return chosen
 
 
 EVALUATORS = {
@@ -68,9 +90,42 @@ EVALUATORS = {
                      "weights-inception-2015-12-05-6726825d.pth, converted once by you: "
                      "safetensors.torch.save_file(torch.load(PTH, weights_only=True), FILE))"),),
         "inception", kind="features"),
+    "vbench": Evaluator(
+        "vbench", "vbench_eval.py",
+        # vbench 0.1.5 and what it resolved to on 2026-12-04 beside torch 2.14.1 (its clip imports pkg_resources)
+        ("vbench==0.1.5", "transformers==4.33.2", "numpy==1.26.4", "pyiqa==0.1.10", "timm==1.0.12", "decord==0.6.0",
+         "openai-clip==1.0.1", "omegaconf==2.4.0", "easydict==1.14", "setuptools==69.5.1"),
+        (("dino_weights", "DINO ViT-B/16's state dict as safetensors (dino_vitbase16_pretrain.pth from "
+                          "facebookresearch/dino, converted once by you: safetensors.torch.save_file(torch.load(PTH, "
+                          "weights_only=True), FILE))"),
+         ("dino_repo", "a local copy of github.com/facebookresearch/dino (its hubconf.py builds the model)"),
+         ("clip_b32_weights", "OpenAI CLIP ViT-B/32's state dict as safetensors (ViT-B-32.pt, converted once by you: "
+                              "save_file(torch.jit.load(PT, map_location='cpu').state_dict(), FILE))"),
+         ("clip_l14_weights", "OpenAI CLIP ViT-L/14's state dict as safetensors (ViT-L-14.pt, converted the same way)"),
+         ("aesthetic_head", "LAION's sa_0_4_vit_l_14_linear.pth as safetensors (LAION-AI/aesthetic-predictor)"),
+         ("musiq_weights", "pyiqa's MUSIQ-SPAQ weights as safetensors (musiq_spaq_ckpt-358bb6af.pth, "
+                           "chaofengc/IQA-PyTorch's release)"),
+         ("raft_weights", "RAFT's raft-things.pth as safetensors (princeton-vl/RAFT's models.zip)"),
+         ("amt_weights", "AMT-S's weights as safetensors: the 'state_dict' entry of amt-s.pth (lalala125/AMT)")),
+        "vbench", kind="videos",
+        dimensions=(("subject_consistency", ("dino_weights", "dino_repo")),
+                    ("background_consistency", ("clip_b32_weights",)),
+                    ("aesthetic_quality", ("clip_l14_weights", "aesthetic_head")),
+                    ("imaging_quality", ("musiq_weights",)),
+                    ("dynamic_degree", ("raft_weights",)),
+                    ("motion_smoothness", ("amt_weights",)))),
 }
 # torch for the environment: torchvision (which ImageReward needs) must match it; these two are a matching pair.
 DEFAULT_TORCH = ("torch==2.14.1", "torchvision==0.29.1")
+
+
+def external_files() -> list[tuple[str, str]]:
+    """(field, help) of every evaluator's files, each field once: what ``acdc bench external`` takes as flags."""
+    files: dict[str, list[str]] = {}
+    for evaluator in EVALUATORS.values():
+        for field, what in evaluator.files:
+            files.setdefault(field, []).append(f"{evaluator.name}: {what}")
+    return [(field, "; ".join(whats)) for field, whats in files.items()]
 
 
 def evaluator_named(name: str) -> Evaluator:
@@ -131,10 +186,43 @@ def _clean_environment() -> dict:
     return {**keep, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
 
 
+def video_segments(frames: int, window: int) -> list[tuple[int, int]]:
+    """The parts of an N-frame video scored as videos of their own: all of it, and frames L+1..N (the paper's later
+    frames) where they are two or more. [start, end), 0-based."""
+    return [(0, frames)] + ([(window, frames)] if frames - window >= 2 else [])
+
+
+def segment_label(segment: tuple[int, int]) -> str:
+    return f"{segment[0] + 1}-{segment[1]}"
+
+
+def video_key(frames: Sequence[np.ndarray]) -> str:
+    """The key of a video (or segment): sha256 of its frames' keys, in order."""
+    return hashlib.sha256("".join(frame_key(f, "") for f in frames).encode()).hexdigest()
+
+
+def _check_files(evaluator: Evaluator, models: dict) -> dict:
+    """The manifest's file fields: every required file (or, for a videos evaluator, the chosen dimensions')."""
+    if evaluator.kind == "videos":
+        fields = {"dimensions": evaluator.chosen_dimensions(models)}
+        given = {f: p for d in fields["dimensions"].values() for f, p in d.items()}
+    else:
+        missing = [f"--{field.replace('_', '-')} ({what})" for field, what in evaluator.files if not models.get(field)]
+        if missing:
+            raise InvalidInputError(f"the {evaluator.name} evaluator needs {'; '.join(missing)}.")
+        given = fields = {f: str(Path(models[f]).expanduser().resolve()) for f, _ in evaluator.files}
+    what = dict(evaluator.files)
+    for field, path in given.items():
+        if not Path(path).exists():
+            raise InvalidInputError(f"{path} does not exist: --{field.replace('_', '-')} is {what[field]}.")
+    return fields
+
+
 def write_manifest(out, evaluator: Evaluator, models: dict, *, device: str = "cpu") -> tuple[Path, int]:
     """The manifest of every finished item's frames (shown and context, every variant; a features evaluator also
-    the reference frames, ``reference.py``), each distinct frame (and prompt) once. Returns (its path, the number of
-    frames)."""
+    the reference frames, ``reference.py``), each distinct frame (and prompt) once; for a videos evaluator, every
+    video and segment (``video_segments``) once. Returns (its path, the number of frames or videos)."""
+    from ...metrics.video import enlarge_factor
     from ..merge import KINDS, collect
     from ..reference import read_reference, reference_dir
     from ..store import item_dir, read_frames
@@ -142,31 +230,38 @@ def write_manifest(out, evaluator: Evaluator, models: dict, *, device: str = "cp
 
     identity, items, variants = collect(out)
     window = _window(identity)
-    missing = [f"--{field.replace('_', '-')} ({what})" for field, what in evaluator.files if not models.get(field)]
-    if missing:
-        raise InvalidInputError(f"the {evaluator.name} evaluator needs {'; '.join(missing)}.")
-    for field, what in evaluator.files:
-        if not Path(models[field]).expanduser().exists():
-            raise InvalidInputError(f"{models[field]} does not exist: --{field.replace('_', '-')} is {what}.")
+    if evaluator.kind == "videos" and window is None:
+        raise InvalidInputError(f"the {evaluator.name} evaluator scores videos; {out} is a story benchmark (score it "
+                                "with --metrics clip, imagereward or --fid).")
+    fields = _check_files(evaluator, models)
     frames, seen = [], set()
     folders = [(item_dir(out, slug(v), item.id), item, kind) for v in variants for item in items for kind in KINDS]
     if evaluator.kind == "features":
         read_reference(out, items)          # every item's reference frames, complete (else: what to run first)
         folders += [(reference_dir(out, item.id), item, "shown") for item in items]
+    scale = 1
     for folder, item, kind in folders:
-        for k, frame in enumerate(read_frames(folder, kind)):
+        pictures = read_frames(folder, kind)
+        paths = [str(folder / "frames" / f"{kind}_{k + 1:02d}.png") for k in range(len(pictures))]
+        if evaluator.kind == "videos":
+            scale = max([scale] + [enlarge_factor(*p.shape[:2]) for p in pictures[:1]])
+            for start, end in video_segments(len(pictures), window) if pictures else ():
+                key = video_key(pictures[start:end])
+                if key not in seen:
+                    seen.add(key)
+                    frames.append({"key": key, "frames": paths[start:end]})
+            continue
+        for k, frame in enumerate(pictures):
             prompt = frame_prompt(item, k, window)
             key = _key(evaluator, frame, prompt)
             if key not in seen:
                 seen.add(key)
-                frames.append({"key": key, "image": str(folder / "frames" / f"{kind}_{k + 1:02d}.png"),
-                               "prompt": prompt})
+                frames.append({"key": key, "image": paths[k], "prompt": prompt})
     target = Path(out) / "external" / evaluator.name
     target.mkdir(parents=True, exist_ok=True)
-    manifest = {**{f: str(Path(models[f]).expanduser().resolve()) for f, _ in evaluator.files}, "device": device,
-                "frames": frames}
+    listing = {"videos": frames, "scale": scale} if evaluator.kind == "videos" else {"frames": frames}
     path = target / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    path.write_text(json.dumps({**fields, "device": device, **listing}, indent=1), encoding="utf-8")
     return path, len(frames)
 
 
@@ -181,14 +276,18 @@ def run_external(out, evaluator_name: str, python, models: dict, *, device: str 
                                 f"external-setup --evaluator {evaluator.name} --env ENV`) and give ENV/bin/python.")
     manifest, n = write_manifest(out, evaluator, models, device=device)
     raw = manifest.with_name("partial-" + evaluator.output)
-    print(f"acdc bench external: {evaluator.name} on {n} frames with {python}", file=log, flush=True)
+    what = "videos and segments" if evaluator.kind == "videos" else "frames"
+    print(f"acdc bench external: {evaluator.name} on {n} {what} with {python}", file=log, flush=True)
     done = subprocess.run([str(python), str(HERE / evaluator.script), str(manifest), str(raw)],
                           env=_clean_environment(), cwd=manifest.parent)
     if done.returncode:
         raise InvalidInputError(f"the {evaluator.name} evaluator failed (exit {done.returncode}; its message is "
                                 f"above); nothing was merged.")
+    asked = json.loads(manifest.read_text(encoding="utf-8"))
     scores = _read_output(evaluator, raw)
-    wanted = {f["key"] for f in json.loads(manifest.read_text(encoding="utf-8"))["frames"]}
+    wanted = {f["key"] for f in asked["videos" if evaluator.kind == "videos" else "frames"]}
+    if evaluator.kind == "videos":         # every dimension asked for, in a fixed order
+        scores = {k: [v.get(d, float("nan")) for d in sorted(asked["dimensions"])] for k, v in scores.items()}
     bad = [k for k in wanted if k not in scores or not np.all(np.isfinite(scores[k]))]
     widths = {np.size(v) for v in scores.values()}
     if bad or set(scores) != wanted or len(widths) > 1:
@@ -202,10 +301,14 @@ def run_external(out, evaluator_name: str, python, models: dict, *, device: str 
 
 def _read_output(evaluator: Evaluator, path: Path) -> dict:
     """{key: score (float) or feature vector (array)} of what the evaluator wrote, or a clear error."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     try:
-        if evaluator.kind == "scores":
+        if evaluator.kind in ("scores", "videos"):
             scores = json.loads(path.read_text(encoding="utf-8"))["scores"]
-            if not all(isinstance(v, (int, float)) for v in scores.values()):
+            if not all(number(v) if evaluator.kind == "scores" else
+                       (isinstance(v, dict) and all(number(x) for x in v.values())) for v in scores.values()):
                 raise TypeError
             return scores
         from safetensors.numpy import load_file
@@ -275,3 +378,23 @@ class ExternalScores:
                                         "changed since, or was made after): run `acdc bench external` again.")
             values.append(float(value))
         return {self.columns[0]: values}
+
+
+class ExternalVideoScores:
+    """An external evaluator's per-video scores (the official VBench's): each video or segment found by its key."""
+
+    def __init__(self, evaluator: Evaluator, scores: dict, source: Path) -> None:
+        self.name, self.scores, self.source = evaluator.name, scores, source
+
+    @classmethod
+    def from_bench(cls, out, name: str = "vbench") -> "ExternalVideoScores":
+        evaluator, path = _output_of(out, name, "videos")
+        return cls(evaluator, _read_output(evaluator, path), path)
+
+    def score(self, frames: Sequence[np.ndarray], what: str) -> dict[str, float]:
+        """{dimension: score} of the video ``frames`` (``what`` names it in the error when it has none)."""
+        found = self.scores.get(video_key(frames))
+        if found is None:
+            raise InvalidInputError(f"{what} has no {self.name} score in {self.source} (it changed since, or was made "
+                                    "after): run `acdc bench external` again.")
+        return found
