@@ -734,3 +734,22 @@ def test_ctrl_c_in_a_benchmark_says_how_to_continue(monkeypatch, capsys, tmp_pat
     monkeypatch.setattr(cli_bench, "run_bench_command", stop)
     assert cli.main(["bench", "merge", "--out", str(tmp_path)]) == 130
     assert "run the same command again to continue" in capsys.readouterr().err
+
+
+def test_an_external_evaluators_weights_are_checked_before_it_starts(tmp_path):
+    import pickle
+
+    from acdc_core.bench.external import EVALUATORS, _check_files
+
+    (tmp_path / "raft.safetensors").write_bytes(pickle.dumps({"w": 1}))      # a pickle under a safetensors name
+    with pytest.raises(InvalidInputError, match="--raft-weights: .*could not be read as a .safetensors file"):
+        _check_files(EVALUATORS["vbench"], {"raft_weights": str(tmp_path / "raft.safetensors")})
+    with pytest.raises(InvalidInputError, match="does not exist: --amt-weights is AMT-S"):
+        _check_files(EVALUATORS["vbench"], {"amt_weights": str(tmp_path / "amt.safetensors")})
+    (tmp_path / "dino").mkdir()                                               # a folder, not weights: not read
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "dino.safetensors"))
+    fields = _check_files(EVALUATORS["vbench"], {"dino_weights": str(tmp_path / "dino.safetensors"),
+                                                 "dino_repo": str(tmp_path / "dino")})
+    assert list(fields["dimensions"]) == ["subject_consistency"]

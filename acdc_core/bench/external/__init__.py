@@ -11,11 +11,12 @@ inception``) and ``vbench``, the official VBench 0.1.5 (its dimensions per video
 their own, ``acdc bench merge --vbench``).
 
 ``external`` writes ``OUT/external/<evaluator>/manifest.json`` (every frame of every finished item, once per
-distinct frame and prompt; for ``vbench`` every video and segment once), runs the evaluator's script (the ``*_eval.py`` files beside this one, never imported
-here) with the environment's Python, without network or secrets (a clean environment: no API keys, the hub
-offline), checks what it wrote and keeps ``scores.json``. A frame's key is the sha256 of its pixels and prompt
-(``frame_key``), so the merge finds each frame's score from the frame itself, and a frame that changed since (an
-item redone) has none: the merge then says to run ``external`` again.
+distinct frame and prompt; for ``vbench`` every video and segment once), runs the evaluator's script (the
+``*_eval.py`` files beside this one, never imported here) with the environment's Python, without network or secrets
+(a clean environment: no API keys, the hub offline), checks what it wrote and keeps ``scores.json``. A frame's key
+is the sha256 of its pixels and prompt (``frame_key``; a video's, of its frames' keys), so the merge finds each
+frame's score from the frame itself, and a frame that changed since (an item redone) has none: the merge then says
+to run ``external`` again. Weights files are read (their header) before the evaluator starts.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ import numpy as np
 
 from ...errors import InvalidInputError
 
-__all__ = ["Evaluator", "EVALUATORS", "external_files", "video_segments", "video_key", "frame_key", "frame_prompt", "setup_commands", "setup_environment",
-           "write_manifest", "run_external", "ExternalScores", "ExternalFeatures", "ExternalVideoScores"]
+__all__ = ["Evaluator", "EVALUATORS", "external_files", "video_segments", "video_key", "frame_key", "frame_prompt",
+           "setup_commands", "setup_environment", "write_manifest", "run_external", "ExternalScores", "ExternalFeatures", "ExternalVideoScores"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -211,10 +212,17 @@ def _check_files(evaluator: Evaluator, models: dict) -> dict:
         if missing:
             raise InvalidInputError(f"the {evaluator.name} evaluator needs {'; '.join(missing)}.")
         given = fields = {f: str(Path(models[f]).expanduser().resolve()) for f, _ in evaluator.files}
+    from ...weights import check_safetensors
+
     what = dict(evaluator.files)
     for field, path in given.items():
         if not Path(path).exists():
             raise InvalidInputError(f"{path} does not exist: --{field.replace('_', '-')} is {what[field]}.")
+        if "safetensors" in what[field]:        # a weights file: read its header here, before the evaluator starts
+            try:
+                check_safetensors(path)
+            except InvalidInputError as error:
+                raise InvalidInputError(f"--{field.replace('_', '-')}: {error} It is {what[field]}.") from None
     return fields
 
 
