@@ -266,7 +266,8 @@ def run_bench_command(args) -> None:
         else:
             scores = external.run_external(args.out, args.evaluator, args.python,
                                            {f: getattr(args, f) for f, _ in external_files()}, device=args.device)
-            print(f"acdc bench external: wrote {scores}; merge with --metrics ... {args.evaluator}", file=sys.stderr)
+            print(f"acdc bench external: wrote {scores}; merge with `acdc bench merge --out {args.out} "
+                  f"{external.evaluator_named(args.evaluator).merge_flag}`", file=sys.stderr)
         return
     import torch
 

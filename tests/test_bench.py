@@ -442,6 +442,11 @@ def test_an_external_evaluator_scores_every_frame_in_its_own_environment(one_pro
     save_file({"w": torch.tensor(2.0)}, str(tmp_path / "w.safetensors"))
     (tmp_path / "med_config.json").write_text("{}")
     (tmp_path / "tok").mkdir()
+    no_vocab = _acdc(["bench", "external", "--out", str(out), "--evaluator", "imagereward", "--python", str(python),
+                      "--weights", str(tmp_path / "w.safetensors"), "--med-config", str(tmp_path / "med_config.json"),
+                      "--tokenizer", str(tmp_path / "tok")])
+    assert no_vocab.returncode == 2 and "has no vocab.txt: --tokenizer" in no_vocab.stderr
+    (tmp_path / "tok" / "vocab.txt").write_text("[PAD]\n")
     args = ["bench", "external", "--out", str(out), "--evaluator", "imagereward", "--python", str(python),
             "--weights", str(tmp_path / "w.safetensors"), "--med-config", str(tmp_path / "med_config.json"),
             "--tokenizer", str(tmp_path / "tok")]
@@ -473,27 +478,72 @@ def test_an_external_evaluator_scores_every_frame_in_its_own_environment(one_pro
     assert absent.returncode == 2 and "external-setup --evaluator imagereward" in absent.stderr
 
 
+_FOLDER_FRAMES = (
+    "import os\nimport numpy as np\nfrom PIL import Image\n\n"
+    "def frames(path, read_frame=True):\n"
+    "    folder = path[:-4].replace('videos', 'frames').replace(' ', '_') if path.endswith('.mp4') else path\n"
+    "    return np.stack([np.asarray(Image.open(os.path.join(folder, f))) for f in sorted(os.listdir(folder))])\n")
 _FAKE_VBENCH = {
-    # vbench's functions as acdc's script calls them; each score is a weight from its file times the frames' mean
-    # pixel, and every image size seen is recorded (the enlargement)
-    "vbench/__init__.py": "",
+    # vbench's functions as acdc's script calls them, asserting what they are given; each score is a weight from its
+    # file times a statistic of the pixels (and the image sizes seen are recorded: the enlargement)
+    "vbench/__init__.py": "", "vbench/third_party/amt/cfgs/AMT-S.yaml": "network: {}\n",
+    "vbench/_frames.py": _FOLDER_FRAMES,
     "vbench/subject_consistency.py": (
-        "import json, os\nimport numpy as np\nfrom PIL import Image\n\n"
+        "import json, os\nfrom vbench._frames import frames\n\n"
         "def subject_consistency(model, video_list, device, read_frame):\n"
-        "    assert read_frame\n"
-        "    out, sizes = [], []\n"
-        "    for path in video_list:\n"
-        "        folder = path[:-4].replace('videos', 'frames').replace(' ', '_')\n"
-        "        frames = [np.asarray(Image.open(os.path.join(folder, f))) for f in sorted(os.listdir(folder))]\n"
-        "        sizes += [f.shape[:2] for f in frames]\n"
-        "        out.append({'video_path': folder, 'video_results': float(model.w) * float(np.mean(frames)) / 255})\n"
-        "    json.dump(sorted(set(sizes)), open(os.path.join(os.environ['HOME'], 'sizes.json'), 'w'))\n"
-        "    return 0.0, out\n"),
+        "    assert read_frame and all(p.endswith('.mp4') for p in video_list)\n"
+        "    seen = [frames(p) for p in video_list]\n"
+        "    json.dump(sorted({f.shape[1:3] for f in seen}), open(os.path.join(os.environ['HOME'], 'sizes.json'), 'w'))\n"
+        "    return 0.0, [{'video_path': p, 'video_results': float(model.w) * float(f.mean()) / 255}\n"
+        "                 for p, f in zip(video_list, seen)]\n"),
+    "vbench/background_consistency.py": (
+        "from vbench._frames import frames\n\n"
+        "def background_consistency(clip_model, preprocess, video_list, device, read_frame):\n"
+        "    assert read_frame and preprocess == ('transform', 224)\n"
+        "    return 0.0, [{'video_path': p, 'video_results': clip_model.w * float(frames(p).std()) / 255}\n"
+        "                 for p in video_list]\n"),
+    "vbench/aesthetic_quality.py": (
+        "import os\nimport numpy as np\nimport torch\nfrom PIL import Image\n\n"
+        "def get_aesthetic_model(cache_folder):\n"
+        "    m = torch.nn.Module()\n"
+        "    m.h = float(torch.load(os.path.join(cache_folder, 'sa_0_4_vit_l_14_linear.pth'))['weight'])\n"
+        "    return m\n\n"
+        "def laion_aesthetic(aesthetic_model, clip_model, video_list, device):\n"
+        "    assert all(p.endswith('.png') for p in video_list)\n"
+        "    return 0.0, [{'video_path': p, 'video_results': aesthetic_model.h * clip_model.w *\n"
+        "                  float(np.asarray(Image.open(p)).mean()) / 255} for p in video_list]\n"),
     "vbench/imaging_quality.py": (
         "import numpy as np\nfrom PIL import Image\n\n"
         "def technical_quality(model, video_list, device, **kw):\n"
+        "    assert all(p.endswith('.png') for p in video_list)\n"
         "    return 0.0, [{'video_path': p, 'video_results': 100 * model.w * float(np.asarray(Image.open(p)).std())}\n"
         "                 for p in video_list]\n"),
+    "vbench/dynamic_degree.py": (
+        "import os\nimport torch\nfrom vbench._frames import frames\n\n"
+        "class DynamicDegree:\n"
+        "    def __init__(self, args, device):\n"
+        "        ckpt = torch.load(args.model)\n"
+        "        assert all(k.startswith('module.') for k in ckpt) and not args.small and not args.mixed_precision\n"
+        "        self.t = float(ckpt['module.t'])\n\n"
+        "def dynamic_degree(dynamic, video_list):\n"
+        "    assert all(os.path.isdir(p) for p in video_list)\n"
+        "    return 0.0, [{'video_path': p, 'video_results': bool(frames(p).mean() / 255 > dynamic.t)}\n"
+        "                 for p in video_list]\n"),
+    "vbench/motion_smoothness.py": (
+        "import os\nimport torch\nfrom vbench._frames import frames\n\n"
+        "class MotionSmoothness:\n"
+        "    def __init__(self, config, ckpt, device):\n"
+        "        assert config.endswith(os.path.join('amt', 'cfgs', 'AMT-S.yaml')) and os.path.isfile(config)\n"
+        "        self.m = float(torch.load(ckpt)['state_dict']['m'])\n\n"
+        "def motion_smoothness(motion, video_list):\n"
+        "    return 0.0, [{'video_path': p, 'video_results': motion.m * len(frames(p)) / 100} for p in video_list]\n"),
+    "clip/__init__.py": "", "clip/clip.py": "def _transform(n):\n    return ('transform', n)\n",
+    "clip/model.py": (
+        "import torch\n\nclass _Visual:\n    input_resolution = 224\n\n"
+        "class _Clip(torch.nn.Module):\n"
+        "    def __init__(self, w):\n        super().__init__()\n        self.w, self.visual = float(w), _Visual()\n\n"
+        "def build_model(state_dict):\n    return _Clip(state_dict['w'])\n"),
+    "easydict/__init__.py": "class EasyDict(dict):\n    __getattr__ = dict.__getitem__\n",
     "pyiqa/__init__.py": "", "pyiqa/archs/__init__.py": "",
     "pyiqa/archs/musiq_arch.py": (
         "import torch\n\nclass MUSIQ(torch.nn.Module):\n"
@@ -505,9 +555,9 @@ _FAKE_VBENCH = {
 
 @needs_toy_video
 def test_the_official_vbench_scores_each_video_and_its_later_frames(video_bench, one_process, tmp_path):
-    """The vbench evaluator (here a fake vbench: a weight times the frames' mean pixel, or a frame's deviation)
-    scores every video and its frames L+1..N as videos of their own, enlarged to 128 px; the merge's tables are
-    those scores per item."""
+    """The vbench evaluator (here a fake vbench: a weight from each model's file times a statistic of the pixels)
+    scores every video and its frames L+1..N as videos of their own, enlarged to 128 px, with each model's file in
+    the layout vbench reads; the merge's tables are those scores per item."""
     from PIL import Image
     from safetensors.torch import save_file
 
@@ -520,37 +570,51 @@ def test_the_official_vbench_scores_each_video_and_its_later_frames(video_bench,
     (tmp_path / "dino" / "hubconf.py").write_text(
         "import torch\n\ndef dino_vitb16(pretrained=True, **kw):\n    assert not pretrained\n"
         "    m = torch.nn.Module()\n    m.w = torch.nn.Parameter(torch.zeros(()))\n    return m\n")
-    save_file({"w": torch.tensor(2.0)}, str(tmp_path / "dino.safetensors"))
-    save_file({"w": torch.tensor(0.5)}, str(tmp_path / "musiq.safetensors"))
+    weights = {"dino_weights": {"w": 2.0}, "musiq_weights": {"w": 0.5}, "clip_b32_weights": {"w": 3.0},
+               "clip_l14_weights": {"w": 4.0}, "aesthetic_head": {"weight": 0.25}, "raft_weights": {"module.t": 0.45},
+               "amt_weights": {"m": 1.5}}
+    flags = ["--dino-repo", str(tmp_path / "dino")]
+    for field, state in weights.items():
+        save_file({k: torch.tensor(v) for k, v in state.items()}, str(tmp_path / f"{field}.safetensors"))
+        flags += ["--" + field.replace("_", "-"), str(tmp_path / f"{field}.safetensors")]
     base = ["bench", "external", "--out", str(out), "--evaluator", "vbench", "--python", str(python)]
-    part = _acdc(base + ["--dino-weights", str(tmp_path / "dino.safetensors")])
+    part = _acdc(base + ["--dino-weights", str(tmp_path / "dino_weights.safetensors")])
     assert part.returncode == 2 and "subject_consistency also needs --dino-repo" in part.stderr
+    no_hub = _acdc(base + flags[2:] + ["--dino-repo", str(tmp_path)])
+    assert no_hub.returncode == 2 and "has no hubconf.py: --dino-repo" in no_hub.stderr
     none = _acdc(base)
     assert none.returncode == 2 and "at least one dimension" in none.stderr and "--amt-weights" in none.stderr
     story = _acdc(["bench", "external", "--out", str(one_process), "--evaluator", "vbench", "--python", str(python),
-                   "--musiq-weights", str(tmp_path / "musiq.safetensors")])
+                   "--musiq-weights", str(tmp_path / "musiq_weights.safetensors")])
     assert story.returncode == 2 and "scores videos" in story.stderr
-    done = _acdc(base + ["--dino-weights", str(tmp_path / "dino.safetensors"), "--dino-repo", str(tmp_path / "dino"),
-                         "--musiq-weights", str(tmp_path / "musiq.safetensors")])
+    done = _acdc(base + flags)
     assert done.returncode == 0, done.stderr
+    assert "acdc bench merge --out" in done.stderr and "--vbench" in done.stderr
     assert json.loads((tmp_path / "env" / "home" / "sizes.json").read_text()) == [[128, 128]]   # 32 px x 4
     merged = _acdc(["bench", "merge", "--out", str(out), "--metrics", "toy-video", "--vbench"])
     assert merged.returncode == 0, merged.stderr
     tables = json.loads((out / "merged" / "merged.json").read_text())["tables"]
 
     def enlarged(frames):
-        return [np.asarray(Image.fromarray(f).resize((128, 128), Image.BICUBIC)).astype(np.float64) for f in frames]
+        return np.stack([np.asarray(Image.fromarray(f).resize((128, 128), Image.BICUBIC)) for f in frames]
+                        ).astype(np.float64)
 
+    expected = {"subject_consistency": lambda f: 2.0 * f.mean() / 255,
+                "background_consistency": lambda f: 3.0 * f.std() / 255,
+                "aesthetic_quality": lambda f: np.mean([0.25 * 4.0 * x.mean() / 255 for x in f]),
+                "imaging_quality": lambda f: np.mean([0.5 * x.std() for x in f]),
+                "dynamic_degree": lambda f: float(f.mean() / 255 > 0.45),
+                "motion_smoothness": lambda f: 1.5 * len(f) / 100}
     items = read_items(out / "items.jsonl")
     for kind in ("shown", "context"):
         for variant, folder in (("ARM only", "arm-only"), ("ACDC (first window)", "acdc-first-window")):
             frames = [enlarged(read_frames(item_dir(out, folder, i.id), kind)) for i in items]
-            subject = [[2.0 * np.mean(f[start:]) / 255 for f in frames] for start in (0, 8)]
-            imaging = [[np.mean([0.5 * x.std() for x in f[start:]]) for f in frames] for start in (0, 8)]
             rows = {r["dimension"]: r for r in tables[f"vbench_{kind}"] if r["variant"] == variant}
-            for dimension, values in (("subject_consistency", subject), ("imaging_quality", imaging)):
-                assert rows[dimension]["all frames"][0] == pytest.approx(np.mean(values[0]), abs=1e-4)
-                assert rows[dimension]["frames 9-N"][0] == pytest.approx(np.mean(values[1]), abs=1e-4)
+            assert set(rows) == set(expected)
+            for dimension, rule in expected.items():
+                for span, start in (("all frames", 0), ("frames 9-N", 8)):
+                    assert rows[dimension][span][0] == pytest.approx(np.mean([rule(f[start:]) for f in frames]),
+                                                                     abs=1e-4), (kind, variant, dimension, span)
     assert {(r["difference"], r["metric"], r["frames"]) for r in tables["vbench_differences_shown"]} >= {
         ("ACDC (first window) - ARM only", "subject_consistency", "frames 9-N")}
     assert "Official VBench" in (out / "merged" / "vbench_shown.md").read_text()
@@ -744,9 +808,12 @@ def test_an_external_evaluators_weights_are_checked_before_it_starts(tmp_path):
     (tmp_path / "raft.safetensors").write_bytes(pickle.dumps({"w": 1}))      # a pickle under a safetensors name
     with pytest.raises(InvalidInputError, match="--raft-weights: .*could not be read as a .safetensors file"):
         _check_files(EVALUATORS["vbench"], {"raft_weights": str(tmp_path / "raft.safetensors")})
+    with pytest.raises(InvalidInputError, match="is a folder: --raft-weights is a file"):
+        _check_files(EVALUATORS["vbench"], {"raft_weights": str(tmp_path)})
     with pytest.raises(InvalidInputError, match="does not exist: --amt-weights is AMT-S"):
         _check_files(EVALUATORS["vbench"], {"amt_weights": str(tmp_path / "amt.safetensors")})
     (tmp_path / "dino").mkdir()                                               # a folder, not weights: not read
+    (tmp_path / "dino" / "hubconf.py").write_text("")
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(1)}, str(tmp_path / "dino.safetensors"))

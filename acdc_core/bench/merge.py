@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..stats import bootstrap_difference, fid_table
+from .external import window_of
 from .items import read_items
 from .reference import read_reference
 from .store import BENCH_FILE, ITEMS_FILE, RUN_FILE, check_item, item_dir, read_frames
@@ -102,7 +103,8 @@ def _per_frame_rows(scores: dict, frames: int) -> list[dict]:
 def _split(identity: dict, frames: int) -> int:
     """Where a benchmark's later frames start (0-based): after the first window for videos (the paper's frames
     L+1..N), else the later half."""
-    return int(identity["settings"]["window"]) if identity.get("kind") == "video" else frames // 2
+    window = window_of(identity)
+    return frames // 2 if window is None else window
 
 
 def _differences(scores: dict, frames: int, half: int, video: bool = False) -> list[dict]:
@@ -209,11 +211,13 @@ def video_score_tables(out, videos) -> dict:
     """{"vbench_<kind>": rows, "vbench_differences_<kind>": rows}: per variant and dimension, the mean per-video score
     (``videos``: ``external.ExternalVideoScores``) over all frames and over frames L+1..N scored as a video of their
     own, with a bootstrap interval over items; and the paired differences of ``COMPARISONS``."""
-    from .external import segment_label, video_segments
+    from .external import segment_label, segment_names, video_segments
 
     identity, items, variants = collect(out, verify=False)
-    window = int(identity["settings"]["window"])
-    spans = ("all frames", f"frames {window + 1}-N")
+    window = window_of(identity)
+    if window is None:
+        raise InvalidInputError(f"{out} is a story benchmark: the official VBench's tables are for videos.")
+    spans = segment_names(window)
     tables = {}
     for kind in KINDS:
         values: dict = {}       # variant -> dimension -> [items, spans]
@@ -223,7 +227,7 @@ def video_score_tables(out, videos) -> dict:
                 for s, segment in enumerate(video_segments(len(frames), window) if frames else ()):
                     what = f"{v} / {item.id} ({kind}, frames {segment_label(segment)})"
                     for dimension, x in videos.score(frames[segment[0]:segment[1]], what).items():
-                        values.setdefault(v, {}).setdefault(dimension, np.full((len(items), 2), np.nan))[i, s] = x
+                        values.setdefault(v, {}).setdefault(dimension, np.full((len(items), len(spans)), np.nan))[i, s] = x
         rows, differences = [], []
         for v, dimensions in values.items():
             for dimension, a in dimensions.items():

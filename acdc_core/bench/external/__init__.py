@@ -33,8 +33,9 @@ import numpy as np
 
 from ...errors import InvalidInputError
 
-__all__ = ["Evaluator", "EVALUATORS", "external_files", "video_segments", "video_key", "frame_key", "frame_prompt",
-           "setup_commands", "setup_environment", "write_manifest", "run_external", "ExternalScores", "ExternalFeatures", "ExternalVideoScores"]
+__all__ = ["Evaluator", "EVALUATORS", "external_files", "video_segments", "segment_names", "window_of", "video_key",
+           "frame_key", "frame_prompt", "setup_commands", "setup_environment", "write_manifest", "run_external",
+           "ExternalScores", "ExternalFeatures", "ExternalVideoScores"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,6 +50,13 @@ class Evaluator:
     kind: str = "scores"                # "scores": one number per frame and prompt; "features": a vector per frame;
     #                                     "videos": {dimension: number} per video (and segment, ``video_segments``)
     dimensions: tuple[tuple[str, tuple[str, ...]], ...] = ()   # "videos": (dimension, the files it needs)
+    weights: tuple[str, ...] = ()       # the fields that are safetensors weights files (their header is read first)
+    folders: tuple[tuple[str, str], ...] = ()  # (field, a file the folder must hold)
+
+    @property
+    def merge_flag(self) -> str:
+        """How ``acdc bench merge`` takes this evaluator's output."""
+        return {"scores": f"--metrics ... {self.name}", "features": f"--fid {self.name}", "videos": "--vbench"}[self.kind]
 
     @property
     def output(self) -> str:
@@ -84,13 +92,13 @@ EVALUATORS = {
          ("med_config", "its med_config.json (THUDM/ImageReward)"),
          ("tokenizer", "a bert-base-uncased tokenizer folder (google-bert/bert-base-uncased: vocab.txt, "
                        "tokenizer_config.json)")),
-        "imagereward"),
+        "imagereward", weights=("weights",), folders=(("tokenizer", "vocab.txt"),)),
     "inception": Evaluator(
         "inception", "inception_eval.py", ("torchmetrics==1.9.0", "torch-fidelity==0.3.0"),
         (("weights", "torch-fidelity's Inception-v3 weights as safetensors (its release "
                      "weights-inception-2015-12-05-6726825d.pth, converted once by you: "
                      "safetensors.torch.save_file(torch.load(PTH, weights_only=True), FILE))"),),
-        "inception", kind="features"),
+        "inception", kind="features", weights=("weights",)),
     "vbench": Evaluator(
         "vbench", "vbench_eval.py",
         # vbench 0.1.5 and what it resolved to on 2026-12-04 beside torch 2.14.1 (its clip imports pkg_resources)
@@ -114,7 +122,10 @@ EVALUATORS = {
                     ("aesthetic_quality", ("clip_l14_weights", "aesthetic_head")),
                     ("imaging_quality", ("musiq_weights",)),
                     ("dynamic_degree", ("raft_weights",)),
-                    ("motion_smoothness", ("amt_weights",)))),
+                    ("motion_smoothness", ("amt_weights",))),
+        weights=("dino_weights", "clip_b32_weights", "clip_l14_weights", "aesthetic_head", "musiq_weights",
+                 "raft_weights", "amt_weights"),
+        folders=(("dino_repo", "hubconf.py"),)),
 }
 # torch for the environment: torchvision (which ImageReward needs) must match it; these two are a matching pair.
 DEFAULT_TORCH = ("torch==2.14.1", "torchvision==0.29.1")
@@ -156,7 +167,8 @@ def frame_prompt(item, k: int, window: Optional[int] = None) -> str:
     return item.prompts[0] if len(item.prompts) == 1 else item.prompts[k // window]
 
 
-def _window(identity: dict) -> Optional[int]:
+def window_of(identity: dict) -> Optional[int]:
+    """A video benchmark's window L (``bench.json``'s identity); None for a story benchmark."""
     return int(identity["settings"]["window"]) if identity.get("kind") == "video" else None
 
 
@@ -187,10 +199,20 @@ def _clean_environment() -> dict:
     return {**keep, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
 
 
+# a video (or segment) VBench can score: motion smoothness interpolates every other frame and needs two of them,
+# so three frames at least
+MIN_VIDEO_FRAMES = 3
+
+
 def video_segments(frames: int, window: int) -> list[tuple[int, int]]:
     """The parts of an N-frame video scored as videos of their own: all of it, and frames L+1..N (the paper's later
-    frames) where they are two or more. [start, end), 0-based."""
-    return [(0, frames)] + ([(window, frames)] if frames - window >= 2 else [])
+    frames) where they are ``MIN_VIDEO_FRAMES`` or more. [start, end), 0-based; named by ``segment_names``."""
+    return [(0, frames)] + ([(window, frames)] if frames - window >= MIN_VIDEO_FRAMES else [])
+
+
+def segment_names(window: int) -> tuple[str, str]:
+    """The names of ``video_segments``' parts, in order."""
+    return ("all frames", f"frames {window + 1}-N")
 
 
 def segment_label(segment: tuple[int, int]) -> str:
@@ -214,15 +236,20 @@ def _check_files(evaluator: Evaluator, models: dict) -> dict:
         given = fields = {f: str(Path(models[f]).expanduser().resolve()) for f, _ in evaluator.files}
     from ...weights import check_safetensors
 
-    what = dict(evaluator.files)
+    what, folders = dict(evaluator.files), dict(evaluator.folders)
     for field, path in given.items():
+        flag = "--" + field.replace("_", "-")
         if not Path(path).exists():
-            raise InvalidInputError(f"{path} does not exist: --{field.replace('_', '-')} is {what[field]}.")
-        if "safetensors" in what[field]:        # a weights file: read its header here, before the evaluator starts
+            raise InvalidInputError(f"{path} does not exist: {flag} is {what[field]}.")
+        if field in evaluator.weights:          # read its header here, before the evaluator starts
+            if not Path(path).is_file():
+                raise InvalidInputError(f"{path} is a folder: {flag} is a file, {what[field]}.")
             try:
                 check_safetensors(path)
             except InvalidInputError as error:
-                raise InvalidInputError(f"--{field.replace('_', '-')}: {error} It is {what[field]}.") from None
+                raise InvalidInputError(f"{flag}: {error} It is {what[field]}.") from None
+        if field in folders and not (Path(path) / folders[field]).is_file():
+            raise InvalidInputError(f"{path} has no {folders[field]}: {flag} is {what[field]}.")
     return fields
 
 
@@ -237,7 +264,7 @@ def write_manifest(out, evaluator: Evaluator, models: dict, *, device: str = "cp
     from ..variants import slug
 
     identity, items, variants = collect(out)
-    window = _window(identity)
+    window = window_of(identity)
     if evaluator.kind == "videos" and window is None:
         raise InvalidInputError(f"the {evaluator.name} evaluator scores videos; {out} is a story benchmark (score it "
                                 "with --metrics clip, imagereward or --fid).")
@@ -252,6 +279,9 @@ def write_manifest(out, evaluator: Evaluator, models: dict, *, device: str = "cp
         pictures = read_frames(folder, kind)
         paths = [str(folder / "frames" / f"{kind}_{k + 1:02d}.png") for k in range(len(pictures))]
         if evaluator.kind == "videos":
+            if pictures and len(pictures) < MIN_VIDEO_FRAMES:
+                raise InvalidInputError(f"{folder} has {len(pictures)} {kind} frames; {evaluator.name} scores videos "
+                                        f"of {MIN_VIDEO_FRAMES} frames or more.")
             scale = max([scale] + [enlarge_factor(*p.shape[:2]) for p in pictures[:1]])
             for start, end in video_segments(len(pictures), window) if pictures else ():
                 key = video_key(pictures[start:end])
@@ -375,7 +405,7 @@ class ExternalScores:
 
         evaluator, path = _output_of(out, name, "scores")
         identity, _, _ = collect(out, verify=False)
-        return cls(evaluator, _read_output(evaluator, path), path, _window(identity))
+        return cls(evaluator, _read_output(evaluator, path), path, window_of(identity))
 
     def score(self, frames: Sequence[np.ndarray], item) -> dict[str, list[float]]:
         values: list[Optional[float]] = []

@@ -5,18 +5,20 @@ run by ``acdc bench external --evaluator vbench`` with the Python of the environ
     ENV/bin/python vbench_eval.py MANIFEST OUT
 
 MANIFEST (JSON): ``dimensions`` ({dimension: {field: path}}, the files each needs), ``device``, ``scale`` (a whole
-factor every frame is enlarged by first, bicubic: VBench's models are made for frames of 256 px and more, and its
-RAFT needs 128), ``videos``: a list of {"key", "frames" (PNG paths, in order)}. OUT (JSON): {"scores": {key:
-{dimension: value}}}, VBench's per-video result for each dimension asked for, on its reported scale
+factor every frame is enlarged by first, bicubic, so that its shorter side is 128 px or more: VBench's RAFT needs
+that; larger frames go in as they are), ``videos``: a list of {"key", "frames" (PNG paths, in order)}. OUT (JSON):
+{"scores": {key: {dimension: value}}}, VBench's per-video result for each dimension asked for, on its reported scale
 (``imaging_quality`` divided by 100, as VBench divides its mean; ``dynamic_degree`` 1.0 or 0.0).
 
 What runs is vbench's own code: ``subject_consistency``, ``background_consistency`` (frame folders, its
 ``read_frame`` mode), ``dynamic_degree``, ``motion_smoothness`` (frame folders) and, for the two per-frame
 dimensions, ``laion_aesthetic`` and ``technical_quality`` on each frame as a one-frame PNG video (lossless; VBench
-reads a video's frames one by one and a video's score is their mean, taken here). Only the loading differs from its
-``compute_*`` functions: every model comes from the safetensors file given (the published weights, converted once
-by the user), written to a private temporary file in the layout vbench's loader reads (CLIP: built by clip's own
-``build_model``, as ``clip.load`` does), never from the network.
+reads a video's frames one by one and a video's score is their mean, taken here). Two things differ from its
+``compute_*`` functions. The input: lossless frame folders, where VBench's users mostly give mp4 files (for an mp4
+its dynamic degree keeps every round(fps / 8)-th frame, for a folder every frame, so above about 12 fps dynamic
+degree can differ from VBench's on the mp4). The loading: every model comes from the safetensors file given (the
+published weights, converted once by the user), written to a private temporary file in the layout vbench's loader
+reads (CLIP: built by clip's own ``build_model``, as ``clip.load`` does), never from the network.
 """
 import json
 import os
@@ -90,7 +92,8 @@ def main(manifest_path, out_path):
         # read_frame mode finds a video's frames at path[:-4].replace('videos', 'frames').replace(' ', '_')
         if " " in root or "videos" in root or "frames" in root:
             raise SystemExit(f"vbench_eval: the temporary folder {root} has a space or 'videos'/'frames' in its "
-                             "path, which VBench's frame reader rewrites; set TMPDIR to a plain folder.")
+                             "path, which VBench's frame reader rewrites (or could confuse); set TMPDIR to a plain "
+                             "folder.")
         folders, paths, written = _write_frames(videos, int(manifest.get("scale", 1)), root)
         singles = sorted(set(written.values()))
         weights = os.path.join(root, "weights")
