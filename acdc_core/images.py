@@ -94,3 +94,9 @@ def load_mask(path) -> torch.Tensor:
     except OSError as error:   # not an image (PIL's UnidentifiedImageError is an OSError), or unreadable
         raise InvalidInputError(f"the mask file {path} could not be read as an image: {error}") from None
     return torch.from_numpy((mask > 0.5).astype(np.float32))
+
+
+def enlarge_factor(h: int, w: int, min_side: int = 128) -> int:
+    """The whole factor that brings a frame's shorter side to ``min_side`` or more (1 for frames that big): what a
+    flow model made for larger frames (RAFT's correlation pyramid) is given toy frames enlarged by."""
+    return max(1, -(-min_side // min(h, w)))

@@ -506,7 +506,8 @@ _FAKE_VBENCH = {
         "import os\nimport numpy as np\nimport torch\nfrom PIL import Image\n\n"
         "def get_aesthetic_model(cache_folder):\n"
         "    m = torch.nn.Module()\n"
-        "    m.h = float(torch.load(os.path.join(cache_folder, 'sa_0_4_vit_l_14_linear.pth'))['weight'])\n"
+        "    path = os.path.join(cache_folder, 'sa_0_4_vit_l_14_linear.pth')\n"
+        "    m.h = float(torch.load(path, weights_only=True)['weight'])\n"
         "    return m\n\n"
         "def laion_aesthetic(aesthetic_model, clip_model, video_list, device):\n"
         "    assert all(p.endswith('.png') for p in video_list)\n"
@@ -522,7 +523,7 @@ _FAKE_VBENCH = {
         "import os\nimport torch\nfrom vbench._frames import frames\n\n"
         "class DynamicDegree:\n"
         "    def __init__(self, args, device):\n"
-        "        ckpt = torch.load(args.model)\n"
+        "        ckpt = torch.load(args.model, weights_only=True)\n"
         "        assert all(k.startswith('module.') for k in ckpt) and not args.small and not args.mixed_precision\n"
         "        self.t = float(ckpt['module.t'])\n\n"
         "def dynamic_degree(dynamic, video_list):\n"
@@ -534,7 +535,7 @@ _FAKE_VBENCH = {
         "class MotionSmoothness:\n"
         "    def __init__(self, config, ckpt, device):\n"
         "        assert config.endswith(os.path.join('amt', 'cfgs', 'AMT-S.yaml')) and os.path.isfile(config)\n"
-        "        self.m = float(torch.load(ckpt)['state_dict']['m'])\n\n"
+        "        self.m = float(torch.load(ckpt, weights_only=True)['state_dict']['m'])\n\n"
         "def motion_smoothness(motion, video_list):\n"
         "    return 0.0, [{'video_path': p, 'video_results': motion.m * len(frames(p)) / 100} for p in video_list]\n"),
     "clip/__init__.py": "", "clip/clip.py": "def _transform(n):\n    return ('transform', n)\n",

@@ -19,10 +19,10 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..stats import bootstrap_difference, fid_table
-from .external import window_of
 from .items import read_items
 from .reference import read_reference
-from .store import BENCH_FILE, ITEMS_FILE, RUN_FILE, check_item, item_dir, read_frames
+from .store import (BENCH_FILE, ITEMS_FILE, RUN_FILE, check_item, item_dir, read_frames, segment_label,
+                    segment_names, video_segments, window_of)
 from .variants import slug
 
 __all__ = ["collect", "score", "merge", "fid_tables", "video_score_tables", "COMPARISONS"]
@@ -211,8 +211,6 @@ def video_score_tables(out, videos) -> dict:
     """{"vbench_<kind>": rows, "vbench_differences_<kind>": rows}: per variant and dimension, the mean per-video score
     (``videos``: ``external.ExternalVideoScores``) over all frames and over frames L+1..N scored as a video of their
     own, with a bootstrap interval over items; and the paired differences of ``COMPARISONS``."""
-    from .external import segment_label, segment_names, video_segments
-
     identity, items, variants = collect(out, verify=False)
     window = window_of(identity)
     if window is None:

@@ -28,7 +28,8 @@ from ..errors import InvalidInputError
 from ..images import to_pil
 
 __all__ = ["BENCH_FILE", "ITEMS_FILE", "DONE_FILE", "RUN_FILE", "item_dir", "check_item", "write_item",
-           "read_frames", "clear_partials", "check_bench"]
+           "read_frames", "clear_partials", "check_bench", "window_of",
+           "MIN_VIDEO_FRAMES", "video_segments", "segment_names", "segment_label"]
 
 BENCH_FILE, ITEMS_FILE, DONE_FILE, RUN_FILE = "bench.json", "items.jsonl", "done.json", "run.json"
 FORMAT = 1
@@ -127,3 +128,28 @@ def check_bench(out: Path, identity: dict) -> None:
     tmp = path.with_name(f".{BENCH_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(identity, indent=1), encoding="utf-8")
     os.replace(tmp, path)   # several shards may start at once: each writes the same content
+
+
+def window_of(identity: dict) -> Optional[int]:
+    """A video benchmark's window L (``bench.json``'s identity); None for a story benchmark."""
+    return int(identity["settings"]["window"]) if identity.get("kind") == "video" else None
+
+
+# a video (or segment) VBench can score: motion smoothness interpolates every other frame and needs two of them,
+# so three frames at least
+MIN_VIDEO_FRAMES = 3
+
+
+def video_segments(frames: int, window: int) -> list[tuple[int, int]]:
+    """The parts of an N-frame video scored as videos of their own: all of it, and frames L+1..N (the paper's later
+    frames) where they are ``MIN_VIDEO_FRAMES`` or more. [start, end), 0-based; named by ``segment_names``."""
+    return [(0, frames)] + ([(window, frames)] if frames - window >= MIN_VIDEO_FRAMES else [])
+
+
+def segment_names(window: int) -> tuple[str, str]:
+    """The names of ``video_segments``' parts, in order."""
+    return ("all frames", f"frames {window + 1}-N")
+
+
+def segment_label(segment: tuple[int, int]) -> str:
+    return f"{segment[0] + 1}-{segment[1]}"

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
+from ..images import enlarge_factor
 
-__all__ = ["consistency", "Aesthetic", "dynamic_degree", "moving_steps", "enlarge_factor", "RaftFlow", "VBenchStyleMetric"]
+__all__ = ["consistency", "Aesthetic", "dynamic_degree", "moving_steps", "RaftFlow", "VBenchStyleMetric"]
 
 
 def consistency(features: np.ndarray) -> tuple[list[float], float]:
@@ -106,12 +107,6 @@ def dynamic_degree(frames: Sequence[np.ndarray], flow) -> tuple[list[float], flo
     steps = moving_steps(frames, flow)
     needed = round(4 * len(frames) / 16)
     return [float("nan")] + [float(s) for s in steps], float(sum(steps) >= needed)
-
-
-def enlarge_factor(h: int, w: int, min_side: int = 128) -> int:
-    """The whole factor that brings a frame's shorter side to ``min_side`` or more (1 for frames that big): what a
-    flow model made for larger frames (RAFT's correlation pyramid) is given toy frames enlarged by."""
-    return max(1, -(-min_side // min(h, w)))
 
 
 class RaftFlow:

@@ -32,8 +32,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ...errors import InvalidInputError
+from ..store import MIN_VIDEO_FRAMES, video_segments, window_of
 
-__all__ = ["Evaluator", "EVALUATORS", "external_files", "video_segments", "segment_names", "window_of", "video_key",
+__all__ = ["Evaluator", "EVALUATORS", "external_files", "video_key",
            "frame_key", "frame_prompt", "setup_commands", "setup_environment", "write_manifest", "run_external",
            "ExternalScores", "ExternalFeatures", "ExternalVideoScores"]
 
@@ -105,8 +106,8 @@ EVALUATORS = {
         ("vbench==0.1.5", "transformers==4.33.2", "numpy==1.26.4", "pyiqa==0.1.10", "timm==1.0.12", "decord==0.6.0",
          "openai-clip==1.0.1", "omegaconf==2.4.0", "easydict==1.14", "setuptools==69.5.1"),
         (("dino_weights", "DINO ViT-B/16's state dict as safetensors (dino_vitbase16_pretrain.pth from "
-                          "facebookresearch/dino, converted once by you: safetensors.torch.save_file(torch.load(PTH, "
-                          "weights_only=True), FILE))"),
+                          "facebookresearch/dino, converted once by you: "
+                          "safetensors.torch.save_file(torch.load(PTH, weights_only=True), FILE))"),
          ("dino_repo", "a local copy of github.com/facebookresearch/dino (its hubconf.py builds the model)"),
          ("clip_b32_weights", "OpenAI CLIP ViT-B/32's state dict as safetensors (ViT-B-32.pt, converted once by you: "
                               "save_file(torch.jit.load(PT, map_location='cpu').state_dict(), FILE))"),
@@ -167,11 +168,6 @@ def frame_prompt(item, k: int, window: Optional[int] = None) -> str:
     return item.prompts[0] if len(item.prompts) == 1 else item.prompts[k // window]
 
 
-def window_of(identity: dict) -> Optional[int]:
-    """A video benchmark's window L (``bench.json``'s identity); None for a story benchmark."""
-    return int(identity["settings"]["window"]) if identity.get("kind") == "video" else None
-
-
 def setup_commands(evaluator: Evaluator, env: Path, torch_spec: Sequence[str] = DEFAULT_TORCH,
                    python: str = sys.executable) -> list[list[str]]:
     env = Path(env)
@@ -197,26 +193,6 @@ def _clean_environment() -> dict:
     """What the evaluator's process sees: no API keys or other secrets, the hub offline."""
     keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR", "OMP_NUM_THREADS") if k in os.environ}
     return {**keep, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
-
-
-# a video (or segment) VBench can score: motion smoothness interpolates every other frame and needs two of them,
-# so three frames at least
-MIN_VIDEO_FRAMES = 3
-
-
-def video_segments(frames: int, window: int) -> list[tuple[int, int]]:
-    """The parts of an N-frame video scored as videos of their own: all of it, and frames L+1..N (the paper's later
-    frames) where they are ``MIN_VIDEO_FRAMES`` or more. [start, end), 0-based; named by ``segment_names``."""
-    return [(0, frames)] + ([(window, frames)] if frames - window >= MIN_VIDEO_FRAMES else [])
-
-
-def segment_names(window: int) -> tuple[str, str]:
-    """The names of ``video_segments``' parts, in order."""
-    return ("all frames", f"frames {window + 1}-N")
-
-
-def segment_label(segment: tuple[int, int]) -> str:
-    return f"{segment[0] + 1}-{segment[1]}"
 
 
 def video_key(frames: Sequence[np.ndarray]) -> str:
@@ -257,7 +233,7 @@ def write_manifest(out, evaluator: Evaluator, models: dict, *, device: str = "cp
     """The manifest of every finished item's frames (shown and context, every variant; a features evaluator also
     the reference frames, ``reference.py``), each distinct frame (and prompt) once; for a videos evaluator, every
     video and segment (``video_segments``) once. Returns (its path, the number of frames or videos)."""
-    from ...metrics.video import enlarge_factor
+    from ...images import enlarge_factor
     from ..merge import KINDS, collect
     from ..reference import read_reference, reference_dir
     from ..store import item_dir, read_frames
