@@ -256,7 +256,6 @@ def run_bench_command(args) -> None:
         return
     if args.bench_step in ("external", "external-setup"):
         from .bench import external
-        from .bench.external import external_files
 
         if args.bench_step == "external-setup":
             evaluator = external.evaluator_named(args.evaluator)
@@ -265,7 +264,7 @@ def run_bench_command(args) -> None:
                   file=sys.stderr)
         else:
             scores = external.run_external(args.out, args.evaluator, args.python,
-                                           {f: getattr(args, f) for f, _ in external_files()}, device=args.device)
+                                           {f: getattr(args, f) for f, _ in external.external_files()}, device=args.device)
             print(f"acdc bench external: wrote {scores}; merge with `acdc bench merge --out {args.out} "
                   f"{external.evaluator_named(args.evaluator).merge_flag}`", file=sys.stderr)
         return
