@@ -130,12 +130,17 @@ def _tables(out: Path) -> dict:
     return {name: (out / "merged" / name).read_text() for name in TABLES}
 
 
-@pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "one"
-    done = _acdc(RUN + ["--out", str(out)])
+def _bench_run(tmp_path_factory, name: str, run: list) -> Path:
+    """A benchmark folder made once per module by ``acdc bench run`` (``run``: its arguments but --out)."""
+    out = tmp_path_factory.mktemp("bench") / name
+    done = _acdc(run + ["--out", str(out)])
     assert done.returncode == 0, done.stderr
     return out
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    return _bench_run(tmp_path_factory, "one", RUN)
 
 
 @needs_toy
@@ -326,10 +331,7 @@ needs_toy_video = pytest.mark.skipif(not defaults.video_available(),
 
 @pytest.fixture(scope="module")
 def video_bench(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "video"
-    done = _acdc(VIDEO_RUN + ["--out", str(out)])
-    assert done.returncode == 0, done.stderr
-    return out
+    return _bench_run(tmp_path_factory, "video", VIDEO_RUN)
 
 
 @needs_toy_video
