@@ -5,8 +5,8 @@
 Two worker processes of one thread each, so the two cores are used and every run stays deterministic. The story
 world (``--world story``): the ARM (``train_arm``, the longest) in one, the DM then the memory LLM
 (``train_dm``, ``train_memory``) in the other; about 35 minutes on a 2-core CPU. The video world (``--world
-video``): the video ARM (``train_video_arm``) in one, the video DM (``train_video_dm``) in the other; about an hour
-(README: The toy video world).
+video``): the video ARM (``train_video_arm``) in one, the video DM (``train_video_dm``) in the other; 53 minutes
+when timed end to end (README: The toy video world).
 These are the trainers' own commands that made the shipped models (their cards name them), with one exception:
 the shipped video ARM was trained on 2 threads (``--threads 2 --eval-clips 30``), so this command's 1-thread video
 ARM follows the same recipe but differs from it at float level. Each writes
