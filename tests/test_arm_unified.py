@@ -341,3 +341,44 @@ def test_a_defect_with_a_random_onset_starts_at_some_frame_and_stays():
     assert len(onsets) >= 4                                            # onsets spread over the story
     with pytest.raises(ValueError, match="onset"):
         train_arm.carry_defects(stories, 0.3, seed=0, onset="middle")
+
+
+def test_story_crop_keeps_one_or_two_frames_in_half_the_batches_and_up_to_six_in_the_rest():
+    from acdc_core.toy import train_arm
+
+    rng = np.random.default_rng(0)
+    draws = np.array([train_arm.story_crop(rng) for _ in range(4000)])
+    assert set(draws.tolist()) == {1, 2, 3, 4, 5, 6}
+    # P(k <= 2) = 1/2 + 1/2 * 2/6 = 2/3; P(k = 6) = 1/12
+    assert abs(float((draws <= 2).mean()) - 2 / 3) < 0.03 and abs(float((draws == 6).mean()) - 1 / 12) < 0.02
+
+
+def test_fit_lm_crops_every_sequence_of_a_batch_after_the_drawn_images_end_token():
+    from transformers import LlamaForCausalLM
+
+    from acdc_core.tiny.unified import lm_config
+    from acdc_core.toy import train_arm
+
+    ids = {"bos": 0, "eos": 1, "pad": 2, "boi": 3, "eoi": 4}
+    offset, codebook = 8, 4
+
+    def story(n_images: int, words: int) -> torch.Tensor:
+        out = [ids["bos"]]
+        for k in range(n_images):
+            out += [5] * words + [ids["boi"]] + [offset + (k % codebook)] * 3 + [ids["eoi"]]
+        return torch.tensor(out + [ids["eos"]])
+
+    seqs = [story(4, 2), story(4, 3)]              # 1 + 4 * (words + 5) + 1 tokens
+    lm_of = lambda: (torch.manual_seed(0), LlamaForCausalLM(lm_config(  # noqa: E731
+        offset + codebook, ids, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=64)))[1]
+    kw = dict(codebook=codebook, seed=0, steps=3, batch_size=2, dropout=0.0, log_every=3)
+    whole = train_arm.fit_lm(seqs, ids, offset, lm_of(), **kw)
+    assert whole["lm_tokens_per_step"] == 2 * (1 + 4 * 8 + 1)             # padded to the longer story
+    one = train_arm.fit_lm(seqs, ids, offset, lm_of(), crop=lambda rng: 1, **kw)
+    assert one["lm_tokens_per_step"] == 2 * (1 + 8)                        # bos, 3 words, image 1 and its end
+    two = train_arm.fit_lm(seqs, ids, offset, lm_of(), crop=lambda rng: 2, **kw)
+    assert two["lm_tokens_per_step"] == 2 * (1 + 2 * 8)
+    more = train_arm.fit_lm(seqs, ids, offset, lm_of(), crop=lambda rng: 9, **kw)   # more than it has: whole
+    assert more["lm_tokens_per_step"] == whole["lm_tokens_per_step"]
+    assert more["lm_final_loss"] == whole["lm_final_loss"]                # same batches, same weights

@@ -295,13 +295,26 @@ def fit_lm(seqs: Sequence[torch.Tensor], ids: dict, offset: int, lm, *, codebook
             "lm_seconds": round(time.perf_counter() - start, 1)}
 
 
+def story_crop(rng: np.random.Generator) -> int:
+    """How many frames the stories of one LM batch keep under ``--crop``: half the batches 1 or 2 frames, half
+    1 .. 6 (the video ARM's ``clip_crop`` carried back to 6-frame stories: frame 1 from the text is shown more
+    often for the same compute, and every position of a story is still trained)."""
+    return int(rng.integers(1, 3)) if rng.random() < 0.5 else int(rng.integers(1, 7))
+
+
+STORY_CROP = "half 1..2 frames, half 1..6"
+
+
 def train_lm(stories: Sequence[Story], tokens: StoryTokens, lm, *, codebook: int, seed: int, steps: int,
-             batch_size: int = 4, lr: float = 3e-3, dropout: float = 0.1, log_every: int = 100) -> dict:
-    """Train ``lm`` on whole stories in place (``fit_lm``); returns a summary."""
+             batch_size: int = 4, lr: float = 3e-3, dropout: float = 0.1, log_every: int = 100,
+             crop: bool = False) -> dict:
+    """Train ``lm`` on stories in place (``fit_lm``), whole or, with ``crop``, cut per batch by ``story_crop``;
+    returns a summary."""
     seqs = [tokens(s) for s in stories]
     summary = fit_lm(seqs, tokens.ids, tokens.offset, lm, codebook=codebook, seed=seed, steps=steps,
-                     batch_size=batch_size, lr=lr, dropout=dropout, log_every=log_every)
-    return {**summary, "lm_train_stories": len(seqs),
+                     batch_size=batch_size, lr=lr, dropout=dropout, log_every=log_every,
+                     crop=story_crop if crop else None)
+    return {**summary, "lm_train_stories": len(seqs), "lm_crop": STORY_CROP if crop else "none (whole stories)",
             "lm_tokens_per_story": round(float(np.mean([len(s) for s in seqs])), 1)}
 
 
@@ -359,9 +372,11 @@ def carry_defects(stories: Sequence[Story], fraction: float, seed: int, onset: s
 
 def train(out: Path, *, seed: int = 0, vq_steps: int = 2000, lm_steps: int = 6000, n_stories: int = 6000,
           hidden: int = 128, layers: int = 4, heads: int = 4, lm_batch_size: int = 4, lm_lr: float = 3e-3,
-          vq_eval_frames: int = 300, carried: float = 0.0, onset: str = "first", log_every: int = 100) -> dict:
+          vq_eval_frames: int = 300, carried: float = 0.0, onset: str = "first", crop: bool = False,
+          log_every: int = 100) -> dict:
     """Train the VQ and the LM and write the unified ARM folder ``out``; returns a summary. ``carried``: the
-    fraction of training stories whose character carries one defect through every frame (``carry_defects``)."""
+    fraction of training stories whose character carries one defect through every frame (``carry_defects``);
+    ``crop``: train the LM on stories cut per batch (``story_crop``) instead of whole ones."""
     from transformers import GenerationConfig, LlamaForCausalLM
 
     from ..arm.base import SamplingSettings
@@ -398,7 +413,7 @@ def train(out: Path, *, seed: int = 0, vq_steps: int = 2000, lm_steps: int = 600
                                     num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                                     max_position_embeddings=1024))
     summary.update(train_lm(stories, tokens, lm, codebook=K, seed=seed, steps=lm_steps, batch_size=lm_batch_size, lr=lm_lr,
-                            log_every=log_every))
+                            log_every=log_every, crop=crop))
     lm.generation_config = GenerationConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"])
 
     summary.update(seed=seed, train_stories=len(stories), carried_defects=carried, defect_onset=onset, hidden=hidden, layers=layers, heads=heads,
@@ -553,13 +568,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "through every frame, so the ARM learns to copy its body from the context")
     parser.add_argument("--defect-onset", choices=ONSETS, default="first",
                         help="where a carried defect starts: frame 1 (the shipped ARM's) or a random frame, kept to the end")
+    parser.add_argument("--crop", action="store_true",
+                        help=f"train the LM on stories cut per batch ({STORY_CROP}) instead of whole ones")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     summary = train(args.out, seed=args.seed, vq_steps=args.vq_steps, lm_steps=args.lm_steps, n_stories=args.stories,
                     hidden=args.hidden, layers=args.layers, vq_eval_frames=args.vq_eval_frames, carried=args.carried_defects, onset=args.defect_onset,
-                    log_every=max(1, min(100, args.lm_steps // 10)))
+                    crop=args.crop, log_every=max(1, min(100, args.lm_steps // 10)))
     given = list(sys.argv[1:] if argv is None else argv)
     command = " ".join(["python -m acdc_core.toy.train_arm"] + [shlex.quote(str(a)) for a in given])
     summary.update(threads=args.threads, torch=torch.__version__, transformers=transformers.__version__,
