@@ -436,17 +436,16 @@ def _per_frame(results: list[list[dict]]) -> dict[str, list[float]]:
     return {key: [float(np.mean([story[i][key] for story in results])) for i in range(n)] for key in _KEYS}
 
 
-def evaluate(folder: Path, n_stories: int = 50, seed: int = 0) -> dict:
-    """Held-out stories, ARM only, judged per frame index: the engine loop, an oracle context, the VQ ceiling."""
-    from ..arm import ARMContext, load_arm
+def judged_runs(arm, stories: Sequence[Story], sampling, seed: int = 0) -> dict[str, list[list[dict]]]:
+    """ARM only on ``stories`` (story k seeded ``seed + 1000 k``), each frame judged: ``arm_only`` (the engine loop,
+    the ARM continuing from its own frames), ``oracle_context`` (the same seeds, every frame drawn after the true
+    earlier frames) and ``vq_ceiling`` (the VQ round trip of the truth). Per run, per story, per frame: the judge's
+    verdict."""
+    from ..arm import ARMContext
     from ..state import StorySettings
     from ..story import run_story
     from .judge import judge_story
 
-    t0 = time.perf_counter()
-    arm = load_arm(folder)
-    sampling = arm.default_sampling
-    stories = split_stories("heldout", n_stories)
     loop, oracle, ceiling = [], [], []
     for k, story in enumerate(stories):
         story_seed = seed + 1000 * k
@@ -463,10 +462,22 @@ def evaluate(folder: Path, n_stories: int = 50, seed: int = 0) -> dict:
             frames.append(arm.decode(tokens)[0])
             context = context.append(prompt, true_codes[i:i + 1])
         oracle.append(judge_story(frames, story))
+    return {"arm_only": loop, "oracle_context": oracle, "vq_ceiling": ceiling}
+
+
+def evaluate(folder: Path, n_stories: int = 50, seed: int = 0) -> dict:
+    """Held-out stories, ARM only, judged per frame index (``judged_runs``) at the ARM's default sampling."""
+    from ..arm import load_arm
+
+    t0 = time.perf_counter()
+    arm = load_arm(folder)
+    sampling = arm.default_sampling
+    stories = split_stories("heldout", n_stories)
+    runs = judged_runs(arm, stories, sampling, seed)
     return {"eval_stories": len(stories), "eval_seed": seed, "eval_sampling": {
                 "guidance_scale": sampling.guidance_scale, "temperature": sampling.temperature,
                 "top_k": sampling.top_k, "top_p": sampling.top_p},
-            "arm_only": _per_frame(loop), "oracle_context": _per_frame(oracle), "vq_ceiling": _per_frame(ceiling),
+            **{name: _per_frame(results) for name, results in runs.items()},
             "eval_seconds": round(time.perf_counter() - t0, 1)}
 
 
