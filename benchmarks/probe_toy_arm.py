@@ -8,7 +8,10 @@ For each sampling (the ARM's defaults overridden by the JSON given; none: the de
 model card): ARM only continuing from its own frames, the same seeds with the true earlier frames in the context
 (oracle), and the VQ round trip of the truth. Writes ``results/<name>.md`` and ``.json``: per run and check, the rate
 at each frame index, and two paired story-bootstrap differences (95%): ARM only's frames 4-6 minus frames 1-3 (does it
-fall?) and ARM only minus oracle on frames 2-6 (does its own context make it worse than the truth does?). One thread.
+fall?) and ARM only minus oracle on frames 2-6 (does its own context make it worse than the truth does?); and, on
+ARM only's frames 2-6, the share valid after a valid and after a broken previous frame (is a broken frame copied
+on?). Also the true codes' teacher-forced loss per frame index (is frame 1 harder to get right than the rest?).
+One thread.
 """
 from __future__ import annotations
 
@@ -34,6 +37,26 @@ def _matrix(results: list[list[dict]], key: str) -> np.ndarray:
     return np.array([[float(frame[key]) for frame in story] for story in results])
 
 
+def teacher_forced_loss(arm, stories) -> np.ndarray:
+    """Mean cross-entropy (nats) of the true image codes under ``arm``, per frame index, given the true story."""
+    import torch.nn.functional as F
+
+    from acdc_core.toy.train_arm import StoryTokens, _SceneCodes
+
+    tokens = StoryTokens(arm.tokenizer, arm.manifest, _SceneCodes(arm.vq))
+    offset, codebook = arm.manifest.image_token_offset, arm.manifest.codebook_size
+    per_story = []
+    for story in stories:
+        ids = tokens(story)[None]
+        with torch.no_grad():
+            logits = arm.lm(ids).logits[0, :-1, offset:offset + codebook].float()
+        target = ids[0, 1:]
+        is_code = (target >= offset) & (target < offset + codebook)
+        loss = F.cross_entropy(logits[is_code], target[is_code] - offset, reduction="none")
+        per_story.append(loss.view(len(story.scenes), -1).mean(1).numpy())
+    return np.mean(per_story, axis=0)
+
+
 def main() -> None:
     from acdc_core.arm import load_arm
     from acdc_core.stats import bootstrap_difference
@@ -52,7 +75,8 @@ def main() -> None:
     arm = load_arm(args.arm)
     overrides = [json.loads(text) for text in args.sampling] or [{}]
     stories = world.split_stories("heldout", args.stories)
-    rows = []
+    rows = [{"sampling": "-", "run": "teacher forced", "check": "code loss (nats per code)",
+             **{f"f{i + 1}": round(float(v), 4) for i, v in enumerate(teacher_forced_loss(arm, stories))}}]
     for override in overrides:
         sampling = replace(arm.default_sampling, **override).validate()
         start = time.perf_counter()
@@ -70,6 +94,11 @@ def main() -> None:
                                         ("ARM only minus oracle valid, frames 2-6", own)):
             rows.append({"sampling": label, "run": "difference", "check": name,
                          "f1": f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"})
+        # Does a broken frame beget broken frames? Frames 2-6 of ARM only, by the previous frame's verdict.
+        after = {verdict: loop[:, 1:][loop[:, :-1] == verdict] for verdict in (1.0, 0.0)}
+        for verdict, name in ((1.0, "ARM only valid after a valid frame"), (0.0, "ARM only valid after a broken frame")):
+            rows.append({"sampling": label, "run": "persistence", "check": name,
+                         "f1": f"{after[verdict].mean():.3f} of {after[verdict].size}" if after[verdict].size else "-"})
         print(f"{label}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     path = write_results(args.name, rows, notes=(
         f"ARM `{args.arm.relative_to(ROOT) if args.arm.is_relative_to(ROOT) else args.arm}`, {len(stories)} held-out "
