@@ -59,6 +59,7 @@ def teacher_forced_loss(arm, stories) -> np.ndarray:
 
 def main() -> None:
     from acdc_core.arm import load_arm
+    from acdc_core.errors import InvalidInputError
     from acdc_core.stats import bootstrap_difference
     from acdc_core.toy import train_arm, world
 
@@ -73,7 +74,16 @@ def main() -> None:
     torch.set_num_threads(1)
 
     arm = load_arm(args.arm)
-    overrides = [json.loads(text) for text in args.sampling] or [{}]
+    overrides = []
+    for text in args.sampling:
+        try:
+            override = json.loads(text)
+            replace(arm.default_sampling, **override).validate()
+        except (json.JSONDecodeError, TypeError, InvalidInputError) as error:
+            fields = ", ".join(arm.default_sampling.__dataclass_fields__)
+            parser.error(f"--sampling {text!r} is not a JSON object of sampling fields ({fields}): {error}")
+        overrides.append(override)
+    overrides = overrides or [{}]
     stories = world.split_stories("heldout", args.stories)
     rows = [{"sampling": "-", "run": "teacher forced", "check": "code loss (nats per code)",
              **{f"f{i + 1}": round(float(v), 4) for i, v in enumerate(teacher_forced_loss(arm, stories))}}]
