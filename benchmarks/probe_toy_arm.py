@@ -39,20 +39,14 @@ def _matrix(results: list[list[dict]], key: str) -> np.ndarray:
 
 def teacher_forced_loss(arm, stories) -> np.ndarray:
     """Mean cross-entropy (nats) of the true image codes under ``arm``, per frame index, given the true story."""
-    import torch.nn.functional as F
-
-    from acdc_core.toy.train_arm import StoryTokens, _SceneCodes
+    from acdc_core.toy.train_arm import StoryTokens, _SceneCodes, image_code_loss
 
     tokens = StoryTokens(arm.tokenizer, arm.manifest, _SceneCodes(arm.vq))
     offset, codebook = arm.manifest.image_token_offset, arm.manifest.codebook_size
     per_story = []
     for story in stories:
-        ids = tokens(story)[None]
         with torch.no_grad():
-            logits = arm.lm(ids).logits[0, :-1, offset:offset + codebook].float()
-        target = ids[0, 1:]
-        is_code = (target >= offset) & (target < offset + codebook)
-        loss = F.cross_entropy(logits[is_code], target[is_code] - offset, reduction="none")
+            loss = image_code_loss(arm.lm, tokens(story)[None], offset, codebook, reduction="none")
         per_story.append(loss.view(len(story.scenes), -1).mean(1).numpy())
     return np.mean(per_story, axis=0)
 

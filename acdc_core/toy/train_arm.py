@@ -234,13 +234,14 @@ def _lm_batch(seqs: Sequence[torch.Tensor], pad: int) -> torch.Tensor:
     return out
 
 
-def image_code_loss(lm, ids: torch.Tensor, offset: int, codebook: int) -> torch.Tensor:
-    """Cross-entropy of every image code given what precedes it, over the codebook slice of the logits."""
+def image_code_loss(lm, ids: torch.Tensor, offset: int, codebook: int, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of every image code given what precedes it, over the codebook slice of the logits (their mean,
+    or with ``reduction="none"`` one per code, in sequence order)."""
     hidden = lm.model(input_ids=ids).last_hidden_state[:, :-1]
     target = ids[:, 1:]
     is_code = (target >= offset) & (target < offset + codebook)
     logits = lm.lm_head(hidden[is_code])[:, offset:offset + codebook]
-    return F.cross_entropy(logits.float(), target[is_code] - offset)
+    return F.cross_entropy(logits.float(), target[is_code] - offset, reduction=reduction)
 
 
 def fit_lm(seqs: Sequence[torch.Tensor], ids: dict, offset: int, lm, *, codebook: int, seed: int, steps: int,
