@@ -68,24 +68,21 @@ def main() -> None:
     torch.set_num_threads(1)
 
     arm = load_arm(args.arm)
-    overrides = []
-    for text in args.sampling:
+    samplings = {}                                        # label -> the ARM's defaults with the overrides
+    for text in args.sampling or ["{}"]:
         try:
             override = json.loads(text)
-            replace(arm.default_sampling, **override).validate()
+            sampling = replace(arm.default_sampling, **override).validate()
         except (json.JSONDecodeError, TypeError, InvalidInputError) as error:
             fields = ", ".join(arm.default_sampling.__dataclass_fields__)
             parser.error(f"--sampling {text!r} is not a JSON object of sampling fields ({fields}): {error}")
-        overrides.append(override)
-    overrides = overrides or [{}]
+        samplings[json.dumps(override, sort_keys=True) if override else "defaults"] = sampling
     stories = world.split_stories("heldout", args.stories)
     rows = [{"sampling": "-", "run": "teacher forced", "check": "code loss (nats per code)",
              **{f"f{i + 1}": round(float(v), 4) for i, v in enumerate(teacher_forced_loss(arm, stories))}}]
-    for override in overrides:
-        sampling = replace(arm.default_sampling, **override).validate()
+    for label, sampling in samplings.items():
         start = time.perf_counter()
         runs = train_arm.judged_runs(arm, stories, sampling, args.seed)
-        label = json.dumps(override, sort_keys=True) if override else "defaults"
         for run, results in runs.items():
             for key in CHECKS:
                 rates = _matrix(results, key).mean(axis=0)
